@@ -1,0 +1,283 @@
+"""The base every pgplug algorithm shares: estimator plumbing, the learn loop and the gradient step.
+
+An algorithm plugin subclasses :class:`PolicyGradientAlgorithm`, sets ``name`` and says how it
+collects a rollout; the estimator, the loss and the SB3 machinery (policies, vec envs, logger,
+callbacks, save/load) are shared here.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from abc import abstractmethod
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import (
+    ActorCriticCnnPolicy,
+    ActorCriticPolicy,
+    BasePolicy,
+    MultiInputActorCriticPolicy,
+)
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.utils import explained_variance
+
+from pgplug.errors import IncompatibleEstimatorError, PgplugError
+from pgplug.estimator import Estimator, check_gamma, make_estimator
+from pgplug.loss import policy_gradient_loss
+from pgplug.plugin_host import get_host
+from pgplug.rollout import Rollout, RolloutCollector, unchecked_distributions
+
+SelfAlgorithm = TypeVar("SelfAlgorithm", bound="PolicyGradientAlgorithm")
+
+SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise PgplugError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class PolicyGradientAlgorithm(BaseAlgorithm):
+    """Shared base of pgplug's on-policy algorithms (an SB3 ``BaseAlgorithm``).
+
+    :param policy: the policy model (``MlpPolicy``, ``CnnPolicy``, ``MultiInputPolicy`` or a class)
+    :param env: the environment (a gymnasium id, an env or an SB3 ``VecEnv``)
+    :param estimator: a registered estimator name or an :class:`~pgplug.estimator.Estimator`
+    :param estimator_kwargs: keyword arguments of the named estimator (e.g. ``{"gae_lambda": 0.95}``)
+    :param ent_coef: entropy coefficient in the loss
+    :param vf_coef: value-loss coefficient (used when the estimator trains a critic)
+    :param max_grad_norm: gradient-norm clipping threshold (None: no clipping)
+    :param normalize_advantage: standardise Ψ in each update
+    """
+
+    name: ClassVar[str]
+    default_estimator: ClassVar[str]
+    #: False for algorithms that cut episodes into fixed-length rollouts (A2C, A3C).
+    accepts_episode_estimators: ClassVar[bool] = True
+    default_log_interval: ClassVar[int] = 1
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": ActorCriticPolicy,
+        "CnnPolicy": ActorCriticCnnPolicy,
+        "MultiInputPolicy": MultiInputActorCriticPolicy,
+    }
+    policy: ActorCriticPolicy
+
+    def __init__(
+        self,
+        policy: str | type[ActorCriticPolicy],
+        env: GymEnv | str | None,
+        learning_rate: float | Schedule,
+        *,
+        gamma: float = 0.99,
+        ent_coef: float = 0.0,
+        vf_coef: float = 0.5,
+        max_grad_norm: float | None = 0.5,
+        normalize_advantage: bool = False,
+        estimator: str | Estimator | None = None,
+        estimator_kwargs: dict[str, Any] | None = None,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        monitor_wrapper: bool = True,
+        support_multi_env: bool = True,
+    ) -> None:
+        super().__init__(
+            policy=policy,
+            env=env,
+            learning_rate=learning_rate,
+            policy_kwargs=policy_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            verbose=verbose,
+            device=device,
+            support_multi_env=support_multi_env,
+            monitor_wrapper=monitor_wrapper,
+            seed=seed,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            supported_action_spaces=SUPPORTED_ACTION_SPACES,
+        )
+        self.gamma = check_gamma(gamma)
+        self.ent_coef = float(ent_coef)
+        self.vf_coef = float(vf_coef)
+        self.max_grad_norm = max_grad_norm
+        self.normalize_advantage = normalize_advantage
+        self.estimator = self.resolve_estimator(estimator or self.default_estimator, estimator_kwargs)
+        self._collector: RolloutCollector | None = None
+
+    # -- estimator ----------------------------------------------------------------------------
+
+    @classmethod
+    def compatible_estimators(cls) -> list[str]:
+        """Names of the registered estimators this algorithm can use."""
+        return [
+            e.name for e in get_host().estimators if cls.accepts_episode_estimators or not e.cls.needs_complete_episodes
+        ]
+
+    @classmethod
+    def resolve_estimator(cls, spec: str | Estimator, kwargs: dict[str, Any] | None = None) -> Estimator:
+        estimator = make_estimator(spec, kwargs)
+        if estimator.needs_complete_episodes and not cls.accepts_episode_estimators:
+            raise IncompatibleEstimatorError(
+                f"estimator {estimator.name!r} needs complete episodes, which {cls.name} cuts into "
+                f"rollouts; estimators that fit {cls.name}: {', '.join(cls.compatible_estimators())}"
+            )
+        return estimator
+
+    # -- model --------------------------------------------------------------------------------
+
+    def _setup_model(self) -> None:
+        self._setup_lr_schedule()
+        self.set_random_seed(self.seed)
+        self.policy = self.policy_class(  # type: ignore[assignment]
+            self.observation_space, self.action_space, self.lr_schedule, use_sde=self.use_sde, **self.policy_kwargs
+        )
+        self.policy = self.policy.to(self.device)
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_collector"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        return ["policy", "policy.optimizer"], []
+
+    # -- rollouts -----------------------------------------------------------------------------
+
+    def _step_hook(self, callback: BaseCallback):
+        """The per-step work SB3 does in ``collect_rollouts``: count, callbacks, episode stats."""
+        n_envs = self.n_envs
+
+        def on_step(step_locals: dict[str, Any]) -> bool:
+            self.num_timesteps += n_envs
+            callback.update_locals(step_locals)
+            if not callback.on_step():
+                return False
+            dones = step_locals["dones"]
+            ended = np.flatnonzero(dones)
+            if ended.size:
+                infos = step_locals["infos"]
+                self._update_info_buffer([infos[i] for i in ended], dones[ended])
+            return True
+
+        return on_step
+
+    def _collect(self, callback: BaseCallback, n_steps: int | None, **kwargs: Any) -> Rollout | None:
+        """Collect a rollout with the shared lean loop, keeping SB3's ``_last_obs`` bookkeeping."""
+        assert self.env is not None
+        if self._collector is None or self._collector.env is not self.env or self._collector.policy is not self.policy:
+            self._collector = RolloutCollector(
+                self.policy, self.env, self.gamma, bootstrap_truncation=self.estimator.needs_critic
+            )
+        collector = self._collector
+        collector.last_obs = self._last_obs  # type: ignore[assignment]
+        collector.last_episode_starts = self._last_episode_starts  # type: ignore[assignment]
+        callback.on_rollout_start()
+        rollout = collector.collect(n_steps, on_step=self._step_hook(callback), **kwargs)
+        self._last_obs = collector.last_obs  # type: ignore[assignment]
+        self._last_episode_starts = collector.last_episode_starts
+        if rollout is None:
+            return None
+        callback.update_locals({"rollout": rollout})
+        callback.on_rollout_end()
+        return rollout
+
+    @abstractmethod
+    def collect_rollout(self, callback: BaseCallback) -> Rollout | None:
+        """Collect fresh on-policy data; None when a callback asked to stop."""
+
+    def estimate(self, rollout: Rollout) -> Rollout:
+        """Fill ``rollout.advantages`` and ``rollout.returns`` with the estimator."""
+        estimate = self.estimator(
+            rewards=rollout.rewards,
+            values=rollout.values,
+            episode_starts=rollout.episode_starts,
+            last_values=rollout.last_values,
+            last_dones=rollout.last_dones,
+            gamma=self.gamma,
+        )
+        rollout.advantages, rollout.returns = estimate.advantages, estimate.returns
+        return rollout
+
+    # -- update -------------------------------------------------------------------------------
+
+    def train(self, rollout: Rollout) -> dict[str, float]:
+        """One gradient step on the whole rollout."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        with unchecked_distributions():
+            terms = policy_gradient_loss(self.policy, rollout, self.ent_coef, self.vf_coef, self.normalize_advantage)
+            self.policy.optimizer.zero_grad()
+            terms.loss.backward()
+            if self.max_grad_norm is not None:
+                th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            self.policy.optimizer.step()
+        self._n_updates += 1
+        metrics = {
+            "train/entropy_loss": terms.entropy_loss.item(),
+            "train/policy_loss": terms.policy_loss.item(),
+        }
+        if terms.value_loss is not None and rollout.returns is not None:
+            metrics["train/value_loss"] = terms.value_loss.item()
+            metrics["train/explained_variance"] = float(
+                explained_variance(rollout.flat(rollout.values).numpy(), rollout.flat(rollout.returns).numpy())
+            )
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        for key, value in metrics.items():
+            self.logger.record(key, value)
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+        get_host().pm.hook.pgplug_after_update(algorithm=self, metrics=metrics)
+        return metrics
+
+    # -- learn --------------------------------------------------------------------------------
+
+    def learn(
+        self: SelfAlgorithm,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int | None = None,
+        tb_log_name: str | None = None,
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfAlgorithm:
+        """Train for ``total_timesteps`` env steps; the same signature and behaviour as SB3's ``learn``."""
+        if log_interval is None:
+            log_interval = self.default_log_interval
+        iteration = 0
+        total_timesteps, callback = self._setup_learn(
+            total_timesteps, callback, reset_num_timesteps, tb_log_name or self.name.upper(), progress_bar
+        )
+        callback.on_training_start(locals(), globals())
+        hook = get_host().pm.hook
+        while self.num_timesteps < total_timesteps:
+            rollout = self.collect_rollout(callback)
+            if rollout is None:
+                break
+            iteration += 1
+            self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
+            if log_interval and iteration % log_interval == 0:
+                self.dump_logs(iteration)
+            self.estimate(rollout)
+            hook.pgplug_after_rollout(algorithm=self, rollout=rollout)
+            self.train(rollout)
+        callback.on_training_end()
+        return self
+
+    # SB3's on-policy log format (time/fps, rollout/ep_rew_mean, ...), reused as is.
+    dump_logs = OnPolicyAlgorithm.dump_logs
+
+    def _fps(self) -> float:
+        elapsed = max((time.time_ns() - self.start_time) / 1e9, sys.float_info.epsilon)
+        return (self.num_timesteps - self._num_timesteps_at_start) / elapsed

@@ -1,0 +1,35 @@
+"""The errors pgplug shows to users: each message is one line naming the bad value and the valid choices."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class PgplugError(ValueError):
+    """A user-facing error. The CLI prints its message on one line and exits non-zero."""
+
+
+class UnknownNameError(PgplugError):
+    """A name that no registry, config or option knows."""
+
+    def __init__(self, kind: str, name: object, valid: Iterable[str]) -> None:
+        choices = ", ".join(sorted(valid)) or "(none registered)"
+        super().__init__(f"unknown {kind} {name!r}; valid {kind}s: {choices}")
+        self.kind = kind
+        self.name = name
+
+
+class PluginClashError(PgplugError):
+    """Two plugins registered the same name."""
+
+
+class IncompatibleEstimatorError(PgplugError):
+    """An estimator the algorithm cannot use (e.g. one that needs complete episodes in A2C)."""
+
+
+def one_line(message: object) -> str:
+    """Collapse a message to its first non-empty line, for terminal output."""
+    for line in str(message).splitlines():
+        if line.strip():
+            return line.strip()
+    return str(message)

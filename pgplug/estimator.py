@@ -1,0 +1,123 @@
+"""The estimator contract: what every advantage estimator receives, returns and declares.
+
+An estimator turns a time-major rollout (``T`` steps × ``N`` envs) into Ψ_t, the factor that
+multiplies ∇log π(a_t|s_t), and, where it has a critic, the critic's regression target.
+Conventions (design.md §2): ``episode_starts[t]`` marks s_t as the first state of an episode;
+the step t *ended* an episode when ``episode_starts[t + 1]`` (or ``last_dones`` for the last step);
+at a time-limit truncation the reward already carries γ·V(terminal observation).
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch as th
+
+from pgplug.errors import PgplugError
+
+ArrayLike = np.ndarray | th.Tensor
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Ψ_t for the policy gradient and, for critic estimators, the critic's targets; both ``[T, N]``."""
+
+    advantages: th.Tensor
+    returns: th.Tensor | None
+
+
+def as_tensor(x: ArrayLike | None) -> th.Tensor | None:
+    """Float32 tensor view of a numpy array or tensor (no copy when already float32)."""
+    if x is None:
+        return None
+    return th.as_tensor(x).to(th.float32)
+
+
+def episode_ends(episode_starts: th.Tensor, last_dones: th.Tensor) -> th.Tensor:
+    """``done[t] = 1`` where step t ended an episode: ``episode_starts[t+1]``, and ``last_dones`` at T−1."""
+    return th.cat([episode_starts[1:], last_dones.reshape(1, -1)], dim=0)
+
+
+def check_gamma(gamma: float) -> float:
+    if not isinstance(gamma, (int, float)) or isinstance(gamma, bool) or not 0.0 <= gamma <= 1.0:
+        raise PgplugError(f"gamma must be a number in [0, 1], got {gamma!r}")
+    return float(gamma)
+
+
+class Estimator(ABC):
+    """Base class of advantage estimators; subclasses set the class attributes and ``estimate``."""
+
+    name: ClassVar[str]
+    needs_critic: ClassVar[bool] = False
+    needs_complete_episodes: ClassVar[bool] = False
+
+    def __call__(
+        self,
+        *,
+        rewards: ArrayLike,
+        episode_starts: ArrayLike,
+        last_dones: ArrayLike,
+        gamma: float,
+        values: ArrayLike | None = None,
+        last_values: ArrayLike | None = None,
+    ) -> Estimate:
+        """Validate and convert the inputs, then :meth:`estimate`."""
+        rewards_t = as_tensor(rewards)
+        assert rewards_t is not None
+        if rewards_t.ndim != 2:
+            raise PgplugError(f"rewards must be time-major [T, n_envs], got shape {tuple(rewards_t.shape)}")
+        values_t, last_values_t = as_tensor(values), as_tensor(last_values)
+        if self.needs_critic and (values_t is None or last_values_t is None):
+            raise PgplugError(f"estimator {self.name!r} needs the critic's values and last_values")
+        return self.estimate(
+            rewards=rewards_t,
+            values=values_t,
+            episode_starts=as_tensor(episode_starts),
+            last_values=None if last_values_t is None else last_values_t.reshape(-1),
+            last_dones=as_tensor(last_dones).reshape(-1),
+            gamma=check_gamma(gamma),
+        )
+
+    @abstractmethod
+    def estimate(
+        self,
+        *,
+        rewards: th.Tensor,
+        values: th.Tensor | None,
+        episode_starts: th.Tensor,
+        last_values: th.Tensor | None,
+        last_dones: th.Tensor,
+        gamma: float,
+    ) -> Estimate:
+        """Compute Ψ_t (and critic targets) from float32 tensors of shape ``[T, N]`` / ``[N]``."""
+
+    def params(self) -> dict[str, Any]:
+        """The constructor arguments, for display, logging and saved configs."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {n: getattr(self, n) for n in names if hasattr(self, n)}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"
+
+
+def make_estimator(spec: str | Estimator, kwargs: dict[str, Any] | None = None) -> Estimator:
+    """An estimator from a registered name (plus its keyword arguments) or an instance."""
+    if isinstance(spec, Estimator):
+        if kwargs:
+            raise PgplugError("estimator_kwargs are only used with an estimator name, not an instance")
+        return spec
+    from pgplug.plugin_host import get_host
+
+    cls = get_host().estimators.get(spec)
+    try:
+        return cls(**(kwargs or {}))
+    except TypeError as exc:
+        valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        raise PgplugError(
+            f"bad estimator_kwargs {kwargs!r} for estimator {spec!r}: {exc}; valid keys: {', '.join(valid) or '(none)'}"
+        ) from exc

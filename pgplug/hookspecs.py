@@ -1,0 +1,60 @@
+"""The hooks a pgplug plugin can implement.
+
+Built-in estimators and algorithms implement these exactly as a third-party plugin does.
+Every hook is prefixed ``pgplug_`` and receives its arguments by keyword.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("pgplug")
+hookimpl = pluggy.HookimplMarker("pgplug")
+
+
+@hookspec
+def pgplug_register_estimators(register: Callable[[type], None]) -> None:
+    """Register advantage estimators.
+
+    :param register: call it once per estimator class; the class carries its ``name``.
+        Registering a name that another plugin registered is an error naming both plugins.
+    """
+
+
+@hookspec
+def pgplug_register_algorithms(register: Callable[[type], None]) -> None:
+    """Register algorithms (subclasses of :class:`pgplug.algorithm.PolicyGradientAlgorithm`).
+
+    :param register: call it once per algorithm class; the class carries its ``name``.
+    """
+
+
+@hookspec
+def pgplug_addoption(parser: argparse.ArgumentParser, command: str) -> None:
+    """Add command-line options to a ``pgplug`` sub-command, in the spirit of ``pytest_addoption``.
+
+    :param parser: the sub-command's parser.
+    :param command: the sub-command's name (``train``, ``eval``, ...).
+    """
+
+
+@hookspec
+def pgplug_after_rollout(algorithm: Any, rollout: Any) -> None:
+    """Observe a rollout after the estimator has filled its advantages and returns.
+
+    :param algorithm: the algorithm that collected it (main process only).
+    :param rollout: the :class:`pgplug.rollout.Rollout`; treat it as read-only.
+    """
+
+
+@hookspec
+def pgplug_after_update(algorithm: Any, metrics: dict[str, float]) -> None:
+    """Observe one gradient update.
+
+    :param algorithm: the algorithm that made the update (main process only).
+    :param metrics: the losses and statistics the update logged.
+    """

@@ -1,0 +1,70 @@
+"""Name → class registries for estimators and algorithms, in the manner of hatch's plugin manager."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from pgplug.errors import PluginClashError, UnknownNameError
+
+T = TypeVar("T", bound=type)
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    """One registered class and the plugin it came from."""
+
+    name: str
+    cls: T
+    source: str
+
+    @property
+    def description(self) -> str:
+        """The first line of the class docstring."""
+        doc = (self.cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+class Registry(Generic[T]):
+    """Maps names to classes. Each class names itself with a ``name`` class attribute."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+
+    def add(self, cls: T, source: str) -> None:
+        name = getattr(cls, "name", None)
+        if not isinstance(name, str) or not name:
+            raise PluginClashError(
+                f"{self.kind} class {cls.__module__}.{cls.__qualname__} from {source} has no 'name' attribute"
+            )
+        existing = self._entries.get(name)
+        if existing is not None and existing.cls is not cls:
+            raise PluginClashError(
+                f"{self.kind} name {name!r} is registered twice: by {existing.source} "
+                f"({existing.cls.__module__}.{existing.cls.__qualname__}) and by {source} "
+                f"({cls.__module__}.{cls.__qualname__})"
+            )
+        self._entries[name] = Entry(name, cls, source)
+
+    def get(self, name: str) -> T:
+        return self.entry(name).cls
+
+    def entry(self, name: str) -> Entry[T]:
+        try:
+            return self._entries[name]
+        except (KeyError, TypeError):
+            raise UnknownNameError(self.kind, name, self._entries) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[Entry[T]]:
+        return iter(sorted(self._entries.values(), key=lambda e: e.name))
+
+    def __len__(self) -> int:
+        return len(self._entries)
