@@ -5,4 +5,5 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "pgplug.plugins.estimators",
     "pgplug.plugins.reinforce",
     "pgplug.plugins.a2c",
+    "pgplug.plugins.a3c",
 )

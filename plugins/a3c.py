@@ -1,0 +1,348 @@
+"""A3C: asynchronous advantage actor-critic (Mnih et al. 2016, https://arxiv.org/abs/1602.01783).
+
+Parallel actor-learners, each with its own envs and a local copy of the policy, write gradients
+into a global policy in shared memory and step a shared optimizer (Hogwild, lock-free by default).
+The main process is the SB3 face: it starts and watches the workers, turns the shared step counter
+into callback calls, logs what the workers report, and saves/loads/predicts like any SB3 model.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback, ProgressBarCallback
+from stable_baselines3.common.env_util import make_atari_env, make_vec_env
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.type_aliases import MaybeCallback, Schedule
+from stable_baselines3.common.utils import safe_mean
+from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
+
+from pgplug.algorithm import PolicyGradientAlgorithm, check_positive_int
+from pgplug.errors import PgplugError
+from pgplug.estimator import Estimator
+from pgplug.hookspecs import hookimpl
+from pgplug.plugin_host import get_host
+from pgplug.plugins.a3c_backends import ProcessBackend, SerialBackend, WorkerBackend
+from pgplug.plugins.a3c_worker import Message, VecEnvFactory, WorkerSpec
+from pgplug.plugins.shared_optimizers import share_optimizer_state
+from pgplug.rollout import Rollout
+
+BACKENDS = ("process", "serial")
+
+
+def is_atari(env_id: str) -> bool:
+    import ale_py
+
+    gym.register_envs(ale_py)
+    try:
+        entry_point = gym.spec(env_id).entry_point
+    except gym.error.Error:
+        return False
+    return isinstance(entry_point, str) and entry_point.startswith("ale_py")
+
+
+@dataclass(frozen=True)
+class EnvIdFactory:
+    """Builds a worker's vec env from a gymnasium id: SB3's Atari pipeline (frame stack 4) for Atari ids."""
+
+    env_id: str
+    env_kwargs: dict[str, Any] | None = None
+    frame_stack: int | None = None
+
+    def __call__(self, n_envs: int, seed: int | None) -> VecEnv:
+        if is_atari(self.env_id):
+            env = make_atari_env(self.env_id, n_envs=n_envs, seed=seed, env_kwargs=self.env_kwargs)
+            return VecFrameStack(env, self.frame_stack if self.frame_stack is not None else 4)
+        env = make_vec_env(self.env_id, n_envs=n_envs, seed=seed, env_kwargs=self.env_kwargs)
+        return VecFrameStack(env, self.frame_stack) if self.frame_stack and self.frame_stack > 1 else env
+
+
+class CounterProgressBar(ProgressBarCallback):
+    """SB3's progress bar, advanced by the shared step counter rather than by one vec-env step per call."""
+
+    def _on_step(self) -> bool:
+        self.pbar.update(self.num_timesteps - self.pbar.n)
+        return True
+
+
+class A3C(PolicyGradientAlgorithm):
+    """Asynchronous advantage actor-critic: Hogwild workers, shared optimizer, n-step forward view.
+
+    :param policy: the policy model (``MlpPolicy``, ``CnnPolicy``, ``MultiInputPolicy`` or a class)
+    :param env: a gymnasium id or a picklable ``factory(n_envs, seed) -> VecEnv``; every worker builds
+        its own envs with it (distinct seeds)
+    :param learning_rate: learning rate, or a schedule of the remaining progress (1 → 0)
+    :param n_workers: actor-learner processes
+    :param n_envs_per_worker: envs stepped together by each worker (the paper used 1; more batches
+        the network's forward pass, which is what makes A3C fast on few cores)
+    :param t_max: steps per env per update (the paper's t_max; A2C's ``n_steps``)
+    :param gamma: discount factor
+    :param ent_coef: entropy coefficient (the paper: 0.01)
+    :param vf_coef: value-loss coefficient
+    :param max_grad_norm: gradient-norm clipping threshold, applied to each worker's gradient
+    :param use_rms_prop: RMSprop with shared statistics (as in the paper) rather than Adam
+    :param rms_prop_alpha: RMSprop decay (the paper: 0.99)
+    :param rms_prop_eps: RMSprop epsilon (the paper: 0.1; SB3's A2C: 1e-5)
+    :param shared_optimizer: share the optimizer's statistics across workers (else one set per worker)
+    :param lock: serialise the optimizer steps with a lock (Hogwild is lock-free)
+    :param backend: ``process`` (local worker processes) or ``serial`` (one worker in-process, for debugging)
+    :param start_method: multiprocessing start method of the process backend (``spawn`` is safe with threads)
+    :param estimator: ``nstep`` (default, n=None: the forward view), ``td``, ``gae`` or any estimator
+        that does not need complete episodes
+    :param estimator_kwargs: the estimator's arguments
+    """
+
+    name = "a3c"
+    default_estimator = "nstep"
+    accepts_episode_estimators = False
+    default_log_interval = 100
+
+    def __init__(
+        self,
+        policy: str | type[ActorCriticPolicy],
+        env: str | VecEnvFactory | None,
+        learning_rate: float | Schedule = 7e-4,
+        n_workers: int = 2,
+        n_envs_per_worker: int = 1,
+        t_max: int = 5,
+        gamma: float = 0.99,
+        ent_coef: float = 0.01,
+        vf_coef: float = 0.5,
+        max_grad_norm: float | None = 0.5,
+        use_rms_prop: bool = True,
+        rms_prop_alpha: float = 0.99,
+        rms_prop_eps: float = 1e-5,
+        shared_optimizer: bool = True,
+        lock: bool = False,
+        backend: str = "process",
+        start_method: str = "spawn",
+        normalize_advantage: bool = False,
+        estimator: str | Estimator = "nstep",
+        estimator_kwargs: dict[str, Any] | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        self.env_factory = self._as_factory(env)
+        self.n_workers = check_positive_int("n_workers", n_workers)
+        self.n_envs_per_worker = check_positive_int("n_envs_per_worker", n_envs_per_worker)
+        self.t_max = check_positive_int("t_max", t_max)
+        if backend not in BACKENDS:
+            raise PgplugError(f"unknown A3C backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+        if backend == "serial" and n_workers != 1:
+            raise PgplugError(f"the serial backend runs one worker in-process; got n_workers={n_workers}")
+        self.backend, self.start_method = backend, start_method
+        self.shared_optimizer, self.lock = shared_optimizer, lock
+        # The main process keeps one env of the kind the workers build: for spaces, evaluation and callbacks.
+        main_env = self.env_factory(1, seed) if self.env_factory is not None else None
+        super().__init__(
+            policy,
+            main_env,
+            learning_rate,
+            gamma=gamma,
+            ent_coef=ent_coef,
+            vf_coef=vf_coef,
+            max_grad_norm=max_grad_norm,
+            normalize_advantage=normalize_advantage,
+            estimator=estimator,
+            estimator_kwargs=estimator_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+        )
+        if use_rms_prop and "optimizer_class" not in self.policy_kwargs:
+            self.policy_kwargs["optimizer_class"] = th.optim.RMSprop
+            self.policy_kwargs["optimizer_kwargs"] = dict(alpha=rms_prop_alpha, eps=rms_prop_eps, weight_decay=0)
+        self._live: dict[str, Any] = {}
+        if _init_setup_model:
+            self._setup_model()
+
+    @staticmethod
+    def _as_factory(env: Any) -> VecEnvFactory | None:
+        if env is None:
+            return None
+        if isinstance(env, str):
+            return EnvIdFactory(env)
+        if callable(env) and not isinstance(env, (gym.Env, VecEnv)):
+            return env
+        raise PgplugError(
+            f"A3C needs an env id or a picklable factory(n_envs, seed) -> VecEnv (each worker builds its own envs), "
+            f"got {type(env).__name__}"
+        )
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_live"]
+
+    def collect_rollout(self, callback: BaseCallback) -> Rollout | None:
+        raise NotImplementedError("A3C's workers collect their own rollouts; see pgplug.plugins.a3c_worker")
+
+    def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
+        if isinstance(callback, list):
+            callback = CallbackList(callback)
+        if not isinstance(callback, BaseCallback):
+            callback = ConvertCallback(callback)
+        if progress_bar:
+            callback = CallbackList([callback, CounterProgressBar()])
+        callback.init_callback(self)
+        return callback
+
+    def _worker_backend(self) -> WorkerBackend:
+        if self.backend == "serial":
+            return SerialBackend()
+        local_plugins = [
+            source.removeprefix("local file ").removeprefix("local module ")
+            for source in get_host()._sources.values()
+            if source.startswith("local ")
+        ]
+        return ProcessBackend(self.start_method, plugin_specs=local_plugins)
+
+    def live_metrics(self) -> dict[str, Any]:
+        """Per-worker steps/s and policy lag, for the CLI's live display."""
+        return dict(self._live)
+
+    def learn(
+        self,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int | None = None,
+        tb_log_name: str | None = None,
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> A3C:
+        """Run the workers until the shared counter reaches ``total_timesteps`` or a callback returns False."""
+        if self.env_factory is None:
+            raise PgplugError("this A3C model has no env factory: pass env= to A3C.load() or construct it with one")
+        if self.env is None:
+            self.set_env(self.env_factory(1, self.seed))
+        log_interval = self.default_log_interval if log_interval is None else log_interval
+        total_timesteps, callback = self._setup_learn(
+            total_timesteps, callback, reset_num_timesteps, tb_log_name or "A3C", progress_bar
+        )
+        self.policy.share_memory()
+        share_optimizer_state(self.policy.optimizer)
+        self.policy.set_training_mode(False)
+        spec = WorkerSpec(
+            env_factory=self.env_factory,
+            n_envs=self.n_envs_per_worker,
+            seed=self.seed,
+            t_max=self.t_max,
+            total_timesteps=total_timesteps,
+            estimator=self.estimator,
+            gamma=self.gamma,
+            ent_coef=self.ent_coef,
+            vf_coef=self.vf_coef,
+            max_grad_norm=self.max_grad_norm,
+            normalize_advantage=self.normalize_advantage,
+            lr_schedule=self.lr_schedule,
+            lock=self.lock,
+            shared_optimizer=self.shared_optimizer,
+        )
+        backend = self._worker_backend()
+        shared = backend.shared_state(self.num_timesteps, self._n_updates)
+        callback.on_training_start(locals(), globals())
+        self._live = {}
+        stats = _UpdateStats()
+        try:
+            backend.start(spec, self.policy, self.n_workers, shared)
+            callback.on_rollout_start()
+            while not backend.finished():
+                self._absorb(backend.poll(timeout=0.05), stats, callback)
+                if not self._advance_callbacks(shared.counter.value, callback):
+                    break
+                backend.check()
+                if log_interval and stats.updates_since_dump >= log_interval:
+                    self._dump(stats, shared.updates.value)
+        finally:
+            self._absorb(backend.stop(), stats, callback)
+            self.num_timesteps = int(shared.counter.value)
+            self._n_updates = int(shared.updates.value)
+        self._advance_callbacks(self.num_timesteps, callback)
+        if log_interval and stats.updates_since_dump:
+            self._dump(stats, self._n_updates)
+        callback.on_training_end()
+        return self
+
+    def _advance_callbacks(self, counter: int, callback: BaseCallback) -> bool:
+        """Call ``on_step`` once per vec-env step of a worker (``n_envs_per_worker`` steps), as SB3 does."""
+        step = self.n_envs_per_worker
+        while self.num_timesteps + step <= counter:
+            self.num_timesteps += step
+            callback.update_locals({"num_timesteps": self.num_timesteps})
+            if not callback.on_step():
+                return False
+        return True
+
+    def _absorb(self, messages: list[Message], stats: _UpdateStats, callback: BaseCallback) -> None:
+        for kind, rank, payload in messages:
+            if kind != "report":
+                continue
+            self.ep_info_buffer.extend(payload["episodes"])  # type: ignore[union-attr]
+            stats.add(rank, payload)
+            if payload["updates"]:
+                callback.update_locals({"worker": rank, "report": payload})
+                callback.on_rollout_end()
+                callback.on_rollout_start()
+        self._live = stats.live()
+
+    def _dump(self, stats: _UpdateStats, n_updates: int) -> None:
+        for key, value in stats.means().items():
+            self.logger.record(key, value)
+        for key, value in self._live.items():
+            if isinstance(value, (int, float)):
+                self.logger.record(f"a3c/{key.replace(' ', '_')}", value)
+        self.logger.record("train/n_updates", n_updates, exclude="tensorboard")
+        self.dump_logs()
+        stats.reset_window()
+
+
+class _UpdateStats:
+    """Aggregates worker reports between two log dumps, and keeps the latest per-worker rates."""
+
+    def __init__(self) -> None:
+        self.window: dict[str, list[float]] = defaultdict(list)
+        self.updates_since_dump = 0
+        self.worker_rates: dict[int, float] = {}
+        self.last_lag = 0.0
+
+    def add(self, rank: int, payload: dict[str, Any]) -> None:
+        if payload["steps_per_s"] is not None:
+            self.worker_rates[rank] = payload["steps_per_s"]
+        for update in payload["updates"]:
+            self.updates_since_dump += 1
+            for key, value in update.items():
+                self.window[key].append(value)
+            self.last_lag = update["policy_lag"]
+
+    def means(self) -> dict[str, float]:
+        names = {"policy_lag": "a3c/policy_lag_mean", "learning_rate": "train/learning_rate"}
+        return {names.get(key, f"train/{key}"): float(safe_mean(np.array(v))) for key, v in self.window.items() if v}
+
+    def live(self) -> dict[str, Any]:
+        live: dict[str, Any] = {f"worker {r} steps/s": round(v) for r, v in sorted(self.worker_rates.items())}
+        lags = self.window.get("policy_lag")
+        live["policy lag"] = round(float(np.mean(lags[-50:])), 2) if lags else self.last_lag
+        return live
+
+    def reset_window(self) -> None:
+        self.window.clear()
+        self.updates_since_dump = 0
+
+
+@hookimpl
+def pgplug_register_algorithms(register) -> None:
+    register(A3C)
+
+
+__all__ = ["A3C", "CounterProgressBar", "EnvIdFactory"]

@@ -1,0 +1,240 @@
+"""The A3C actor-learner loop, independent of how workers are started (processes, in-process, a cluster).
+
+Each update (Mnih et al. 2016, Algorithm S3): copy the global weights into the local policy → roll
+out ``t_max`` steps in the worker's own envs → estimate Ψ (forward view) → backward locally → clip
+→ point the global parameters' gradients at the local ones → step the shared optimizer (Hogwild,
+lock-free unless ``lock``) → count the steps in the shared counter.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.type_aliases import Schedule
+from stable_baselines3.common.vec_env import VecEnv
+
+from pgplug.estimator import Estimator
+from pgplug.loss import policy_gradient_loss
+from pgplug.rollout import RolloutCollector, unchecked_distributions
+
+#: A picklable callable building a worker's vec env: ``factory(n_envs, seed) -> VecEnv``.
+VecEnvFactory = Callable[[int, int], VecEnv]
+Message = tuple[str, int, Any]
+
+
+@dataclass
+class WorkerSpec:
+    """Everything a worker needs besides the shared objects; sent to workers with cloudpickle."""
+
+    env_factory: VecEnvFactory
+    n_envs: int
+    seed: int | None
+    t_max: int
+    total_timesteps: int
+    estimator: Estimator
+    gamma: float
+    ent_coef: float
+    vf_coef: float
+    max_grad_norm: float | None
+    normalize_advantage: bool
+    lr_schedule: Schedule
+    lock: bool
+    shared_optimizer: bool = True
+    report_interval: float = 0.25  # seconds between metric messages
+
+    def worker_seed(self, rank: int) -> int | None:
+        """Distinct env seeds per worker: worker r's env i gets ``seed + r·n_envs + i``."""
+        return None if self.seed is None else self.seed + rank * self.n_envs
+
+
+@dataclass
+class SharedState:
+    """The objects all workers share: global step and update counters, a stop flag, an optional lock."""
+
+    counter: Any  # multiprocessing Value('q'): env steps taken by all workers
+    updates: Any  # multiprocessing Value('q'): gradient updates applied to the global policy
+    stop: Any  # multiprocessing Event
+    lock: Any  # multiprocessing Lock, used when WorkerSpec.lock
+
+    @classmethod
+    def create(cls, ctx: Any, start_steps: int = 0, start_updates: int = 0) -> SharedState:
+        return cls(ctx.Value("q", start_steps), ctx.Value("q", start_updates), ctx.Event(), ctx.Lock())
+
+
+class Worker:
+    """One actor-learner: its own envs and local policy, updating the shared global policy."""
+
+    def __init__(
+        self,
+        rank: int,
+        spec: WorkerSpec,
+        global_policy: ActorCriticPolicy,
+        shared: SharedState,
+        send: Callable[[Message], None],
+    ) -> None:
+        self.rank, self.spec, self.global_policy, self.shared, self.send = rank, spec, global_policy, shared, send
+        self.env = spec.env_factory(spec.n_envs, spec.worker_seed(rank))
+        self.local_policy = self._local_copy(global_policy)
+        self.collector = RolloutCollector(
+            self.local_policy, self.env, spec.gamma, bootstrap_truncation=spec.estimator.needs_critic
+        )
+        self.collector.last_obs = self.env.reset()
+        if spec.shared_optimizer:
+            self.optimizer = global_policy.optimizer
+        else:  # the paper's alternative: per-worker statistics over the shared parameters
+            self.optimizer = global_policy.optimizer_class(
+                global_policy.parameters(), lr=spec.lr_schedule(1.0), **global_policy.optimizer_kwargs
+            )
+        self._pairs = list(zip(self.global_policy.parameters(), self.local_policy.parameters()))
+        # state_dict() tensors alias the parameters and buffers, which are only ever updated in place.
+        self._sync_pairs = list(zip(global_policy.state_dict().values(), self.local_policy.state_dict().values()))
+        self._episodes: list[dict[str, float]] = []
+        self._metrics: list[dict[str, float]] = []
+        self._steps_since_report = 0
+        self._last_report = time.perf_counter()
+
+    @staticmethod
+    def _local_copy(global_policy: ActorCriticPolicy) -> ActorCriticPolicy:
+        # Building the copy must not consume the caller's random stream (serial mode matches A2C).
+        with th.random.fork_rng():
+            local = type(global_policy)(**global_policy._get_constructor_parameters())
+        local.load_state_dict(global_policy.state_dict())
+        local.optimizer = None  # the local copy only computes gradients; the shared optimizer steps
+        return local
+
+    def _sync(self) -> None:
+        with th.no_grad():
+            for global_tensor, local_tensor in self._sync_pairs:
+                local_tensor.copy_(global_tensor)
+
+    def _on_step(self, step: dict[str, Any]) -> bool:
+        n = self.spec.n_envs
+        with self.shared.counter.get_lock():
+            self.shared.counter.value += n
+        self._steps_since_report += n
+        for i in np.flatnonzero(step["dones"]):
+            episode = step["infos"][i].get("episode")
+            if episode is not None:
+                self._episodes.append({"r": float(episode["r"]), "l": int(episode["l"]), "t": float(episode["t"])})
+        return not self.shared.stop.is_set()
+
+    def keep_going(self) -> bool:
+        return not self.shared.stop.is_set() and self.shared.counter.value < self.spec.total_timesteps
+
+    def run_update(self) -> bool:
+        """One sync → rollout → gradient → shared step. False if stopped before the update was applied."""
+        spec, policy = self.spec, self.local_policy
+        synced_at = self.shared.updates.value
+        self._sync()
+        rollout = self.collector.collect(spec.t_max, on_step=self._on_step)
+        if rollout is None:
+            return False
+        estimate = spec.estimator(
+            rewards=rollout.rewards,
+            values=rollout.values,
+            episode_starts=rollout.episode_starts,
+            last_values=rollout.last_values,
+            last_dones=rollout.last_dones,
+            gamma=spec.gamma,
+        )
+        rollout.advantages, rollout.returns = estimate.advantages, estimate.returns
+        policy.set_training_mode(True)
+        with unchecked_distributions():
+            terms = policy_gradient_loss(policy, rollout, spec.ent_coef, spec.vf_coef, spec.normalize_advantage)
+            for param in policy.parameters():
+                param.grad = None
+            terms.loss.backward()
+        if spec.max_grad_norm is not None:
+            th.nn.utils.clip_grad_norm_(policy.parameters(), spec.max_grad_norm)
+        optimizer = self.optimizer
+        progress_remaining = 1.0 - self.shared.counter.value / spec.total_timesteps
+        for group in optimizer.param_groups:
+            group["lr"] = spec.lr_schedule(max(progress_remaining, 0.0))
+        with self.shared.lock if spec.lock else nullcontext():
+            for global_param, local_param in self._pairs:
+                global_param.grad = local_param.grad
+            optimizer.step()
+        with self.shared.updates.get_lock():
+            self.shared.updates.value += 1
+            applied_at = self.shared.updates.value
+        self._metrics.append(
+            {
+                "policy_loss": terms.policy_loss.item(),
+                "value_loss": terms.value_loss.item() if terms.value_loss is not None else float("nan"),
+                "entropy_loss": terms.entropy_loss.item(),
+                "policy_lag": float(applied_at - 1 - synced_at),
+                "learning_rate": optimizer.param_groups[0]["lr"],
+            }
+        )
+        self._maybe_report()
+        return True
+
+    def _maybe_report(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        elapsed = now - self._last_report
+        if not force and elapsed < self.spec.report_interval:
+            return
+        self.send(
+            (
+                "report",
+                self.rank,
+                {
+                    "episodes": self._episodes,
+                    "updates": self._metrics,
+                    # A forced report after a short window would show a meaningless rate.
+                    "steps_per_s": self._steps_since_report / elapsed if elapsed > 0.1 else None,
+                },
+            )
+        )
+        self._episodes, self._metrics, self._steps_since_report, self._last_report = [], [], 0, now
+
+    def run(self) -> None:
+        """Update until the shared counter reaches the budget or the stop flag is set."""
+        while self.keep_going() and self.run_update():
+            pass
+        self._maybe_report(force=True)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def worker_process_main(
+    rank: int,
+    spec_bytes: bytes,
+    global_policy: ActorCriticPolicy,
+    shared: SharedState,
+    queue: Any,
+    plugin_specs: list[str],
+) -> None:
+    """Entry point of a worker process: report any exception with its traceback, then exit non-zero."""
+    import cloudpickle
+
+    th.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle: it stops us
+    worker = None
+    try:
+        if plugin_specs:
+            from pgplug.plugin_host import get_host
+
+            for plugin in plugin_specs:
+                get_host().load_local(plugin)
+        spec: WorkerSpec = cloudpickle.loads(spec_bytes)
+        if spec.seed is not None:
+            th.manual_seed(spec.seed + rank)
+        worker = Worker(rank, spec, global_policy, shared, queue.put)
+        worker.run()
+    except BaseException:
+        queue.put(("error", rank, traceback.format_exc()))
+        raise SystemExit(1) from None
+    finally:
+        if worker is not None:
+            worker.close()
