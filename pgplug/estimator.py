@@ -10,6 +10,7 @@ at a time-limit truncation the reward already carries γ·V(terminal observation
 from __future__ import annotations
 
 import inspect
+import numbers
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -42,10 +43,15 @@ def episode_ends(episode_starts: th.Tensor, last_dones: th.Tensor) -> th.Tensor:
     return th.cat([episode_starts[1:], last_dones.reshape(1, -1)], dim=0)
 
 
+def check_unit_interval(name: str, value: object) -> float:
+    """``value`` as a float if it is a real number in [0, 1] (numpy scalars included), else a one-line error."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+        raise PgplugError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
 def check_gamma(gamma: float) -> float:
-    if not isinstance(gamma, (int, float)) or isinstance(gamma, bool) or not 0.0 <= gamma <= 1.0:
-        raise PgplugError(f"gamma must be a number in [0, 1], got {gamma!r}")
-    return float(gamma)
+    return check_unit_interval("gamma", gamma)
 
 
 class Estimator(ABC):
@@ -71,12 +77,18 @@ class Estimator(ABC):
         if rewards_t.ndim != 2:
             raise PgplugError(f"rewards must be time-major [T, n_envs], got shape {tuple(rewards_t.shape)}")
         values_t, last_values_t = as_tensor(values), as_tensor(last_values)
+        starts_t = as_tensor(episode_starts)
+        for name, x in (("values", values_t), ("episode_starts", starts_t)):
+            if x is not None and x.shape != rewards_t.shape:
+                raise PgplugError(
+                    f"{name} must have the shape of rewards {tuple(rewards_t.shape)}, not {tuple(x.shape)}"
+                )
         if self.needs_critic and (values_t is None or last_values_t is None):
             raise PgplugError(f"estimator {self.name!r} needs the critic's values and last_values")
         return self.estimate(
             rewards=rewards_t,
             values=values_t,
-            episode_starts=as_tensor(episode_starts),
+            episode_starts=starts_t,
             last_values=None if last_values_t is None else last_values_t.reshape(-1),
             last_dones=as_tensor(last_dones).reshape(-1),
             gamma=check_gamma(gamma),
@@ -117,7 +129,9 @@ def make_estimator(spec: str | Estimator, kwargs: dict[str, Any] | None = None) 
     try:
         return cls(**(kwargs or {}))
     except TypeError as exc:
-        valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        params = inspect.signature(cls.__init__).parameters.values()
+        valid = [p.name for p in params if p.name != "self" and p.kind not in variadic]
         raise PgplugError(
             f"bad estimator_kwargs {kwargs!r} for estimator {spec!r}: {exc}; valid keys: {', '.join(valid) or '(none)'}"
         ) from exc

@@ -5,8 +5,12 @@ Each class is a thin, validated wrapper over a pure function of :mod:`pgplug.plu
 
 from __future__ import annotations
 
+import numbers
+
+import numpy as np
+
 from pgplug.errors import PgplugError
-from pgplug.estimator import Estimate, Estimator, episode_ends
+from pgplug.estimator import Estimate, Estimator, check_unit_interval, episode_ends
 from pgplug.hookspecs import hookimpl
 from pgplug.plugins import estimator_math as math
 
@@ -65,9 +69,9 @@ class NStep(Estimator):
     needs_critic = True
 
     def __init__(self, n: int | None = None) -> None:
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        if n is not None and (isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral) or n < 1):
             raise PgplugError(f"nstep's n must be an integer >= 1 or None (to the rollout's end), got {n!r}")
-        self.n = n
+        self.n = None if n is None else int(n)
 
     def estimate(self, *, rewards, values, episode_starts, last_values, last_dones, gamma) -> Estimate:
         dones = episode_ends(episode_starts, last_dones)
@@ -82,9 +86,7 @@ class GAE(Estimator):
     needs_critic = True
 
     def __init__(self, gae_lambda: float = 0.95) -> None:
-        if isinstance(gae_lambda, bool) or not isinstance(gae_lambda, (int, float)) or not 0 <= gae_lambda <= 1:
-            raise PgplugError(f"gae's gae_lambda must be a number in [0, 1], got {gae_lambda!r}")
-        self.gae_lambda = float(gae_lambda)
+        self.gae_lambda = check_unit_interval("gae's gae_lambda", gae_lambda)
 
     def estimate(self, *, rewards, values, episode_starts, last_values, last_dones, gamma) -> Estimate:
         dones = episode_ends(episode_starts, last_dones)
