@@ -7,8 +7,7 @@ callbacks, save/load) are shared here.
 
 from __future__ import annotations
 
-import sys
-import time
+import json
 from abc import abstractmethod
 from typing import Any, ClassVar, TypeVar
 
@@ -42,6 +41,19 @@ def check_positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise PgplugError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def estimator_json(estimator: Estimator) -> dict[str, Any] | Estimator:
+    """``{"name", "kwargs"}`` for a registered estimator with JSON arguments; else the instance (pickled)."""
+    registry = get_host().estimators
+    kwargs = estimator.params()
+    try:
+        json.dumps(kwargs)
+    except (TypeError, ValueError):
+        return estimator
+    if estimator.name in registry and registry.get(estimator.name) is type(estimator):
+        return {"name": estimator.name, "kwargs": kwargs}
+    return estimator
 
 
 class PolicyGradientAlgorithm(BaseAlgorithm):
@@ -140,6 +152,8 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
     # -- model --------------------------------------------------------------------------------
 
     def _setup_model(self) -> None:
+        if isinstance(self.estimator, dict):  # written as JSON by save(); load() put it back as is
+            self.estimator = self.resolve_estimator(self.estimator["name"], self.estimator.get("kwargs"))
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         self.policy = self.policy_class(  # type: ignore[assignment]
@@ -149,6 +163,20 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_collector"]
+
+    def save(self, path: Any, exclude: Any = None, include: Any = None) -> None:
+        """SB3's ``save``, with the algorithm's name and a registered estimator written as plain JSON.
+
+        JSON rather than a pickle keeps the zip loadable where pgplug is not installed
+        (``stable_baselines3.A2C.load``) and lets ``pgplug.load`` name the algorithm without unpickling.
+        """
+        estimator = self.estimator
+        self.pgplug_algorithm = self.name
+        self.estimator = estimator_json(estimator)  # type: ignore[assignment]
+        try:
+            super().save(path, exclude, include)
+        finally:
+            self.estimator = estimator
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer"], []
@@ -178,7 +206,11 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
         assert self.env is not None
         if self._collector is None or self._collector.env is not self.env or self._collector.policy is not self.policy:
             self._collector = RolloutCollector(
-                self.policy, self.env, self.gamma, bootstrap_truncation=self.estimator.needs_critic
+                self.policy,
+                self.env,
+                self.gamma,
+                bootstrap_truncation=self.estimator.needs_critic,
+                sde_sample_freq=self.sde_sample_freq,
             )
         collector = self._collector
         collector.last_obs = self._last_obs  # type: ignore[assignment]
@@ -277,7 +309,3 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
 
     # SB3's on-policy log format (time/fps, rollout/ep_rew_mean, ...), reused as is.
     dump_logs = OnPolicyAlgorithm.dump_logs
-
-    def _fps(self) -> float:
-        elapsed = max((time.time_ns() - self.start_time) / 1e9, sys.float_info.epsilon)
-        return (self.num_timesteps - self._num_timesteps_at_start) / elapsed

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from pgplug.errors import PluginClashError, UnknownNameError
+from pgplug.errors import PgplugError, PluginClashError, UnknownNameError
 
 T = TypeVar("T", bound=type)
 
@@ -27,20 +27,31 @@ class Entry(Generic[T]):
 
 
 class Registry(Generic[T]):
-    """Maps names to classes. Each class names itself with a ``name`` class attribute."""
+    """Maps names to classes. Each class names itself with a ``name`` class attribute.
 
-    def __init__(self, kind: str) -> None:
+    :param kind: what the registry holds (``estimator``, ``algorithm``), for messages
+    :param base: when given, every registered class must subclass it
+    """
+
+    def __init__(self, kind: str, base: type | None = None) -> None:
         self.kind = kind
+        self.base = base
         self._entries: dict[str, Entry[T]] = {}
 
     def add(self, cls: T, source: str) -> None:
+        """Add ``cls`` under its ``name``; a second class under the same name is a :class:`PluginClashError`."""
+        if not isinstance(cls, type):
+            raise PgplugError(f"{source} registered {cls!r} as an {self.kind}; register() takes a class")
+        label = f"{self.kind} class {cls.__module__}.{cls.__qualname__} from {source}"
+        if self.base is not None and not issubclass(cls, self.base):
+            raise PgplugError(f"{label} does not subclass {self.base.__module__}.{self.base.__qualname__}")
         name = getattr(cls, "name", None)
         if not isinstance(name, str) or not name:
-            raise PluginClashError(
-                f"{self.kind} class {cls.__module__}.{cls.__qualname__} from {source} has no 'name' attribute"
-            )
+            raise PgplugError(f"{label} has no 'name' attribute")
         existing = self._entries.get(name)
-        if existing is not None and existing.cls is not cls:
+        if existing is not None:
+            if existing.cls is cls:
+                return
             raise PluginClashError(
                 f"{self.kind} name {name!r} is registered twice: by {existing.source} "
                 f"({existing.cls.__module__}.{existing.cls.__qualname__}) and by {source} "

@@ -201,12 +201,7 @@ class A3C(PolicyGradientAlgorithm):
     def _worker_backend(self) -> WorkerBackend:
         if self.backend == "serial":
             return SerialBackend()
-        local_plugins = [
-            source.removeprefix("local file ").removeprefix("local module ")
-            for source in get_host()._sources.values()
-            if source.startswith("local ")
-        ]
-        return ProcessBackend(self.start_method, plugin_specs=local_plugins)
+        return ProcessBackend(self.start_method, plugin_specs=get_host().local_plugins())
 
     def live_metrics(self) -> dict[str, Any]:
         """Per-worker steps/s and policy lag, for the CLI's live display."""

@@ -5,8 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import torch
 
 from pgplug.plugin_host import PluginHost, get_host, reset_host
+
+# The suite runs on 2 shared cores: one torch thread per process avoids oversubscription (and A3C
+# workers set the same for themselves).
+torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -1,0 +1,35 @@
+"""A one-file pgplug algorithm plugin: ``pgplug train --plugin docs/examples/my_algorithm.py --algo vpg``."""
+
+from typing import Any
+
+from pgplug import hookimpl
+from pgplug.algorithm import PolicyGradientAlgorithm, check_positive_int
+
+
+class VPG(PolicyGradientAlgorithm):
+    """Vanilla policy gradient on fixed-length rollouts: ``n_steps`` per env, then one Adam step.
+
+    :param policy: the policy model (``MlpPolicy``, ``CnnPolicy``, ``MultiInputPolicy`` or a class)
+    :param env: the environment (a gymnasium id, an env or an SB3 ``VecEnv``)
+    :param learning_rate: Adam's learning rate, or a schedule
+    :param n_steps: steps per env per update
+    :param kwargs: the shared arguments of :class:`PolicyGradientAlgorithm` (``gamma``, ``estimator``, ...)
+    """
+
+    name = "vpg"
+    default_estimator = "gae"
+    accepts_episode_estimators = False  # rollouts cut episodes, so no full_return / reward_to_go
+
+    def __init__(self, policy, env, learning_rate=3e-4, n_steps: int = 32, _init_setup_model=True, **kwargs: Any):
+        super().__init__(policy, env, learning_rate, **kwargs)
+        self.n_steps = check_positive_int("n_steps", n_steps)
+        if _init_setup_model:
+            self._setup_model()
+
+    def collect_rollout(self, callback):
+        return self._collect(callback, self.n_steps)
+
+
+@hookimpl
+def pgplug_register_algorithms(register):
+    register(VPG)

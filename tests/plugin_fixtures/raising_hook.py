@@ -1,0 +1,6 @@
+from pgplug import hookimpl
+
+
+@hookimpl
+def pgplug_register_estimators(register):
+    raise RuntimeError("boom")

@@ -1,0 +1,6 @@
+from pgplug import hookimpl
+
+
+@hookimpl
+def pgplug_register_estimator(register):  # the hook is pgplug_register_estimators
+    pass

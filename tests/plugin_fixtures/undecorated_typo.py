@@ -1,0 +1,2 @@
+def pgplug_regster_algorithms(register):  # misspelled, and no @hookimpl
+    pass
