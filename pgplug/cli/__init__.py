@@ -1,5 +1,96 @@
-"""The pgplug command line."""
+"""The ``pgplug`` command line: the parser, sub-command dispatch and one-line user errors.
+
+Each sub-command is a module with ``HELP``, ``add_arguments(parser, host)`` and ``run(args) -> int``.
+Plugins named with ``--plugin`` are loaded before the parser is built, so their algorithms,
+estimators and ``pgplug_addoption`` options are there from the start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from pgplug import __version__
+from pgplug.errors import PgplugError, one_line
+
+COMMANDS: dict[str, str] = {
+    "train": "pgplug.cli.train",
+    "list": "pgplug.cli.list_plugins",
+}
 
 
-def main(argv=None) -> int:
-    raise SystemExit("not yet")
+class UsageError(PgplugError):
+    """A command line argparse could not parse."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises :class:`UsageError` instead of printing the usage and exiting."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def add_plugin_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="load a plugin module or .py file first (repeatable; PGPLUG_PLUGINS works too)",
+    )
+
+
+def load_plugins(argv: Sequence[str]) -> None:
+    """Load the ``--plugin`` modules named anywhere on the command line."""
+    from pgplug.plugin_host import get_host
+
+    pre = argparse.ArgumentParser(add_help=False)
+    add_plugin_option(pre)
+    known, _ = pre.parse_known_args(list(argv))
+    host = get_host()
+    for spec in known.plugin:
+        host.load_local(spec)
+
+
+def build_parser() -> tuple[ArgumentParser, dict[str, ModuleType]]:
+    from pgplug.plugin_host import get_host
+
+    host = get_host()
+    parser = ArgumentParser(
+        prog="pgplug",
+        description="Policy-gradient algorithms (REINFORCE, A2C, A3C) as plugins on Stable-Baselines3.",
+    )
+    parser.add_argument("--version", action="version", version=f"pgplug {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    modules = {}
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(sub, host)
+        add_plugin_option(sub)
+        host.pm.hook.pgplug_addoption(parser=sub, command=name)
+        modules[name] = module
+    return parser, modules
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``pgplug``; returns the exit code (0 ok, 1 a bad value, 2 a bad command line)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        load_plugins(argv)
+        parser, modules = build_parser()
+        args = parser.parse_args(argv)
+        return modules[args.command].run(args)
+    except PgplugError as exc:
+        print(f"pgplug: error: {one_line(exc)}", file=sys.stderr)
+        return 2 if isinstance(exc, UsageError) else 1
+    except KeyboardInterrupt:
+        print("pgplug: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:  # --help and --version
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        raise

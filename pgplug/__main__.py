@@ -1,0 +1,5 @@
+"""``python -m pgplug``: the same as the ``pgplug`` command."""
+
+from pgplug.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,380 @@
+"""Hyperparameter configs: rl-baselines3-zoo style YAML keyed by env id, plus command-line overrides.
+
+Configs are data. Files and ``key=value`` overrides are read with a safe YAML loader; schedules
+(``lin_7e-4``) and class names (``RMSpropTFLike``, ``tanh``, ``package.module.Class``) are turned
+into objects by explicit rules here, never by ``eval``. The valid keys are the algorithm's
+constructor arguments plus the env keys of :data:`ENV_KEYS`, so plugin algorithms get the same
+checks as the built-in ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.resources
+import inspect
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pgplug.errors import PgplugError
+
+#: Keys that configure the environment or the run rather than the algorithm's constructor.
+ENV_KEYS: tuple[str, ...] = ("n_envs", "n_timesteps", "frame_stack", "normalize", "env_wrapper")
+#: Constructor arguments set by their own command-line flags, not by hyperparameters.
+FLAG_KEYS: dict[str, str] = {
+    "seed": "--seed",
+    "verbose": "--verbose",
+    "device": "--device",
+    "tensorboard_log": "--tensorboard-log",
+}
+#: Constructor arguments that no config can set.
+HIDDEN_KEYS: frozenset[str] = frozenset({"self", "env", "_init_setup_model"})
+#: The entry used for every Atari id, and the fallback for ids with no entry of their own.
+ATARI_ENTRY, DEFAULT_ENTRY = "atari", "default"
+SCHEDULE_KEYS: tuple[str, ...] = ("learning_rate",)
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``1e-3`` (no dot) as a float, as YAML 1.2 does."""
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_value(text: str) -> Any:
+    """One YAML scalar, list or flow mapping, e.g. ``1e-3``, ``true``, ``[64, 64]``, ``{net_arch: [64]}``."""
+    try:
+        return yaml.load(text, Loader=ConfigLoader)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise PgplugError(f"cannot parse value {text!r} as YAML: {problem}") from exc
+
+
+_ASSIGNMENT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*[=:](.*)$", re.S)
+
+
+def parse_assignments(items: Iterable[str], what: str = "hyperparameter") -> dict[str, Any]:
+    """``["n_steps=8", "policy_kwargs={net_arch: [64, 64]}"]`` → a dict of YAML-parsed values.
+
+    ``key=value`` is pgplug's form; the zoo's ``key:value`` is accepted too.
+    """
+    parsed: dict[str, Any] = {}
+    for item in items:
+        match = _ASSIGNMENT.match(item)
+        if match is None:
+            raise PgplugError(f"{what} {item!r} is not of the form key=value")
+        key, text = match.groups()
+        parsed[key] = parse_value(text) if text.strip() else None
+    return parsed
+
+
+# -- files ---------------------------------------------------------------------------------------
+
+
+def builtin_config_path(algo: str) -> Path | None:
+    """``configs/<algo>.yml`` shipped as ``pgplug.configs``, or None when the algorithm has none."""
+    resource = importlib.resources.files("pgplug.configs") / f"{algo}.yml"
+    return Path(str(resource)) if resource.is_file() else None
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (an empty file is an empty mapping)."""
+    path = Path(path)
+    try:
+        data = yaml.load(path.read_text(), Loader=ConfigLoader)
+    except OSError as exc:
+        raise PgplugError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise PgplugError(f"config file {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise PgplugError(f"config file {str(path)!r} must hold a mapping, not {type(data).__name__}")
+    return {str(k): v for k, v in data.items()}
+
+
+def load_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
+    """A config file: a mapping of entry name (env id, ``atari``, ``default``) → hyperparameters."""
+    data = read_yaml_mapping(path)
+    for key, value in data.items():
+        if value is not None and not isinstance(value, dict):
+            raise PgplugError(f"entry {key!r} of config file {str(path)!r} must be a mapping of hyperparameters")
+    return {k: dict(v or {}) for k, v in data.items()}
+
+
+def select_entry(entries: Mapping[str, dict[str, Any]], env_id: str, atari: bool) -> tuple[str | None, dict[str, Any]]:
+    """The entry for ``env_id``: its own, else ``atari`` for an Atari id, else ``default``, else none."""
+    candidates = [env_id, ATARI_ENTRY] if atari else [env_id]
+    for key in [*candidates, DEFAULT_ENTRY]:
+        if key in entries:
+            return key, dict(entries[key])
+    return None, {}
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+
+def constructor_keys(cls: type) -> list[str]:
+    """The keyword arguments ``cls(...)`` accepts, following ``**kwargs`` up the MRO."""
+    keys: list[str] = []
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        keys += [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in keys]
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return keys
+
+
+def valid_keys(cls: type) -> list[str]:
+    """Every key a config or ``--hyperparams`` may set for algorithm ``cls``."""
+    ctor = [k for k in constructor_keys(cls) if k not in HIDDEN_KEYS and k not in FLAG_KEYS]
+    return sorted(set(ctor) | set(ENV_KEYS))
+
+
+def check_keys(cls: type, hyperparams: Mapping[str, Any], algo: str) -> None:
+    """Refuse keys the algorithm does not know, naming the key and the valid ones."""
+    valid = valid_keys(cls)
+    for key in hyperparams:
+        if key in FLAG_KEYS:
+            raise PgplugError(f"{key!r} is set with {FLAG_KEYS[key]}, not as a hyperparameter")
+        if key not in valid:
+            raise PgplugError(f"unknown hyperparameter {key!r} for {algo}; valid keys: {', '.join(valid)}")
+
+
+# -- values --------------------------------------------------------------------------------------
+
+
+def positive_int(key: str, value: Any) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PgplugError(f"{key} must be a positive integer, got {value!r}")
+    return value
+
+
+def linear_schedule(initial_value: float):
+    """The zoo's ``lin_<x>``: x · progress_remaining, from x at the start to 0 at the end (picklable)."""
+    from stable_baselines3.common.utils import LinearSchedule
+
+    return LinearSchedule(start=initial_value, end=0.0, end_fraction=1.0)
+
+
+def parse_schedule(key: str, value: Any) -> Any:
+    """A number stays a number; ``lin_<x>`` becomes a linear schedule starting at x."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        kind, _, number = value.partition("_")
+        initial = parse_value(number) if number else None
+        if kind == "lin" and isinstance(initial, (int, float)) and not isinstance(initial, bool):
+            return linear_schedule(float(initial))
+    if callable(value):
+        return value
+    raise PgplugError(f"{key} must be a number or a linear schedule such as 'lin_7e-4', got {value!r}")
+
+
+def _torch_aliases() -> dict[str, dict[str, str]]:
+    return {
+        "activation_fn": {
+            "tanh": "torch.nn.Tanh",
+            "relu": "torch.nn.ReLU",
+            "elu": "torch.nn.ELU",
+            "leaky_relu": "torch.nn.LeakyReLU",
+            "gelu": "torch.nn.GELU",
+            "silu": "torch.nn.SiLU",
+            "sigmoid": "torch.nn.Sigmoid",
+        },
+        "optimizer_class": {
+            "RMSpropTFLike": "stable_baselines3.common.sb2_compat.rmsprop_tf_like.RMSpropTFLike",
+            "RMSprop": "torch.optim.RMSprop",
+            "Adam": "torch.optim.Adam",
+            "AdamW": "torch.optim.AdamW",
+            "SGD": "torch.optim.SGD",
+        },
+        "features_extractor_class": {
+            "NatureCNN": "stable_baselines3.common.torch_layers.NatureCNN",
+            "FlattenExtractor": "stable_baselines3.common.torch_layers.FlattenExtractor",
+            "CombinedExtractor": "stable_baselines3.common.torch_layers.CombinedExtractor",
+        },
+    }
+
+
+#: Short class names accepted in ``policy_kwargs``; anything else must be a dotted import path.
+CLASS_ALIASES: dict[str, dict[str, str]] = _torch_aliases()
+_CLASS_BASES: dict[str, str] = {
+    "activation_fn": "torch.nn.Module",
+    "optimizer_class": "torch.optim.Optimizer",
+    "features_extractor_class": "stable_baselines3.common.torch_layers.BaseFeaturesExtractor",
+    "policy": "stable_baselines3.common.policies.BasePolicy",
+    "env_wrapper": "gymnasium.Wrapper",
+}
+
+
+def import_dotted(path: str) -> Any:
+    """``package.module.Name`` → the object, by import and attribute lookup only."""
+    if path.startswith(("nn.", "th.")):
+        path = "torch." + path
+    module_name, _, attr = path.rpartition(".")
+    if not module_name:
+        raise PgplugError(f"{path!r} is not a dotted import path such as 'package.module.Class'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise PgplugError(f"cannot import {module_name!r} for {path!r}: {exc}") from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise PgplugError(f"module {module_name!r} has no attribute {attr!r}") from None
+
+
+def resolve_class(key: str, value: Any) -> type:
+    """The class a config names for ``key``: a short name from :data:`CLASS_ALIASES` or a dotted path.
+
+    The class must derive from the base the key expects (e.g. ``torch.nn.Module`` for
+    ``activation_fn``), so a config cannot smuggle in an arbitrary callable.
+    """
+    base = import_dotted(_CLASS_BASES[key])
+    if isinstance(value, type):
+        cls = value
+    elif isinstance(value, str):
+        aliases = CLASS_ALIASES.get(key, {})
+        lowered = {name.lower(): target for name, target in aliases.items()}
+        target = aliases.get(value) or lowered.get(value.lower())
+        if target is None and "." not in value:
+            names = ", ".join(aliases) or "(none)"
+            raise PgplugError(f"unknown {key} {value!r}; short names: {names}, or a dotted path 'package.module.Class'")
+        cls = import_dotted(target or value)
+    else:
+        raise PgplugError(f"{key} must be a class name or a dotted path, got {value!r}")
+    if not isinstance(cls, type) or not issubclass(cls, base):
+        raise PgplugError(f"{key} {value!r} is not a subclass of {_CLASS_BASES[key]}")
+    return cls
+
+
+def resolve_policy_kwargs(value: Any) -> dict[str, Any]:
+    """``policy_kwargs`` with its class names (``activation_fn``, ``optimizer_class``, ...) resolved."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise PgplugError(
+            f"policy_kwargs must be a mapping such as {{net_arch: [64, 64], activation_fn: tanh}}, got {value!r}"
+        )
+    return {k: resolve_class(k, v) if k in _CLASS_BASES else v for k, v in value.items()}
+
+
+def parse_env_wrappers(value: Any) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """The zoo's ``env_wrapper``: a dotted path, ``{path: kwargs}``, or a list of them, in wrapping order.
+
+    Paths are checked here and stay strings, so an env spec carrying them pickles anywhere.
+    """
+    if value is None:
+        return ()
+    items = value if isinstance(value, list) else [value]
+    wrappers: list[tuple[str, dict[str, Any]]] = []
+    for item in items:
+        if isinstance(item, str):
+            path, kwargs = item, {}
+        elif isinstance(item, dict) and len(item) == 1:
+            path, kwargs = next(iter(item.items()))
+            kwargs = kwargs or {}
+        else:
+            path, kwargs = None, None
+        if not isinstance(path, str) or not isinstance(kwargs, dict):
+            raise PgplugError(f"env_wrapper must be a dotted class path, {{path: kwargs}} or a list, got {item!r}")
+        resolve_class("env_wrapper", path)
+        wrappers.append((path, dict(kwargs)))
+    return tuple(wrappers)
+
+
+def parse_normalize(value: Any, gamma: float | None) -> dict[str, Any] | None:
+    """``normalize``: false/None → None; true → ``{}``; a mapping → VecNormalize keyword arguments.
+
+    As in the zoo, VecNormalize discounts rewards with the algorithm's ``gamma`` unless told otherwise.
+    """
+    if value is None or value is False:
+        return None
+    if value is True:
+        kwargs: dict[str, Any] = {}
+    elif isinstance(value, dict):
+        kwargs = dict(value)
+    else:
+        raise PgplugError(f"normalize must be true, false or a mapping such as {{norm_reward: false}}, got {value!r}")
+    valid = ["norm_obs", "norm_reward", "clip_obs", "clip_reward", "gamma", "epsilon", "norm_obs_keys"]
+    for key in kwargs:
+        if key not in valid:
+            raise PgplugError(f"unknown normalize option {key!r}; valid options: {', '.join(valid)}")
+    if gamma is not None:
+        kwargs.setdefault("gamma", gamma)
+    return kwargs
+
+
+# -- the whole -----------------------------------------------------------------------------------
+
+
+@dataclass
+class RunConfig:
+    """Merged hyperparameters split into what builds the env and what builds the algorithm.
+
+    :param raw: the merged hyperparameters as plain data (what ``config.yml`` records)
+    :param algorithm_kwargs: constructor arguments, with schedules and classes resolved
+    """
+
+    raw: dict[str, Any]
+    algorithm_kwargs: dict[str, Any] = field(default_factory=dict)
+    n_timesteps: int | None = None
+    n_envs: int = 1
+    frame_stack: int | None = None
+    normalize: dict[str, Any] | None = None
+    env_wrappers: tuple[tuple[str, dict[str, Any]], ...] = ()
+
+
+def prepare(cls: type, hyperparams: Mapping[str, Any], algo: str, atari: bool = False) -> RunConfig:
+    """Check the merged hyperparameters of ``algo`` and convert them into a :class:`RunConfig`.
+
+    Values the algorithm validates itself (``n_steps``, ``gamma``, ...) are passed through, so its own
+    :class:`PgplugError` names them when the model is built.
+    """
+    check_keys(cls, hyperparams, algo)
+    raw = dict(hyperparams)
+    kwargs = {k: v for k, v in raw.items() if k not in ENV_KEYS}
+    raw.setdefault("policy", "CnnPolicy" if atari else "MlpPolicy")
+    kwargs.setdefault("policy", raw["policy"])
+    policy = kwargs["policy"]
+    if isinstance(policy, str) and "." in policy:
+        kwargs["policy"] = resolve_class("policy", policy)
+    elif isinstance(policy, str):
+        aliases = getattr(cls, "policy_aliases", {})
+        if aliases and policy not in aliases:
+            raise PgplugError(f"unknown policy {policy!r}; valid policies: {', '.join(aliases)} or a dotted path")
+    else:
+        raise PgplugError(f"policy must be a policy name or a dotted class path, got {policy!r}")
+    if "policy_kwargs" in kwargs:
+        kwargs["policy_kwargs"] = resolve_policy_kwargs(kwargs["policy_kwargs"])
+    for key in SCHEDULE_KEYS:
+        if key in kwargs:
+            kwargs[key] = parse_schedule(key, kwargs[key])
+    if kwargs.get("estimator_kwargs") is not None and not isinstance(kwargs["estimator_kwargs"], dict):
+        raise PgplugError(
+            f"estimator_kwargs must be a mapping such as {{gae_lambda: 0.95}}, got {raw['estimator_kwargs']!r}"
+        )
+    n_timesteps = raw.get("n_timesteps")
+    frame_stack = raw.get("frame_stack", 4 if atari else None)
+    return RunConfig(
+        raw=raw,
+        algorithm_kwargs=kwargs,
+        n_timesteps=None if n_timesteps is None else positive_int("n_timesteps", n_timesteps),
+        n_envs=positive_int("n_envs", raw.get("n_envs", 1)),
+        frame_stack=None if frame_stack in (None, 0, 1) else positive_int("frame_stack", frame_stack),
+        normalize=parse_normalize(raw.get("normalize"), raw.get("gamma")),
+        env_wrappers=parse_env_wrappers(raw.get("env_wrapper")),
+    )

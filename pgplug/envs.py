@@ -1,0 +1,199 @@
+"""Building vectorized environments from gymnasium ids, the way rl-baselines3-zoo does.
+
+:class:`EnvSpec` is plain, picklable data: the CLI builds the training env, the evaluation env and
+(for A3C) each worker's envs from the same spec, in whatever process needs them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+from pgplug.config import import_dotted
+from pgplug.errors import PgplugError
+
+VECNORMALIZE_FILE = "vecnormalize.pkl"
+
+
+def _register_atari() -> None:
+    try:
+        import ale_py
+    except ImportError:
+        return
+    gym.register_envs(ale_py)
+
+
+def check_env_id(env_id: str) -> str:
+    """Return ``env_id`` if gymnasium knows it, else fail naming the closest registered ids.
+
+    ``module:EnvId`` imports ``module`` first (gymnasium's convention for third-party envs).
+    """
+    _register_atari()
+    module, _, name = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise PgplugError(f"cannot import env module {module!r}: {exc}") from exc
+    if name in gym.registry:
+        return env_id
+    close = difflib.get_close_matches(name, list(gym.registry), n=5, cutoff=0.6)
+    hint = f"; did you mean: {', '.join(close)}?" if close else "; see gymnasium.pprint_registry() for the ids"
+    raise PgplugError(f"unknown env {env_id!r}{hint}")
+
+
+def registered(env_id: str) -> gym.envs.registration.EnvSpec:
+    """gymnasium's registry entry of an id checked by :func:`check_env_id`."""
+    return gym.registry[env_id.rpartition(":")[2]]
+
+
+def is_atari(env_id: str) -> bool:
+    """True for ids served by ale_py (``PongNoFrameskip-v4``, ``ALE/Pong-v5``, ...)."""
+    entry_point = registered(env_id).entry_point
+    return "ale_py" in str(entry_point) or "AtariEnv" in str(entry_point)
+
+
+def check_atari_rom(env_id: str) -> None:
+    """Fail in one line when the ROM of an Atari id is not installed."""
+    game = registered(env_id).kwargs.get("game")
+    if game is None:
+        return
+    try:
+        import ale_py.roms
+    except ImportError as exc:
+        raise PgplugError(f"{env_id!r} needs ale-py: pip install 'gymnasium[atari]'") from exc
+    roms_dir = Path(os.environ.get("ALE_ROMS_DIR") or Path(ale_py.roms.__file__).parent)
+    rom = roms_dir / f"{game}.bin"
+    if not rom.is_file():
+        raise PgplugError(f"the Atari ROM for {env_id!r} is missing ({rom}); reinstall ale-py, which ships the ROMs")
+
+
+def run_name(env_id: str) -> str:
+    """A filesystem-safe name for an env id: ``ALE/Pong-v5`` → ``ALE-Pong-v5``."""
+    return re.sub(r"[^A-Za-z0-9_.\-]", "-", env_id.rpartition(":")[2])
+
+
+@dataclass(frozen=True)
+class WrapperChain:
+    """Applies ``(dotted class path, kwargs)`` wrappers in order; picklable because it holds strings."""
+
+    wrappers: tuple[tuple[str, dict[str, Any]], ...]
+
+    def __call__(self, env: gym.Env) -> gym.Env:
+        for path, kwargs in self.wrappers:
+            env = import_dotted(path)(env, **kwargs)
+        return env
+
+
+ATARI_WRAPPER = "stable_baselines3.common.atari_wrappers.AtariWrapper"
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """Everything needed to build the vectorized env of a run, in any process.
+
+    :param env_id: a registered gymnasium id
+    :param n_envs: number of envs in the ``VecEnv``
+    :param seed: base seed; env ``i`` is seeded ``seed + start_index + i``
+    :param frame_stack: stack this many frames (``VecFrameStack``), or None
+    :param normalize: ``VecNormalize`` keyword arguments, or None for no normalization
+    :param wrappers: ``(dotted class path, kwargs)`` gymnasium wrappers, applied after ``Monitor``
+    :param atari: apply SB3's ``AtariWrapper`` first, as ``make_atari_env`` does
+    :param vec_env: ``dummy`` (in-process) or ``subproc`` (one process per env)
+    :param env_kwargs: keyword arguments of ``gymnasium.make``
+    """
+
+    env_id: str
+    n_envs: int = 1
+    seed: int | None = None
+    frame_stack: int | None = None
+    normalize: dict[str, Any] | None = None
+    wrappers: tuple[tuple[str, dict[str, Any]], ...] = ()
+    atari: bool = False
+    vec_env: str = "dummy"
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def _wrapper_chain(self) -> WrapperChain | None:
+        wrappers = tuple(w for w in self.wrappers if not (self.atari and w[0] == ATARI_WRAPPER))
+        if self.atari:
+            wrappers = ((ATARI_WRAPPER, {}), *wrappers)
+        return WrapperChain(wrappers) if wrappers else None
+
+    def _env_kwargs(self) -> dict[str, Any]:
+        kwargs = dict(self.env_kwargs)
+        if self.atari and registered(self.env_id).kwargs.get("frameskip", 1) != 1:
+            # ALE/...-v5 ids skip frames themselves; AtariWrapper's max-and-skip must see every frame.
+            kwargs.setdefault("frameskip", 1)
+        return kwargs
+
+    def __call__(self, n_envs: int, seed: int | None) -> Any:
+        """The ``factory(n_envs, seed) -> VecEnv`` protocol of worker algorithms (A3C): each worker builds its own."""
+        return replace(self, seed=seed).make_vec_env(n_envs=n_envs)
+
+    def make_vec_env(
+        self,
+        *,
+        n_envs: int | None = None,
+        start_index: int = 0,
+        monitor_dir: str | Path | None = None,
+        vecnormalize_path: str | Path | None = None,
+        training: bool = True,
+    ):
+        """Build the ``VecEnv``: Monitor (+ csv files in ``monitor_dir``), wrappers, VecNormalize, frame stack.
+
+        :param n_envs: override the spec's ``n_envs`` (e.g. a single env for evaluation)
+        :param start_index: rank of the first env, for distinct seeds and monitor files across workers
+        :param vecnormalize_path: load saved ``VecNormalize`` statistics from this file
+        :param training: False for evaluation: frozen normalization statistics, raw rewards
+        """
+        from stable_baselines3.common.env_util import make_vec_env
+        from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
+        from stable_baselines3.common.vec_env import (
+            DummyVecEnv,
+            SubprocVecEnv,
+            VecFrameStack,
+            VecNormalize,
+            VecTransposeImage,
+        )
+
+        if self.atari:
+            _register_atari()  # this may be a fresh worker process
+        vec_env_classes = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
+        if self.vec_env not in vec_env_classes:
+            raise PgplugError(f"unknown vec_env {self.vec_env!r}; valid: {', '.join(vec_env_classes)}")
+        try:
+            env = make_vec_env(
+                self.env_id,
+                n_envs=n_envs or self.n_envs,
+                seed=None if self.seed is None else self.seed + start_index,
+                start_index=start_index,
+                monitor_dir=None if monitor_dir is None else str(monitor_dir),
+                wrapper_class=self._wrapper_chain(),
+                env_kwargs=self._env_kwargs(),
+                vec_env_cls=vec_env_classes[self.vec_env],
+            )
+        except gym.error.DependencyNotInstalled as exc:
+            raise PgplugError(f"env {self.env_id!r} needs a missing package: {str(exc).splitlines()[0]}") from exc
+        if vecnormalize_path is not None and Path(vecnormalize_path).is_file():
+            env = VecNormalize.load(str(vecnormalize_path), env)
+            env.training = training
+            if not training:
+                env.norm_reward = False
+        elif self.normalize is not None:
+            kwargs = dict(self.normalize)
+            if not training:
+                kwargs.update(training=False, norm_reward=False)
+            env = VecNormalize(env, **kwargs)
+        if self.frame_stack:
+            env = VecFrameStack(env, self.frame_stack)
+        space = env.observation_space
+        if isinstance(space, gym.spaces.Box) and is_image_space(space) and not is_image_space_channels_first(space):
+            env = VecTransposeImage(env)
+        return env
