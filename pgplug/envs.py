@@ -133,6 +133,15 @@ class EnvSpec:
             kwargs.setdefault("frameskip", 1)
         return kwargs
 
+    @classmethod
+    def for_env_id(cls, env_id: str, **kwargs: Any) -> EnvSpec:
+        """The zoo's default pipeline for an id: SB3's Atari wrappers and 4 stacked frames for Atari ids."""
+        check_env_id(env_id)
+        if is_atari(env_id):
+            check_atari_rom(env_id)
+            kwargs = {"atari": True, "frame_stack": 4, **kwargs}
+        return cls(env_id, **kwargs)
+
     def __call__(self, n_envs: int, seed: int | None) -> Any:
         """The ``factory(n_envs, seed) -> VecEnv`` protocol of worker algorithms (A3C): each worker builds its own."""
         return replace(self, seed=seed).make_vec_env(n_envs=n_envs)

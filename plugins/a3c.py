@@ -9,20 +9,19 @@ into callback calls, logs what the workers report, and saves/loads/predicts like
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback, ProgressBarCallback
-from stable_baselines3.common.env_util import make_atari_env, make_vec_env
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import MaybeCallback, Schedule
 from stable_baselines3.common.utils import safe_mean
-from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
+from stable_baselines3.common.vec_env import VecEnv
 
 from pgplug.algorithm import PolicyGradientAlgorithm, check_positive_int
+from pgplug.envs import EnvSpec
 from pgplug.errors import PgplugError
 from pgplug.estimator import Estimator
 from pgplug.hookspecs import hookimpl
@@ -33,33 +32,6 @@ from pgplug.plugins.shared_optimizers import share_optimizer_state
 from pgplug.rollout import Rollout
 
 BACKENDS = ("process", "serial")
-
-
-def is_atari(env_id: str) -> bool:
-    import ale_py
-
-    gym.register_envs(ale_py)
-    try:
-        entry_point = gym.spec(env_id).entry_point
-    except gym.error.Error:
-        return False
-    return isinstance(entry_point, str) and entry_point.startswith("ale_py")
-
-
-@dataclass(frozen=True)
-class EnvIdFactory:
-    """Builds a worker's vec env from a gymnasium id: SB3's Atari pipeline (frame stack 4) for Atari ids."""
-
-    env_id: str
-    env_kwargs: dict[str, Any] | None = None
-    frame_stack: int | None = None
-
-    def __call__(self, n_envs: int, seed: int | None) -> VecEnv:
-        if is_atari(self.env_id):
-            env = make_atari_env(self.env_id, n_envs=n_envs, seed=seed, env_kwargs=self.env_kwargs)
-            return VecFrameStack(env, self.frame_stack if self.frame_stack is not None else 4)
-        env = make_vec_env(self.env_id, n_envs=n_envs, seed=seed, env_kwargs=self.env_kwargs)
-        return VecFrameStack(env, self.frame_stack) if self.frame_stack and self.frame_stack > 1 else env
 
 
 class CounterProgressBar(ProgressBarCallback):
@@ -174,8 +146,12 @@ class A3C(PolicyGradientAlgorithm):
         if env is None:
             return None
         if isinstance(env, str):
-            return EnvIdFactory(env)
+            return EnvSpec.for_env_id(env)
         if callable(env) and not isinstance(env, (gym.Env, VecEnv)):
+            if getattr(env, "normalize", None):
+                raise PgplugError(
+                    "A3C does not support normalize (VecNormalize): each worker would keep statistics of its own"
+                )
             return env
         raise PgplugError(
             f"A3C needs an env id or a picklable factory(n_envs, seed) -> VecEnv (each worker builds its own envs), "
@@ -184,6 +160,16 @@ class A3C(PolicyGradientAlgorithm):
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_live"]
+
+    @classmethod
+    def load(cls, path: Any, env: Any = None, device: th.device | str = "auto", **kwargs: Any) -> A3C:  # type: ignore[override]
+        """SB3's ``load``; ``env`` may also be an env id or a worker env factory, which then replaces the saved one."""
+        factory = None if env is None or isinstance(env, (gym.Env, VecEnv)) else cls._as_factory(env)
+        model = super().load(path, env=None if factory is not None else env, device=device, **kwargs)
+        if factory is not None:
+            model.env_factory = factory
+            model.set_env(factory(1, model.seed))
+        return model
 
     def collect_rollout(self, callback: BaseCallback) -> Rollout | None:
         raise NotImplementedError("A3C's workers collect their own rollouts; see pgplug.plugins.a3c_worker")
@@ -340,4 +326,4 @@ def pgplug_register_algorithms(register) -> None:
     register(A3C)
 
 
-__all__ = ["A3C", "CounterProgressBar", "EnvIdFactory"]
+__all__ = ["A3C", "CounterProgressBar"]

@@ -243,11 +243,7 @@ def build_model(settings: Settings, env: Any, common: dict[str, Any]) -> Any:
     overrides = {k: v for k, v in kwargs.items() if k in settings.overrides and k not in cfg.ENV_KEYS}
     estimator = overrides.pop("estimator", None)
     estimator_kwargs = overrides.pop("estimator_kwargs", None)
-    if isinstance(env, EnvSpec):  # SB3's load wants a gymnasium env: hand the factory over afterwards
-        model = cls.load(settings.trained_agent, **overrides, **common)
-        model.env_factory = env
-    else:
-        model = cls.load(settings.trained_agent, env=env, **overrides, **common)
+    model = cls.load(settings.trained_agent, env=env, **overrides, **common)
     if estimator is not None or estimator_kwargs is not None:
         model.estimator = model.resolve_estimator(estimator or model.estimator.name, estimator_kwargs)
     return model
