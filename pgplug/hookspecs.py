@@ -43,6 +43,15 @@ def pgplug_addoption(parser: argparse.ArgumentParser, command: str) -> None:
 
 
 @hookspec
+def pgplug_configure(args: argparse.Namespace, command: str) -> None:
+    """Read the parsed command line (including options added by ``pgplug_addoption``) before a command runs.
+
+    :param args: the parsed arguments.
+    :param command: the sub-command's name.
+    """
+
+
+@hookspec
 def pgplug_after_rollout(algorithm: Any, rollout: Any) -> None:
     """Observe a rollout after the estimator has filled its advantages and returns.
 

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,11 +37,6 @@ from pgplug.plugin_host import (
 )
 from pgplug.plugins import BUILTIN_PLUGINS
 from pgplug.plugins.estimators import GAE
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "docs" / "examples"
@@ -585,3 +581,25 @@ def test_docs_error_messages_are_the_real_ones(host: PluginHost) -> None:
 
     for error in (clash, typo):
         assert normalise(str(error.value)) in normalise(_doc())
+
+
+def test_plugin_options_reach_the_plugin_through_configure(host: PluginHost, capsys) -> None:
+    """``pgplug_addoption`` adds an option; ``pgplug_configure`` hands the plugin its parsed value."""
+    from pgplug.cli import main
+
+    seen: dict[str, object] = {}
+
+    class OptionPlugin:
+        @hookimpl
+        def pgplug_addoption(self, parser, command):
+            if command == "list":
+                parser.add_argument("--shout", default="quiet")
+
+        @hookimpl
+        def pgplug_configure(self, args, command):
+            seen[command] = args.shout
+
+    host.register(OptionPlugin(), name="option-plugin", source="test")
+    assert main(["list", "--shout", "loud"]) == 0
+    assert seen == {"list": "loud"}
+    capsys.readouterr()

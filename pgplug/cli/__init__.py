@@ -61,7 +61,7 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ModuleType]]:
     host = get_host()
     parser = ArgumentParser(
         prog="pgplug",
-        description="Policy-gradient algorithms (REINFORCE, A2C, A3C) as plugins on Stable-Baselines3.",
+        description="Policy-gradient algorithms and advantage estimators as plugins on Stable-Baselines3.",
     )
     parser.add_argument("--version", action="version", version=f"pgplug {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -83,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_plugins(argv)
         parser, modules = build_parser()
         args = parser.parse_args(argv)
+        from pgplug.plugin_host import get_host
+
+        get_host().pm.hook.pgplug_configure(args=args, command=args.command)
         return modules[args.command].run(args)
     except PgplugError as exc:
         print(f"pgplug: error: {one_line(exc)}", file=sys.stderr)
