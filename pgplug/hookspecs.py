@@ -56,7 +56,8 @@ def pgplug_after_rollout(algorithm: Any, rollout: Any) -> None:
     """Observe a rollout after the estimator has filled its advantages and returns.
 
     :param algorithm: the algorithm that collected it (main process only).
-    :param rollout: the :class:`pgplug.rollout.Rollout`; treat it as read-only.
+    :param rollout: the :class:`pgplug.rollout.Rollout`; treat it as read-only, and copy what you keep:
+        its tensors are views of buffers the next rollout reuses.
     """
 
 

@@ -1,8 +1,14 @@
 """REINFORCE (Williams 1992): Monte-Carlo policy gradient on complete episodes.
 
-Each update uses only fresh episodes, collected from ``n_envs`` envs until ``n_episodes`` have
-ended; steps of episodes still running at that point are discarded (they would be off-policy by
-the next update), and the envs restart from fresh episodes.
+Each update uses only fresh episodes: every one of the ``n_envs`` envs contributes its first
+``ceil(n_episodes / n_envs)`` episodes of the batch, and the batch ends when each env has finished
+its share. Steps an env takes after its share, and episodes still running when the batch ends, are
+masked out (they would be off-policy by the next update); the envs then restart from fresh episodes.
+
+Why a fixed share per env rather than "the first ``n_episodes`` to end, from any env": that rule
+keeps a fast env's extra short episodes and drops the slow envs' long ones still running, so the
+batch over-represents short episodes and the gradient is biased. With a fixed share, each env's
+episodes are independent draws from the current policy whatever their length.
 """
 
 from __future__ import annotations
@@ -21,10 +27,19 @@ from pgplug.hookspecs import hookimpl
 from pgplug.rollout import Rollout
 
 
-def complete_episode_mask(episode_starts: th.Tensor, last_dones: th.Tensor) -> th.Tensor:
-    """True for the steps up to each env's last episode end: the steps of complete episodes."""
+def complete_episode_mask(
+    episode_starts: th.Tensor, last_dones: th.Tensor, max_episodes: int | None = None
+) -> th.Tensor:
+    """True for the steps of each env's complete episodes, at most its first ``max_episodes`` of them.
+
+    The rollout is assumed to begin with fresh episodes (REINFORCE resets the envs between batches).
+    """
     dones = episode_ends(episode_starts, last_dones)
-    return th.flip(th.cummax(th.flip(dones, [0]), dim=0).values, [0]) > 0
+    episode_index = th.cumsum(dones, dim=0) - dones  # how many of the env's episodes ended before step t
+    n_complete = dones.sum(dim=0)
+    if max_episodes is not None:
+        n_complete = n_complete.clamp(max=max_episodes)
+    return episode_index < n_complete
 
 
 class REINFORCE(PolicyGradientAlgorithm):
@@ -33,13 +48,16 @@ class REINFORCE(PolicyGradientAlgorithm):
     :param policy: the policy model (``MlpPolicy``, ``CnnPolicy``, ``MultiInputPolicy`` or a class)
     :param env: the environment (a gymnasium id, an env or an SB3 ``VecEnv``)
     :param learning_rate: learning rate (Adam, the policy's default optimizer), or a schedule
-    :param n_episodes: complete episodes per update (default: one per env)
+    :param n_episodes: complete episodes per update, at least (default: one per env); each env
+        contributes ``ceil(n_episodes / n_envs)`` of them
     :param max_batch_steps: at most this many steps per env per update, however long episodes are
+        (an env that has not finished its share by then contributes only its complete episodes)
     :param gamma: discount factor
     :param ent_coef: entropy coefficient
     :param vf_coef: value-loss coefficient (with a critic estimator such as ``baseline``)
     :param max_grad_norm: gradient-norm clipping threshold (None: no clipping, as in the original)
-    :param normalize_advantage: standardise Ψ in each update
+    :param normalize_advantage: standardise Ψ in each update (on by default: Monte-Carlo returns have
+        an env-dependent scale, and centring them acts as a batch-mean baseline)
     :param estimator: ``reward_to_go`` (default), ``full_return``, ``baseline`` or any other
     :param estimator_kwargs: the estimator's arguments
     """
@@ -60,7 +78,7 @@ class REINFORCE(PolicyGradientAlgorithm):
         ent_coef: float = 0.0,
         vf_coef: float = 0.5,
         max_grad_norm: float | None = None,
-        normalize_advantage: bool = False,
+        normalize_advantage: bool = True,
         estimator: str | Estimator = "reward_to_go",
         estimator_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
@@ -100,18 +118,23 @@ class REINFORCE(PolicyGradientAlgorithm):
             # Episodes left running by the previous batch began under older weights: start afresh.
             self._last_obs = self.env.reset()  # type: ignore[assignment]
             self._last_episode_starts = np.ones(self.env.num_envs, dtype=bool)
-        wanted = self.n_episodes or self.env.num_envs
-        ended = 0
+        share = self.episodes_per_env
+        ended = np.zeros(self.env.num_envs, dtype=np.int64)
 
-        def enough_episodes(_step: int, dones: np.ndarray) -> bool:
-            nonlocal ended
-            ended += int(dones.sum())
-            return ended >= wanted
+        def every_env_done(_step: int, dones: np.ndarray) -> bool:
+            ended[:] += dones
+            return bool(np.all(ended >= share))
 
-        rollout = self._collect(callback, None, until=enough_episodes, max_steps=self.max_batch_steps)
+        rollout = self._collect(callback, None, until=every_env_done, max_steps=self.max_batch_steps)
         if rollout is not None:
-            rollout.mask = complete_episode_mask(rollout.episode_starts, rollout.last_dones)
+            rollout.mask = complete_episode_mask(rollout.episode_starts, rollout.last_dones, share)
         return rollout
+
+    @property
+    def episodes_per_env(self) -> int:
+        """How many complete episodes each env contributes to a batch."""
+        assert self.env is not None
+        return -(-(self.n_episodes or self.env.num_envs) // self.env.num_envs)
 
     def train(self, rollout: Rollout) -> dict[str, float]:
         assert rollout.mask is not None
