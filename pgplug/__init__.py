@@ -12,7 +12,12 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    """``from pgplug import A2C`` looks the algorithm up in the registry (built-in or plugin)."""
+    """``from pgplug import A2C`` looks the algorithm up in the registry (built-in or plugin);
+    ``pgplug.load`` is :func:`pgplug.compat.load`, imported on first use."""
+    if name == "load":
+        from pgplug.compat import load
+
+        return load
     from pgplug.plugin_host import get_host
 
     registry = get_host().algorithms
@@ -22,4 +27,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'pgplug' has no attribute {name!r}")
 
 
-__all__ = ["Estimate", "Estimator", "PgplugError", "__version__", "hookimpl"]
+__all__ = ["Estimate", "Estimator", "PgplugError", "__version__", "hookimpl", "load"]

@@ -24,7 +24,6 @@ from stable_baselines3.common.policies import (
     MultiInputActorCriticPolicy,
 )
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import explained_variance
 
 from pgplug.errors import IncompatibleEstimatorError, PgplugError
 from pgplug.estimator import Estimator, check_gamma, make_estimator
@@ -35,6 +34,25 @@ from pgplug.rollout import Rollout, RolloutCollector, unchecked_distributions
 SelfAlgorithm = TypeVar("SelfAlgorithm", bound="PolicyGradientAlgorithm")
 
 SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+
+
+def explained_variance(values: th.Tensor, returns: th.Tensor) -> float:
+    """1 − Var[returns − values] / Var[returns], as SB3 logs it (NaN when the returns are constant)."""
+    var_returns = th.var(returns, correction=0)
+    if var_returns == 0:
+        return float("nan")
+    return float(1.0 - th.var(returns - values, correction=0) / var_returns)
+
+
+def prefer_foreach(optimizer: th.optim.Optimizer) -> None:
+    """Use the foreach (multi-tensor) kernels where the optimizer has them and was left to choose.
+
+    torch picks the per-parameter Python loop on CPU by default; the foreach kernels compute the
+    same values (bitwise for RMSprop and Adam) with one call for all parameters.
+    """
+    for group in optimizer.param_groups:
+        if "foreach" in group and group["foreach"] is None:
+            group["foreach"] = True
 
 
 def check_positive_int(name: str, value: Any) -> int:
@@ -74,6 +92,9 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
     #: False for algorithms that cut episodes into fixed-length rollouts (A2C, A3C).
     accepts_episode_estimators: ClassVar[bool] = True
     default_log_interval: ClassVar[int] = 1
+    #: The SB3 algorithm (a :func:`pgplug.compat.algorithm_names` name such as ``sb3_a2c``) whose zips
+    #: this class opens as its own, with :meth:`estimator_for_sb3_data` giving the matching estimator.
+    sb3_counterpart: ClassVar[str | None] = None
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpPolicy": ActorCriticPolicy,
@@ -149,6 +170,11 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
             )
         return estimator
 
+    @classmethod
+    def estimator_for_sb3_data(cls, data: dict[str, Any]) -> Estimator:
+        """The estimator that computes what the SB3 counterpart computed, from its saved ``data``."""
+        raise NotImplementedError(f"{cls.name} has no SB3 counterpart")
+
     # -- model --------------------------------------------------------------------------------
 
     def _setup_model(self) -> None:
@@ -162,7 +188,7 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
         self.policy = self.policy.to(self.device)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_collector"]
+        return [*super()._excluded_save_params(), "_collector", "_parameter_cache"]
 
     def save(self, path: Any, exclude: Any = None, include: Any = None) -> None:
         """SB3's ``save``, with the algorithm's name and a registered estimator written as plain JSON.
@@ -245,16 +271,22 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
     # -- update -------------------------------------------------------------------------------
 
     def train(self, rollout: Rollout) -> dict[str, float]:
-        """One gradient step on the whole rollout."""
-        self.policy.set_training_mode(True)
-        self._update_learning_rate(self.policy.optimizer)
+        """One gradient step on the whole rollout: SB3's A2C step, with less per-call overhead."""
+        policy, optimizer = self.policy, self.policy.optimizer
+        policy.set_training_mode(True)
+        self._update_learning_rate(optimizer)
+        prefer_foreach(optimizer)
+        params = self._parameters()
         with unchecked_distributions():
-            terms = policy_gradient_loss(self.policy, rollout, self.ent_coef, self.vf_coef, self.normalize_advantage)
-            self.policy.optimizer.zero_grad()
-            terms.loss.backward()
-            if self.max_grad_norm is not None:
-                th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-            self.policy.optimizer.step()
+            terms = policy_gradient_loss(policy, rollout, self.ent_coef, self.vf_coef, self.normalize_advantage)
+        # What optimizer.zero_grad() does (set_to_none), minus its per-call profiler and dynamo wrappers.
+        for param in params:
+            param.grad = None
+        terms.loss.backward()
+        if self.max_grad_norm is not None:
+            # A cached parameter list: policy.parameters() walks every submodule on each call.
+            th.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+        optimizer.step()
         self._n_updates += 1
         metrics = {
             "train/entropy_loss": terms.entropy_loss.item(),
@@ -262,16 +294,23 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
         }
         if terms.value_loss is not None and rollout.returns is not None:
             metrics["train/value_loss"] = terms.value_loss.item()
-            metrics["train/explained_variance"] = float(
-                explained_variance(rollout.flat(rollout.values).numpy(), rollout.flat(rollout.returns).numpy())
+            metrics["train/explained_variance"] = explained_variance(
+                rollout.flat(rollout.values), rollout.flat(rollout.returns)
             )
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         for key, value in metrics.items():
             self.logger.record(key, value)
-        if hasattr(self.policy, "log_std"):
-            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+        if hasattr(policy, "log_std"):
+            self.logger.record("train/std", th.exp(policy.log_std).mean().item())
         get_host().pm.hook.pgplug_after_update(algorithm=self, metrics=metrics)
         return metrics
+
+    def _parameters(self) -> list[th.nn.Parameter]:
+        """The policy's parameters, listed once per policy object."""
+        cached = self.__dict__.get("_parameter_cache")
+        if cached is None or cached[0] is not self.policy:
+            cached = self._parameter_cache = (self.policy, list(self.policy.parameters()))
+        return cached[1]
 
     # -- learn --------------------------------------------------------------------------------
 

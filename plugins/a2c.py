@@ -43,6 +43,7 @@ class A2C(PolicyGradientAlgorithm):
     default_estimator = "nstep"
     accepts_episode_estimators = False
     default_log_interval = 100
+    sb3_counterpart = "sb3_a2c"
 
     def __init__(
         self,
@@ -95,6 +96,14 @@ class A2C(PolicyGradientAlgorithm):
             self.policy_kwargs["optimizer_kwargs"] = dict(alpha=0.99, eps=rms_prop_eps, weight_decay=0)
         if _init_setup_model:
             self._setup_model()
+
+    @classmethod
+    def estimator_for_sb3_data(cls, data: dict[str, Any]) -> Estimator:
+        """SB3's A2C computes GAE(``gae_lambda``); λ = 1 is the n-step forward view, our default."""
+        gae_lambda = float(data.get("gae_lambda", 1.0))
+        if gae_lambda == 1.0:
+            return cls.resolve_estimator("nstep", {"n": None})
+        return cls.resolve_estimator("gae", {"gae_lambda": gae_lambda})
 
     def collect_rollout(self, callback: BaseCallback) -> Rollout | None:
         return self._collect(callback, self.n_steps)

@@ -196,7 +196,14 @@ def test_core_names_no_particular_estimator_or_algorithm(host: PluginHost) -> No
     assert {"gae", "GAE", "a2c", "A2C", "REINFORCE"} <= builtin
     core = sorted((ROOT / "pgplug").glob("*.py"))
     assert ROOT / "pgplug" / "plugin_host.py" in core
-    offences = {f"{p.name}:{line} {word}" for p in core for word, line in _names_used(p).items() if word in builtin}
+    # compat.py names SB3's own A2C class (stable_baselines3.A2C) to open SB3's zips: not pgplug's A2C.
+    sb3_names = {("compat.py", "A2C")}
+    offences = {
+        f"{p.name}:{line} {word}"
+        for p in core
+        for word, line in _names_used(p).items()
+        if word in builtin and (p.name, word) not in sb3_names
+    }
     assert offences == set()
 
 

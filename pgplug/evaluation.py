@@ -1,0 +1,225 @@
+"""Evaluate a model: episode returns and lengths, their mean and spread, the human-normalised Atari score.
+
+The episodes are SB3's ``evaluate_policy(return_episode_rewards=True)``: with a ``Monitor``-wrapped
+env (every env pgplug and SB3 build) these are the true game scores, whatever reward clipping or
+life-loss resets the Atari wrappers apply. Videos are written with OpenCV, which pgplug already
+depends on, so neither moviepy nor a system ffmpeg is needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.resources
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import yaml
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecVideoRecorder
+
+from pgplug.errors import PgplugError
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """The outcome of :func:`evaluate`.
+
+    :param returns: undiscounted return of each episode
+    :param lengths: steps of each episode
+    :param mean: mean return
+    :param std: standard deviation of the returns
+    :param human_normalized: 100·(mean − random)/(human − random) for Atari games with published
+        reference scores (``pgplug/data/atari_scores.yml``), else None
+    :param env_id: the evaluated env's id, when known
+    :param videos: the mp4 files written
+    """
+
+    returns: list[float]
+    lengths: list[int]
+    mean: float
+    std: float
+    human_normalized: float | None = None
+    env_id: str | None = None
+    videos: list[Path] = field(default_factory=list)
+
+
+# -- human-normalised Atari scores --------------------------------------------------------------
+
+
+@functools.cache
+def atari_reference_scores() -> dict[str, tuple[float, float]]:
+    """``game → (random score, human score)`` from the Nature DQN paper's table (see the data file)."""
+    text = (importlib.resources.files("pgplug") / "data" / "atari_scores.yml").read_text()
+    return {game: (float(s["random"]), float(s["human"])) for game, s in yaml.safe_load(text).items()}
+
+
+def atari_game(env_id: str) -> str | None:
+    """The ale-py game name of an Atari id (``PongNoFrameskip-v4`` → ``pong``), None for other ids."""
+    try:
+        import ale_py
+
+        gym.register_envs(ale_py)
+    except ImportError:
+        return None
+    spec = gym.registry.get(env_id.rpartition(":")[2])
+    if spec is None or "ale_py" not in str(spec.entry_point):
+        return None
+    return spec.kwargs.get("game")
+
+
+def human_normalized_score(env_id: str, score: float) -> float | None:
+    """100·(score − random)/(human − random) for an Atari id in the reference table, else None."""
+    game = atari_game(env_id)
+    if game is None or game not in atari_reference_scores():
+        return None
+    random, human = atari_reference_scores()[game]
+    return 100.0 * (score - random) / (human - random)
+
+
+# -- video --------------------------------------------------------------------------------------
+
+
+class OpenCVVideoRecorder(VecVideoRecorder):
+    """SB3's ``VecVideoRecorder`` (same triggers, frames and file names) writing mp4 with OpenCV.
+
+    SB3's recorder writes through moviepy; OpenCV's bundled FFmpeg writes the same mp4 container
+    (MPEG-4 part 2 video, ``mp4v``) without it.
+    """
+
+    def __init__(
+        self,
+        venv: VecEnv,
+        video_folder: str | Path,
+        record_video_trigger: Callable[[int], bool],
+        video_length: int = 200,
+        name_prefix: str = "rl-video",
+    ) -> None:
+        # SB3 checks for moviepy last, once every attribute is set; this class does not need it.
+        with contextlib.suppress(gym.error.DependencyNotInstalled):
+            super().__init__(venv, str(video_folder), record_video_trigger, video_length, name_prefix)
+        self.videos: list[Path] = []
+
+    def _stop_recording(self) -> None:
+        import cv2
+
+        assert self.recording, "_stop_recording was called, but no recording was started"
+        if self.recorded_frames:
+            height, width = self.recorded_frames[0].shape[:2]
+            writer = cv2.VideoWriter(
+                self.video_path, cv2.VideoWriter_fourcc(*"mp4v"), self.frames_per_sec, (width, height)
+            )
+            for frame in self.recorded_frames:
+                writer.write(cv2.cvtColor(np.asarray(frame, dtype=np.uint8), cv2.COLOR_RGB2BGR))
+            writer.release()
+            self.videos.append(Path(self.video_path))
+        self.recorded_frames = []
+        self.recording = False
+
+    def flush(self) -> None:
+        """Write the video being recorded now, without closing the env."""
+        if self.recording:
+            self._stop_recording()
+
+
+# -- evaluation ---------------------------------------------------------------------------------
+
+
+def make_eval_env(env_id: str, seed: int | None = None, render: bool = False) -> VecEnv:
+    """One env for evaluation, as pgplug trains on it: SB3's Atari pipeline (frame stack 4) for Atari ids."""
+    from stable_baselines3.common.env_util import make_atari_env, make_vec_env
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    env_kwargs = {"render_mode": "rgb_array"} if render else None
+    if atari_game(env_id) is not None:
+        return VecFrameStack(make_atari_env(env_id, n_envs=1, seed=seed, env_kwargs=env_kwargs), 4)
+    return make_vec_env(env_id, n_envs=1, seed=seed, env_kwargs=env_kwargs)
+
+
+def env_id_of(env: VecEnv) -> str | None:
+    """The gymnasium id of the envs inside a ``VecEnv``, when they carry a spec."""
+    try:
+        spec = env.get_attr("spec", indices=[0])[0]
+    except (AttributeError, IndexError):
+        return None
+    return getattr(spec, "id", None)
+
+
+def evaluate(
+    model: BaseAlgorithm,
+    env: str | gym.Env | VecEnv,
+    n_episodes: int = 10,
+    deterministic: bool = True,
+    video_folder: str | Path | None = None,
+    *,
+    video_length: int = 1_000,
+    env_id: str | None = None,
+    seed: int | None = None,
+) -> EvaluationResult:
+    """Play ``n_episodes`` episodes with ``model`` and summarise them.
+
+    :param model: any SB3 model (pgplug's, SB3's, RecurrentPPO: the LSTM state is carried)
+    :param env: a gymnasium id (built with :func:`make_eval_env`), an env or a ``VecEnv``; pass frozen
+        ``VecNormalize`` statistics (``training=False, norm_reward=False``) when the model was trained with them
+    :param n_episodes: episodes to play
+    :param deterministic: the most likely action rather than a sample
+    :param video_folder: record the first ``video_length`` steps to an mp4 here (the env must render
+        ``rgb_array``; an id is built that way)
+    :param video_length: steps to record
+    :param env_id: the id for the human-normalised score when ``env`` does not carry it
+    :param seed: seed of an env built from an id
+    """
+    if isinstance(n_episodes, bool) or not isinstance(n_episodes, (int, np.integer)) or n_episodes < 1:
+        raise PgplugError(f"n_episodes must be a positive integer, got {n_episodes!r}")
+    if isinstance(env, str):
+        env_id = env_id or env
+        env = make_eval_env(env, seed=seed, render=video_folder is not None)
+    elif not isinstance(env, VecEnv):
+        single = env
+        env = DummyVecEnv([lambda: single])
+    env_id = env_id or env_id_of(env)
+    recorder = None
+    if video_folder is not None:
+        if env.render_mode != "rgb_array":
+            raise PgplugError(
+                f"cannot record video: the env renders with render_mode={env.render_mode!r}; "
+                "build it with render_mode='rgb_array' (or pass the env id)"
+            )
+        prefix = f"{type(model).__name__.lower()}-{(env_id or 'env').replace('/', '-')}"
+        recorder = OpenCVVideoRecorder(env, video_folder, lambda step: step == 0, video_length, prefix)
+        env = recorder
+    try:
+        returns, lengths = evaluate_policy(
+            model, env, n_eval_episodes=int(n_episodes), deterministic=deterministic, return_episode_rewards=True
+        )
+    except gym.error.DependencyNotInstalled as exc:
+        what = "record video of" if recorder is not None else "run"
+        raise PgplugError(f"cannot {what} {env_id or 'the env'}: {str(exc).splitlines()[0]}") from exc
+    if recorder is not None:
+        recorder.flush()
+    returns_array = np.asarray(returns, dtype=np.float64)
+    mean = float(returns_array.mean())
+    return EvaluationResult(
+        returns=[float(r) for r in returns_array],
+        lengths=[int(n) for n in lengths],
+        mean=mean,
+        std=float(returns_array.std()),
+        human_normalized=None if env_id is None else human_normalized_score(env_id, mean),
+        env_id=env_id,
+        videos=[] if recorder is None else list(recorder.videos),
+    )
+
+
+__all__ = [
+    "EvaluationResult",
+    "OpenCVVideoRecorder",
+    "atari_game",
+    "atari_reference_scores",
+    "evaluate",
+    "human_normalized_score",
+    "make_eval_env",
+]
