@@ -172,6 +172,8 @@ class EnvSpec:
             VecTransposeImage,
         )
 
+        from pgplug.compat import load_vecnormalize
+
         if self.atari:
             _register_atari()  # this may be a fresh worker process
         vec_env_classes = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
@@ -191,7 +193,7 @@ class EnvSpec:
         except gym.error.DependencyNotInstalled as exc:
             raise PgplugError(f"env {self.env_id!r} needs a missing package: {str(exc).splitlines()[0]}") from exc
         if vecnormalize_path is not None and Path(vecnormalize_path).is_file():
-            env = VecNormalize.load(str(vecnormalize_path), env)
+            env = load_vecnormalize(vecnormalize_path, env)  # gym-era pickles too
             env.training = training
             if not training:
                 env.norm_reward = False

@@ -65,7 +65,8 @@ def test_train_reinforce_writes_a_loadable_model_and_its_config(tmp_path):
     config = yaml.safe_load((run_dir / "config.yml").read_text())
     entry = load_config_file(builtin_config_path("reinforce"))["CartPole-v1"]
     estimator = REINFORCE.resolve_estimator(entry["estimator"], entry.get("estimator_kwargs"))
-    assert config == {**entry, "n_timesteps": 5000, "seed": 0, "estimator_kwargs": estimator.params()}
+    expected = {**entry, "n_timesteps": 5000, "seed": 0, "estimator_kwargs": estimator.params()}
+    assert config == {**expected, "env": "CartPole-v1"}
     assert sorted(p.name for p in run_dir.glob("*.monitor.csv")) == [f"{i}.monitor.csv" for i in range(4)]
     model = REINFORCE.load(run_dir / "CartPole-v1.zip")
     assert model.num_timesteps >= 5000 and model.estimator.name == entry["estimator"]

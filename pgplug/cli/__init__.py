@@ -1,6 +1,7 @@
 """The ``pgplug`` command line: the parser, sub-command dispatch and one-line user errors.
 
-Each sub-command is a module with ``HELP``, ``add_arguments(parser, host)`` and ``run(args) -> int``.
+Each sub-command is a module with ``HELP``, ``add_arguments(parser, host)`` and ``run(args) -> int``,
+and optionally ``ALIASES`` (other names for the command, e.g. the zoo's ``enjoy`` for ``eval``).
 Plugins named with ``--plugin`` are loaded before the parser is built, so their algorithms,
 estimators and ``pgplug_addoption`` options are there from the start.
 """
@@ -18,6 +19,8 @@ from pgplug.errors import PgplugError, one_line
 
 COMMANDS: dict[str, str] = {
     "train": "pgplug.cli.train",
+    "eval": "pgplug.cli.evaluate",
+    "bc": "pgplug.cli.bc",
     "list": "pgplug.cli.list_plugins",
 }
 
@@ -68,7 +71,9 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ModuleType]]:
     modules = {}
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
-        sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
+        aliases = list(getattr(module, "ALIASES", ()))
+        sub = subparsers.add_parser(name, aliases=aliases, help=module.HELP, description=module.HELP)
+        sub.set_defaults(command=name)  # an alias runs, and is reported to plugins as, its command
         module.add_arguments(sub, host)
         add_plugin_option(sub)
         host.pm.hook.pgplug_addoption(parser=sub, command=name)

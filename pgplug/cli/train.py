@@ -4,6 +4,9 @@ Hyperparameters come from ``configs/<algo>.yml`` (the env's entry, ``atari``, or
 overridden by ``--hyperparams`` and the dedicated flags. Each run gets its own folder
 ``<log-folder>/<algo>/<env>_<run>/`` holding the model, ``config.yml``, ``vecnormalize.pkl``,
 Monitor csv files, checkpoints and the best model of the periodic evaluation.
+
+``-i`` continues a saved model of the same algorithm, or warm-starts a new one from the weights of
+another algorithm's zip (SB3 PPO, ...); ``--bc-warmstart`` clones an expert into the new model first.
 """
 
 from __future__ import annotations
@@ -22,12 +25,15 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from pgplug import compat
 from pgplug import config as cfg
 from pgplug.envs import VECNORMALIZE_FILE, EnvSpec, check_atari_rom, check_env_id, is_atari, run_name
 from pgplug.errors import PgplugError
 
 HELP = "train an algorithm on a gymnasium env"
 CONFIG_FILE = "config.yml"
+#: What ``config.yml`` records besides the hyperparameters (dropped when ``-i`` reads it back).
+RECORD_KEYS = ("seed", "env")
 INTERRUPTED_EXIT_CODE = 130
 
 
@@ -66,7 +72,21 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
     )
     parser.add_argument("-conf", "--conf-file", help="YAML config to read instead of the built-in configs/<algo>.yml")
     parser.add_argument("-f", "--log-folder", default="logs", help="root folder of the runs (default: logs)")
-    parser.add_argument("-i", "--trained-agent", metavar="PATH", help="continue training this saved model (.zip)")
+    parser.add_argument(
+        "-i",
+        "--trained-agent",
+        metavar="PATH",
+        help="continue training this saved model (.zip); a model of another algorithm (SB3 PPO, ...) "
+        "warm-starts a new one from its weights",
+    )
+    parser.add_argument(
+        "--bc-warmstart",
+        metavar="EXPERT_ZIP",
+        help="before training, clone this expert (any loadable .zip) into the new model by behavioural cloning",
+    )
+    parser.add_argument(
+        "--bc-steps", type=timesteps, default=10_000, help="expert steps to clone with --bc-warmstart (default 10000)"
+    )
     parser.add_argument("-tb", "--tensorboard-log", metavar="DIR", help="write TensorBoard logs under DIR/<env>")
     parser.add_argument(
         "--eval-freq", type=int, default=25_000, help="evaluate every N timesteps, keep the best model (-1: never)"
@@ -100,6 +120,11 @@ class Settings:
     overrides: dict[str, Any]
     source: str
     trained_agent: Path | None
+    #: ``-i`` named another algorithm's zip: a new model starts from its weights
+    warm_start: Path | None = None
+    #: the algorithm that saved the ``-i`` zip, as :func:`pgplug.compat.detect_algorithm` names it
+    source_algorithm: str | None = None
+    bc_expert: Path | None = None
 
 
 def check_trained_agent(path: str | None) -> Path | None:
@@ -116,7 +141,8 @@ def base_hyperparams(args: argparse.Namespace, env_id: str, atari: bool, trained
     if trained is not None and (trained.parent / CONFIG_FILE).is_file():
         path = trained.parent / CONFIG_FILE
         hyperparams = cfg.read_yaml_mapping(path)
-        hyperparams.pop("seed", None)
+        for key in RECORD_KEYS:
+            hyperparams.pop(key, None)
         return hyperparams, str(path)
     path = Path(args.conf_file) if args.conf_file else cfg.builtin_config_path(args.algo)
     if path is None:
@@ -148,8 +174,52 @@ def command_line_hyperparams(args: argparse.Namespace, cls: type, base: dict[str
     return overrides
 
 
-def settle(args: argparse.Namespace) -> Settings:
-    """Check the command line and merge the hyperparameters, before anything is built."""
+def saved_algorithm(path: Path) -> str | None:
+    """The algorithm that saved a model zip (read without unpickling); a broken or off-policy file fails here."""
+    info = compat.read_zip(path)
+    compat.check_actor_critic(info)
+    return compat.detect_algorithm(info)
+
+
+def continues(algo: str, source_algorithm: str | None) -> bool:
+    """Whether ``algo`` opens a zip of ``source_algorithm`` as its own (same algorithm, or SB3's A2C for a2c)."""
+    return source_algorithm in (None, algo) or algo in compat.counterparts_of(source_algorithm)
+
+
+def class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def source_architecture(cls: type, source: Path, base: dict[str, Any]) -> dict[str, Any]:
+    """``policy`` and ``policy_kwargs`` (as config data) that rebuild ``source``'s policy for ``cls``.
+
+    The config's optimizer settings are kept: the new algorithm trains with its own optimizer.
+    """
+    policy_class, policy_kwargs = compat.policy_architecture(source)
+    aliases = getattr(cls, "policy_aliases", {})
+    policy = next((name for name, alias in aliases.items() if alias is policy_class), class_path(policy_class))
+    optimizer = {
+        k: v for k, v in (base.get("policy_kwargs") or {}).items() if k in ("optimizer_class", "optimizer_kwargs")
+    }
+    kwargs = {k: class_path(v) if isinstance(v, type) else v for k, v in policy_kwargs.items()}
+    return {"policy": policy, "policy_kwargs": {**optimizer, **kwargs}}
+
+
+def check_bc_expert(path: str | None, trained_agent: str | None) -> Path | None:
+    if path is None:
+        return None
+    if trained_agent is not None:
+        raise PgplugError("--bc-warmstart clones an expert into a new model, so it cannot be combined with -i")
+    expert = Path(path)
+    saved_algorithm(expert)
+    return expert
+
+
+def settle(args: argparse.Namespace, require_timesteps: bool = True) -> Settings:
+    """Check the command line and merge the hyperparameters, before anything is built.
+
+    :param require_timesteps: fail when neither ``-n`` nor the config gives a training budget
+    """
     from pgplug.plugin_host import get_host
 
     cls = get_host().algorithms.get(args.algo)
@@ -158,19 +228,47 @@ def settle(args: argparse.Namespace) -> Settings:
     if atari:
         check_atari_rom(env_id)
     trained = check_trained_agent(args.trained_agent)
+    source_algorithm = None if trained is None else saved_algorithm(trained)
+    warm_start = None
+    if trained is not None and not continues(args.algo, source_algorithm):
+        if source_algorithm == "ppo_lstm":
+            raise PgplugError(
+                f"{trained} is a RecurrentPPO (LSTM) model, which {args.algo} cannot run; "
+                "evaluate it with 'pgplug eval' or continue it with sb3-contrib"
+            )
+        warm_start, trained = trained, None
+    bc_expert = check_bc_expert(args.bc_warmstart, args.trained_agent)
     base, source = base_hyperparams(args, env_id, atari, trained)
     overrides = command_line_hyperparams(args, cls, base)
     if trained is not None and {"policy", "policy_kwargs"} & overrides.keys():
         raise PgplugError("policy and policy_kwargs cannot change when continuing training with -i")
-    run_config = cfg.prepare(cls, {**base, **overrides}, args.algo, atari)
+    if warm_start is not None and {"policy", "policy_kwargs"} & overrides.keys():
+        raise PgplugError("policy and policy_kwargs come from the -i model when warm-starting from its weights")
+    architecture = {} if warm_start is None else source_architecture(cls, warm_start, base)
+    run_config = cfg.prepare(cls, {**base, **overrides, **architecture}, args.algo, atari)
     if args.n_timesteps is not None:
         run_config.n_timesteps = args.n_timesteps
-    if run_config.n_timesteps is None:
+    if run_config.n_timesteps is None and require_timesteps:
         raise PgplugError(f"no n_timesteps for {env_id!r} ({source}); pass -n N")
     estimator = run_config.algorithm_kwargs.get("estimator") or getattr(cls, "default_estimator", None)
     if isinstance(estimator, str) and hasattr(cls, "resolve_estimator"):
         cls.resolve_estimator(estimator, run_config.algorithm_kwargs.get("estimator_kwargs"))
-    return Settings(cls, env_id, atari, run_config, overrides, source, trained)
+    return Settings(cls, env_id, atari, run_config, overrides, source, trained, warm_start, source_algorithm, bc_expert)
+
+
+def env_spec(settings: Settings, seed: int | None, vec_env: str = "dummy") -> EnvSpec:
+    """The run's env recipe, from the merged hyperparameters."""
+    rc = settings.run_config
+    return EnvSpec(
+        settings.env_id,
+        n_envs=rc.n_envs,
+        seed=seed,
+        frame_stack=rc.frame_stack,
+        normalize=rc.normalize,
+        wrappers=rc.env_wrappers,
+        atari=settings.atari,
+        vec_env=vec_env,
+    )
 
 
 # -- run folder ----------------------------------------------------------------------------------
@@ -204,7 +302,7 @@ def to_plain(value: Any) -> Any:
 
 def saved_config(settings: Settings, model: Any, seed: int) -> dict[str, Any]:
     """The hyperparameters actually used, as plain YAML data (what ``config.yml`` records)."""
-    saved = dict(settings.run_config.raw)
+    saved = {"env": settings.env_id, **settings.run_config.raw}
     saved["n_envs"] = settings.run_config.n_envs
     saved["n_timesteps"] = settings.run_config.n_timesteps
     estimator = getattr(model, "estimator", None)
@@ -233,20 +331,38 @@ def uses_workers(cls: type) -> bool:
 
 
 def build_model(settings: Settings, env: Any, common: dict[str, Any]) -> Any:
-    """A new model from the merged hyperparameters, or the ``-i`` model with the command line's overrides.
+    """A new model from the merged hyperparameters (with the weights of a ``-i`` zip of another algorithm),
+    or the ``-i`` model with the command line's overrides.
 
     :param env: the training ``VecEnv``, or the :class:`EnvSpec` factory for worker algorithms
     """
     cls, kwargs = settings.cls, dict(settings.run_config.algorithm_kwargs)
     if settings.trained_agent is None:
-        return cls(env=env, **kwargs, **common)
+        model = cls(env=env, **kwargs, **common)
+        if settings.warm_start is not None:
+            compat.warm_start(model, settings.warm_start)
+        return model
     overrides = {k: v for k, v in kwargs.items() if k in settings.overrides and k not in cfg.ENV_KEYS}
     estimator = overrides.pop("estimator", None)
     estimator_kwargs = overrides.pop("estimator_kwargs", None)
-    model = cls.load(settings.trained_agent, env=env, **overrides, **common)
+    model = compat.load(settings.trained_agent, env=env, algo=cls.name, **overrides, **common)
     if estimator is not None or estimator_kwargs is not None:
         model.estimator = model.resolve_estimator(estimator or model.estimator.name, estimator_kwargs)
     return model
+
+
+def bc_warm_start(model: Any, expert_path: Path, n_steps: int, seed: int) -> str:
+    """Clone the expert into the new model on its own env (:func:`pgplug.bc.clone_expert`); says how it went."""
+    from pgplug.bc import clone_expert
+    from pgplug.cli.bc import load_expert
+
+    expert, expert_algorithm = load_expert(expert_path, model.get_env())
+    result = clone_expert(model, expert, n_steps=n_steps, seed=seed)
+    agreement = "" if result.accuracy is None else f", action agreement {result.accuracy:.1%}"
+    return (
+        f"behavioural cloning: {n_steps:,} steps of {expert_path} ({expert_algorithm}){agreement}, "
+        f"loss {result.losses[0]:.3f} → {result.losses[-1]:.3f}"
+    )
 
 
 def make_callbacks(
@@ -328,22 +444,14 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.num_threads)
-    rc = settings.run_config
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     name = run_name(settings.env_id)
-    spec = EnvSpec(
-        settings.env_id,
-        n_envs=rc.n_envs,
-        seed=seed,
-        frame_stack=rc.frame_stack,
-        normalize=rc.normalize,
-        wrappers=rc.env_wrappers,
-        atari=settings.atari,
-        vec_env=args.vec_env,
-    )
+    spec = env_spec(settings, seed, args.vec_env)
     run_dir = new_run_dir(args.log_folder, args.algo, name)
-    trained_stats = None if settings.trained_agent is None else settings.trained_agent.parent / VECNORMALIZE_FILE
+    source_zip = settings.trained_agent or settings.warm_start
+    trained_stats = None if source_zip is None else source_zip.parent / VECNORMALIZE_FILE
     owned_envs: list = []
+    notes: list[str] = []
     try:
         if uses_workers(settings.cls):
             env = spec
@@ -354,6 +462,13 @@ def run(args: argparse.Namespace) -> int:
         if args.tensorboard_log:
             common["tensorboard_log"] = str(Path(args.tensorboard_log) / name)
         model = build_model(settings, env, common)
+        if settings.warm_start is not None:
+            notes.append(
+                f"warm start: a new {args.algo} model with the policy weights of {settings.warm_start} "
+                f"(saved by {settings.source_algorithm})"
+            )
+        if settings.bc_expert is not None:
+            notes.append(bc_warm_start(model, settings.bc_expert, args.bc_steps, seed))
         callbacks, eval_envs = make_callbacks(args, settings, spec, run_dir, model)
         owned_envs += eval_envs
     except BaseException:
@@ -365,6 +480,8 @@ def run(args: argparse.Namespace) -> int:
         f"{args.algo} on {settings.env_id}, hyperparameters from {settings.source}", markup=False, soft_wrap=True
     )
     console.print(f"run folder: {run_dir}", markup=False, highlight=False, soft_wrap=True)
+    for note in notes:
+        console.print(note, markup=False, highlight=False, soft_wrap=True)
     config = saved_config(settings, model, seed)
     (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=True))
     if args.verbose:
@@ -397,7 +514,7 @@ def train_and_report(
         model.learn(
             settings.run_config.n_timesteps,
             callback=CallbackList(([progress] if progress else []) + callbacks),
-            reset_num_timesteps=settings.trained_agent is None,
+            reset_num_timesteps=settings.trained_agent is None,  # a warm start is a new run
         )
     except KeyboardInterrupt:
         interrupted = True

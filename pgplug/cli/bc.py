@@ -1,0 +1,201 @@
+"""``pgplug bc``: clone an expert into a fresh pgplug model by behavioural cloning, evaluate both, save a run.
+
+The expert is any zip :func:`pgplug.load` opens (SB3 PPO, a pgplug run, a gym-era file). The student
+is a new model of ``--algo`` with the config's hyperparameters for the env (the same machinery as
+``pgplug train``), trained on the expert's (state, action) pairs with the policy-gradient loss at
+Ψ = 1 (:mod:`pgplug.bc`). The run folder ``<log-folder>/<algo>/<env>_bc_<k>/`` holds the model and
+``config.yml`` as a training run does, so ``pgplug train -i`` fine-tunes it with rewards, plus
+``bc.yml`` with the cloning settings and results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from pgplug.cli.evaluate import describe_space, find_run_files, open_model, positive_int
+from pgplug.cli.train import (
+    CONFIG_FILE,
+    env_spec,
+    new_run_dir,
+    results_table,
+    save_model,
+    saved_algorithm,
+    saved_config,
+    settle,
+    timesteps,
+    uses_workers,
+)
+from pgplug.envs import run_name
+from pgplug.errors import PgplugError
+
+HELP = "clone an expert (any loadable .zip) into a new model by behavioural cloning, evaluate and save it"
+BC_FILE = "bc.yml"
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"not a positive number: {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    return 0 if text.strip() == "0" else positive_int(text)
+
+
+def add_arguments(parser: argparse.ArgumentParser, host) -> None:
+    algos = ", ".join(host.algorithms.names())
+    parser.add_argument("--expert", required=True, metavar="MODEL.zip", help="the expert: any zip pgplug.load opens")
+    parser.add_argument("--env", required=True, help="gymnasium env id the expert was trained on")
+    parser.add_argument("-n", "--n-steps", type=timesteps, required=True, help="expert steps (state, action pairs)")
+    parser.add_argument("--algo", default="a2c", help=f"the student's algorithm: {algos} (default: a2c)")
+    parser.add_argument("--epochs", type=positive_int, default=10, help="passes over the expert data (default: 10)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="expert steps per update (default: 64)")
+    parser.add_argument("--learning-rate", type=positive_float, default=1e-3, help="Adam's learning rate (1e-3)")
+    parser.add_argument(
+        "-params",
+        "--hyperparams",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override the student's hyperparameters, as in 'pgplug train'",
+    )
+    parser.add_argument("-conf", "--conf-file", help="YAML config to read instead of the built-in configs/<algo>.yml")
+    parser.add_argument("-f", "--log-folder", default="logs", help="root folder of the runs (default: logs)")
+    parser.add_argument("--seed", type=int, help="random seed (default: drawn at random, recorded in config.yml)")
+    parser.add_argument(
+        "--n-eval-episodes", type=non_negative_int, default=10, help="episodes to evaluate each model (default: 10)"
+    )
+    parser.add_argument("--device", default="auto", help="the student's torch device (default: auto)")
+    parser.add_argument("--num-threads", type=int, default=-1, help="torch threads (-1: torch's default)")
+    # What 'pgplug train' reads from its own flags, fixed here: a fresh model, the config's estimator.
+    parser.set_defaults(
+        trained_agent=None, bc_warmstart=None, estimator=None, estimator_kwargs=[], n_workers=None, n_timesteps=None
+    )
+
+
+def load_expert(path: str | Path, env: Any) -> tuple[Any, str]:
+    """Open the expert (on the CPU) and check that it plays ``env``'s observations and actions."""
+    expert, algo = open_model(path, device="cpu", make_env=lambda: env)
+    if expert.observation_space != env.observation_space or expert.action_space != env.action_space:
+        raise PgplugError(
+            f"the expert {path} ({algo}) plays observations {describe_space(expert.observation_space)} and actions "
+            f"{describe_space(expert.action_space)}, but the student's env gives "
+            f"{describe_space(env.observation_space)} and {describe_space(env.action_space)}: "
+            "use the expert's env id, frame_stack and normalize"
+        )
+    return expert, algo
+
+
+def mean_std(result: Any) -> str:
+    return f"{result.mean:.2f} ± {result.std:.2f}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from pgplug.bc import behavioural_cloning, collect_expert_data
+    from pgplug.evaluation import evaluate
+
+    console = Console()
+    expert_path = Path(args.expert)
+    saved_algorithm(expert_path)  # a broken or off-policy file fails before anything is built
+    settings = settle(args, require_timesteps=False)
+    if args.num_threads > 0:
+        import torch
+
+        torch.set_num_threads(args.num_threads)
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    rc = settings.run_config
+    expert_stats = find_run_files(expert_path).vecnormalize
+    notes = []
+    if expert_stats is not None:
+        if uses_workers(settings.cls):
+            raise PgplugError(f"{args.algo} cannot use the expert's VecNormalize statistics ({expert_stats})")
+        rc.normalize = None
+        rc.raw["normalize"] = rc.raw.get("normalize") or True
+        notes.append(f"observations normalized with the expert's statistics {expert_stats}")
+    elif rc.normalize is not None:
+        rc.normalize = None
+        rc.raw["normalize"] = False
+        notes.append("normalize: off, as the expert has no VecNormalize statistics beside it")
+    spec = env_spec(settings, seed)
+    envs: list = []
+    model: Any = None
+    try:
+        env = spec.make_vec_env(vecnormalize_path=expert_stats, training=False)
+        envs.append(env)
+        expert, expert_algo = load_expert(expert_path, env)
+        model = settings.cls(
+            env=spec if uses_workers(settings.cls) else env, **rc.algorithm_kwargs, seed=seed, device=args.device
+        )
+        dataset = collect_expert_data(expert, env, args.n_steps, seed=seed)
+        cloning = behavioural_cloning(model, dataset, args.epochs, args.batch_size, args.learning_rate, seed=seed)
+        evaluations = {}
+        players = {"expert": expert, "bc": model} if args.n_eval_episodes else {}
+        for label, player in players.items():  # on envs seeded alike: the same episode starts
+            eval_env = spec.make_vec_env(
+                n_envs=1, start_index=spec.n_envs, vecnormalize_path=expert_stats, training=False
+            )
+            envs.append(eval_env)
+            evaluations[label] = evaluate(
+                player, eval_env, args.n_eval_episodes, deterministic=not settings.atari, env_id=settings.env_id
+            )
+        name = run_name(settings.env_id)
+        run_dir = new_run_dir(args.log_folder, args.algo, f"{name}_bc")
+        model_path = save_model(model, run_dir, name)
+    finally:
+        for env in {id(e): e for e in [*envs, getattr(model, "env", None)] if e is not None}.values():
+            env.close()
+    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(saved_config(settings, model, seed), sort_keys=True))
+    record = {
+        "expert": str(expert_path),
+        "expert_algorithm": expert_algo,
+        "expert_steps": args.n_steps,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "losses": cloning.losses,
+        "updates": cloning.n_updates,
+        "action_agreement": cloning.accuracy,
+        **{f"{label}_return": {"mean": r.mean, "std": r.std} for label, r in evaluations.items()},
+    }
+    (run_dir / BC_FILE).write_text(yaml.safe_dump(record, sort_keys=False))
+
+    console.print(
+        f"{args.algo} on {settings.env_id}, hyperparameters from {settings.source}", markup=False, soft_wrap=True
+    )
+    for note in notes:
+        console.print(note, markup=False, highlight=False, soft_wrap=True)
+    agreement = "– (continuous actions)" if cloning.accuracy is None else f"{cloning.accuracy:.1%}"
+    rows = [("expert", f"{expert_path} ({expert_algo})")]
+    if evaluations:
+        expert_result, bc_result = evaluations["expert"], evaluations["bc"]
+        share = f" ({bc_result.mean / expert_result.mean:.0%} of the expert's)" if expert_result.mean > 0 else ""
+        rows += [
+            ("expert return", mean_std(expert_result)),
+            ("BC return", mean_std(bc_result) + share),
+        ]
+        if expert_result.human_normalized is not None and bc_result.human_normalized is not None:
+            rows.append(
+                (
+                    "human-normalised",
+                    f"expert {expert_result.human_normalized:.1f}%, BC {bc_result.human_normalized:.1f}%",
+                )
+            )
+    rows += [
+        ("action agreement", agreement),
+        ("cloning loss", f"{cloning.losses[0]:.3f} → {cloning.losses[-1]:.3f} ({cloning.n_updates} updates)"),
+        ("expert steps", f"{len(dataset):,}"),
+        ("episodes", str(args.n_eval_episodes)),
+    ]
+    console.print(results_table(f"behavioural cloning: {args.algo} on {settings.env_id}", rows))
+    console.print(f"model saved to {model_path}", markup=False, highlight=False, soft_wrap=True)
+    return 0
