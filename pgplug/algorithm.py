@@ -14,6 +14,11 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from sb3_contrib.common.recurrent.policies import (
+    RecurrentActorCriticCnnPolicy,
+    RecurrentActorCriticPolicy,
+    RecurrentMultiInputActorCriticPolicy,
+)
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
@@ -23,13 +28,14 @@ from stable_baselines3.common.policies import (
     BasePolicy,
     MultiInputActorCriticPolicy,
 )
+from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
-from pgplug.errors import IncompatibleEstimatorError, PgplugError
+from pgplug.errors import IncompatibleEstimatorError, PgplugError, one_line
 from pgplug.estimator import Estimator, check_gamma, make_estimator
 from pgplug.loss import policy_gradient_loss
 from pgplug.plugin_host import get_host
-from pgplug.rollout import Rollout, RolloutCollector, unchecked_distributions
+from pgplug.rollout import Rollout, RolloutCollector, set_training_mode, unchecked_distributions
 
 SelfAlgorithm = TypeVar("SelfAlgorithm", bound="PolicyGradientAlgorithm")
 
@@ -44,6 +50,23 @@ def explained_variance(values: th.Tensor, returns: th.Tensor) -> float:
     return float(1.0 - th.var(returns - values, correction=0) / var_returns)
 
 
+def clip_grad_norm(params: list[th.nn.Parameter], max_norm: float) -> None:
+    """``th.nn.utils.clip_grad_norm_(params, max_norm)``, op for op, so the result is bitwise the same.
+
+    When every gradient shares one device and dtype (the usual case) it skips torch's per-call
+    regrouping and wrappers, which cost more than the clipping itself for a small policy.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    if len({(g.device, g.dtype) for g in grads}) > 1 or grads[0].device.type not in ("cpu", "cuda"):
+        th.nn.utils.clip_grad_norm_(params, max_norm)
+        return
+    with th.no_grad():
+        total_norm = th.linalg.vector_norm(th.stack(th._foreach_norm(grads, 2.0)), 2.0)
+        th._foreach_mul_(grads, th.clamp(max_norm / (total_norm + 1e-6), max=1.0))
+
+
 def prefer_foreach(optimizer: th.optim.Optimizer) -> None:
     """Use the foreach (multi-tensor) kernels where the optimizer has them and was left to choose.
 
@@ -53,6 +76,19 @@ def prefer_foreach(optimizer: th.optim.Optimizer) -> None:
     for group in optimizer.param_groups:
         if "foreach" in group and group["foreach"] is None:
             group["foreach"] = True
+
+
+def check_policy_fits(policy_class: type, observation_space: spaces.Space, policy_kwargs: dict[str, Any]) -> None:
+    """Refuse, in one line, a CNN policy for observations that are not images."""
+    if not issubclass(policy_class, ActorCriticCnnPolicy):
+        return
+    normalized = not policy_kwargs.get("normalize_images", True)
+    if not is_image_space(observation_space, check_channels=False, normalized_image=normalized):
+        shape = getattr(observation_space, "shape", None)
+        raise PgplugError(
+            f"CnnPolicy needs image observations (a uint8 Box shaped [H, W, C] or [C, H, W]), not "
+            f"{type(observation_space).__name__} of shape {shape}; use MlpPolicy (MultiInputPolicy for dicts)"
+        )
 
 
 def check_positive_int(name: str, value: Any) -> int:
@@ -100,6 +136,10 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
         "MlpPolicy": ActorCriticPolicy,
         "CnnPolicy": ActorCriticCnnPolicy,
         "MultiInputPolicy": MultiInputActorCriticPolicy,
+        # sb3-contrib's recurrent policies (pgplug.recurrent carries their states)
+        "MlpLstmPolicy": RecurrentActorCriticPolicy,
+        "CnnLstmPolicy": RecurrentActorCriticCnnPolicy,
+        "MultiInputLstmPolicy": RecurrentMultiInputActorCriticPolicy,
     }
     policy: ActorCriticPolicy
 
@@ -182,9 +222,13 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
             self.estimator = self.resolve_estimator(self.estimator["name"], self.estimator.get("kwargs"))
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
-        self.policy = self.policy_class(  # type: ignore[assignment]
-            self.observation_space, self.action_space, self.lr_schedule, use_sde=self.use_sde, **self.policy_kwargs
-        )
+        check_policy_fits(self.policy_class, self.observation_space, self.policy_kwargs)
+        try:
+            self.policy = self.policy_class(  # type: ignore[assignment]
+                self.observation_space, self.action_space, self.lr_schedule, use_sde=self.use_sde, **self.policy_kwargs
+            )
+        except (AssertionError, ValueError) as exc:  # SB3 checks spaces with asserts several calls deep
+            raise PgplugError(f"cannot build {self.policy_class.__name__}: {one_line(exc)}") from exc
         self.policy = self.policy.to(self.device)
 
     def _excluded_save_params(self) -> list[str]:
@@ -219,8 +263,8 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
             if not callback.on_step():
                 return False
             dones = step_locals["dones"]
-            ended = np.flatnonzero(dones)
-            if ended.size:
+            if dones.any():  # only the infos of ended episodes carry stats: skip the loop over all envs
+                ended = np.flatnonzero(dones)
                 infos = step_locals["infos"]
                 self._update_info_buffer([infos[i] for i in ended], dones[ended])
             return True
@@ -231,7 +275,7 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
         """Collect a rollout with the shared lean loop, keeping SB3's ``_last_obs`` bookkeeping."""
         assert self.env is not None
         if self._collector is None or self._collector.env is not self.env or self._collector.policy is not self.policy:
-            self._collector = RolloutCollector(
+            self._collector = RolloutCollector.for_policy(
                 self.policy,
                 self.env,
                 self.gamma,
@@ -273,7 +317,7 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
     def train(self, rollout: Rollout) -> dict[str, float]:
         """One gradient step on the whole rollout: SB3's A2C step, with less per-call overhead."""
         policy, optimizer = self.policy, self.policy.optimizer
-        policy.set_training_mode(True)
+        set_training_mode(policy, True)
         self._update_learning_rate(optimizer)
         prefer_foreach(optimizer)
         params = self._parameters()
@@ -284,8 +328,7 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
             param.grad = None
         terms.loss.backward()
         if self.max_grad_norm is not None:
-            # A cached parameter list: policy.parameters() walks every submodule on each call.
-            th.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+            clip_grad_norm(params, self.max_grad_norm)
         optimizer.step()
         self._n_updates += 1
         metrics = {
@@ -306,7 +349,7 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
         return metrics
 
     def _parameters(self) -> list[th.nn.Parameter]:
-        """The policy's parameters, listed once per policy object."""
+        """The policy's parameters, listed once per policy object (parameters() walks every submodule)."""
         cached = self.__dict__.get("_parameter_cache")
         if cached is None or cached[0] is not self.policy:
             cached = self._parameter_cache = (self.policy, list(self.policy.parameters()))

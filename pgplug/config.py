@@ -109,12 +109,19 @@ def load_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
     return {k: dict(v or {}) for k, v in data.items()}
 
 
-def select_entry(entries: Mapping[str, dict[str, Any]], env_id: str, atari: bool) -> tuple[str | None, dict[str, Any]]:
-    """The entry for ``env_id``: its own, else ``atari`` for an Atari id, else ``default``, else none."""
+def select_entry(
+    entries: Mapping[str, dict[str, Any]], env_id: str, atari: bool, policy: str | None = None
+) -> tuple[str | None, dict[str, Any]]:
+    """The entry for ``env_id``: its own, else ``atari`` for an Atari id, else ``default``, else none.
+
+    When the command line asks for a ``policy``, an entry ``<key>/<policy>`` (``atari/CnnLstmPolicy``:
+    the paper's A3C LSTM settings) is preferred to ``<key>`` at each step.
+    """
     candidates = [env_id, ATARI_ENTRY] if atari else [env_id]
     for key in [*candidates, DEFAULT_ENTRY]:
-        if key in entries:
-            return key, dict(entries[key])
+        for variant in ([f"{key}/{policy}"] if isinstance(policy, str) else []) + [key]:
+            if variant in entries:
+                return variant, dict(entries[variant])
     return None, {}
 
 

@@ -8,12 +8,14 @@ Written op for op as SB3's A2C computes it, so pgplug's A2C matches SB3's update
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch as th
 import torch.nn.functional as F
 from stable_baselines3.common.policies import ActorCriticPolicy
 
-from pgplug.rollout import Rollout
+from pgplug.recurrent import LSTM_STATES
+from pgplug.rollout import Observation, Rollout, latents, runs_sb3_categorical
 
 
 @dataclass
@@ -22,6 +24,30 @@ class LossTerms:
     policy_loss: th.Tensor
     value_loss: th.Tensor | None
     entropy_loss: th.Tensor
+
+
+def evaluate_actions(
+    policy: ActorCriticPolicy, observations: Observation, actions: th.Tensor, entropy_grad: bool = True
+) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
+    """``policy.evaluate_actions(observations, actions)``: values, log π(a|s) and the entropy.
+
+    For SB3's policies over a categorical, the same ops are run here without building a
+    torch.distributions object (the log-prob and entropy are ``Categorical``'s own formulas, so the
+    values and gradients are identical). ``entropy_grad=False`` computes the entropy outside the
+    autograd graph, for when it is only logged.
+    """
+    if not runs_sb3_categorical(policy, "evaluate_actions"):
+        values, log_prob, entropy = policy.evaluate_actions(observations, actions)
+        return values, log_prob, entropy if entropy is None or entropy_grad else entropy.detach()
+    latent_pi, latent_vf = latents(policy, observations)
+    logits = policy.action_net(latent_pi)
+    log_pmf = logits - logits.logsumexp(dim=-1, keepdim=True)
+    log_prob = log_pmf.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+    values = policy.value_net(latent_vf)
+    with th.set_grad_enabled(entropy_grad and th.is_grad_enabled()):
+        p_log_p = th.clamp(log_pmf, min=th.finfo(log_pmf.dtype).min) * th.softmax(log_pmf, dim=-1)
+        entropy = -p_log_p.sum(-1)
+    return values, log_prob, entropy
 
 
 def policy_gradient_loss(
@@ -33,18 +59,35 @@ def policy_gradient_loss(
 ) -> LossTerms:
     """The loss of one update over the whole (masked) rollout, with Ψ = ``rollout.advantages``."""
     assert rollout.advantages is not None, "run the estimator before computing the loss"
-    observations = rollout.flat(rollout.observations)
-    actions = rollout.flat(rollout.actions)
-    values, log_prob, entropy = policy.evaluate_actions(observations, actions)
+    lstm_states = rollout.extras.get(LSTM_STATES)
+    if lstm_states is None:
+        flat = rollout.flat
+        observations, actions = flat(rollout.observations), flat(rollout.actions)
+        # With ent_coef == 0 the entropy only feeds the logs: keep it out of the graph, and so out of backward.
+        values, log_prob, entropy = evaluate_actions(policy, observations, actions, entropy_grad=ent_coef != 0)
+    else:
+        # A recurrent policy replays each env's whole sequence from the states the rollout began with
+        # (truncated BPTT); the mask, if any, applies to the outputs.
+        flat = partial(rollout.flat, env_major=True)
+        values, log_prob, entropy = policy.evaluate_actions(
+            flat(rollout.observations, masked=False),
+            flat(rollout.actions, masked=False),
+            lstm_states,
+            flat(rollout.episode_starts, masked=False),
+        )
+        if rollout.mask is not None:
+            keep = flat(rollout.mask, masked=False)
+            values, log_prob = values[keep], log_prob[keep]
+            entropy = None if entropy is None else entropy[keep]
     values = values.flatten()
-    advantages = rollout.flat(rollout.advantages)
+    advantages = flat(rollout.advantages)
     if normalize_advantage:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     policy_loss = -(advantages * log_prob).mean()
     entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
-    loss = policy_loss + ent_coef * entropy_loss
+    loss = policy_loss + ent_coef * entropy_loss if ent_coef != 0 else policy_loss
     value_loss = None
     if rollout.returns is not None:
-        value_loss = F.mse_loss(rollout.flat(rollout.returns), values)
+        value_loss = F.mse_loss(flat(rollout.returns), values)
         loss = loss + vf_coef * value_loss
     return LossTerms(loss, policy_loss, value_loss, entropy_loss)

@@ -1,13 +1,15 @@
 """Time-major rollouts and the lean loop that collects them from an SB3 ``VecEnv``.
 
 One collector serves every algorithm (REINFORCE, A2C and each A3C worker). It does what SB3's
-``OnPolicyAlgorithm.collect_rollouts`` does, with the same random draws, but writes straight into
-preallocated tensors, skips torch.distributions' argument checks, and only visits the infos of the
-envs whose episode ended.
+``OnPolicyAlgorithm.collect_rollouts`` does, with the same random draws, but leaner: the policy runs
+under ``torch.inference_mode``, each step is written once into preallocated buffers through numpy
+views (no per-step tensor allocations), torch.distributions' argument checks are off, and only the
+infos of the envs whose episode ended are visited.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.distributions import CategoricalDistribution
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.vec_env import VecEnv
 
 Observation = th.Tensor | dict[str, th.Tensor]
@@ -40,7 +43,65 @@ def obs_to_tensor(obs: np.ndarray | dict[str, np.ndarray], device: th.device) ->
     return th.as_tensor(obs, device=device)
 
 
-def _map(obs: Observation, fn: Callable[[th.Tensor], th.Tensor]) -> Observation:
+def sample_categorical(logits: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+    """Actions and log-probs drawn as ``Categorical(logits=logits)``'s ``sample()`` and ``log_prob()`` do.
+
+    The same ops in the same order, so the random draws and the values are identical, without
+    building a torch.distributions object at every step (most of a small policy's forward time).
+    """
+    log_pmf = logits - logits.logsumexp(dim=-1, keepdim=True)
+    probs = th.softmax(log_pmf, dim=-1)
+    actions = th.multinomial(probs.reshape(-1, probs.shape[-1]), 1, True).T.reshape(probs.shape[:-1])
+    return actions, log_pmf.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+
+def runs_sb3_categorical(policy: ActorCriticPolicy, method: str) -> bool:
+    """True when ``policy.<method>`` is SB3's own ``ActorCriticPolicy`` code over a plain categorical.
+
+    Then pgplug may run the same ops itself (:meth:`RolloutCollector.act`,
+    :func:`pgplug.loss.evaluate_actions`); any other policy is called as it is.
+    """
+    return (
+        getattr(type(policy), method) is getattr(ActorCriticPolicy, method)
+        and type(policy.action_dist) is CategoricalDistribution
+        and not policy._forward_hooks
+        and not policy._forward_pre_hooks
+    )
+
+
+def latents(policy: ActorCriticPolicy, obs: Observation) -> tuple[th.Tensor, th.Tensor]:
+    """The actor's and the critic's latent codes, as ``ActorCriticPolicy.forward`` computes them."""
+    features = policy.extract_features(obs)
+    if policy.share_features_extractor:
+        return policy.mlp_extractor(features)
+    return policy.mlp_extractor.forward_actor(features[0]), policy.mlp_extractor.forward_critic(features[1])
+
+
+_plain_modules: weakref.WeakKeyDictionary[th.nn.Module, list[th.nn.Module] | None] = weakref.WeakKeyDictionary()
+
+
+def set_training_mode(policy: BasePolicy, mode: bool) -> None:
+    """``policy.set_training_mode(mode)``, the flags set directly when no module overrides ``train()``.
+
+    The recursive ``nn.Module.train`` (with ``Module.__setattr__`` on each module) costs ~35 µs on
+    CartPole's MLP policy, and an update switches modes twice; the direct writes cost ~1 µs.
+    The module list is taken once per policy (SB3 policies do not grow modules after construction).
+    """
+    if policy not in _plain_modules:
+        modules = list(policy.modules())
+        plain = type(policy).set_training_mode is BasePolicy.set_training_mode and all(
+            type(module).train is th.nn.Module.train for module in modules
+        )
+        _plain_modules[policy] = modules if plain else None
+    modules = _plain_modules[policy]
+    if modules is None:
+        policy.set_training_mode(mode)
+        return
+    for module in modules:
+        module.__dict__["training"] = mode  # what nn.Module.train assigns, without __setattr__'s checks
+
+
+def _map(obs: Any, fn: Callable[[Any], Any]) -> Any:
     return {key: fn(value) for key, value in obs.items()} if isinstance(obs, dict) else fn(obs)
 
 
@@ -65,14 +126,84 @@ class Rollout:
     def n_steps(self) -> int:
         return self.rewards.shape[0]
 
-    def flat(self, x: Observation) -> Observation:
-        """``[T, N, ...]`` → ``[T·N, ...]``, keeping only masked steps when a mask is set."""
+    def flat(self, x: Observation, env_major: bool = False, masked: bool = True) -> Observation:
+        """``[T, N, ...]`` → ``[T·N, ...]``, keeping only masked steps when a mask is set (and ``masked``).
+
+        ``env_major`` orders the steps env by env (``[N·T, ...]``): whole sequences, as recurrent
+        policies evaluate them.
+        """
 
         def flatten(v: th.Tensor) -> th.Tensor:
+            if env_major:
+                v = v.transpose(0, 1)
             v = v.reshape(-1, *v.shape[2:])
-            return v if self.mask is None else v[self.mask.reshape(-1)]
+            if self.mask is None or not masked:
+                return v
+            mask = self.mask.transpose(0, 1) if env_major else self.mask
+            return v[mask.reshape(-1)]
 
         return _map(x, flatten)
+
+
+def empty_rows(capacity: int, x: np.ndarray) -> np.ndarray:
+    """An empty ``[capacity, *x.shape]`` array whose rows have the memory layout of ``x``.
+
+    SB3's VecTransposeImage hands out channels-first views of channels-last frames: keeping that
+    layout makes each write a plain copy and feeds the CNN channels-last batches (faster on CPU).
+    """
+    order = sorted(range(x.ndim), key=lambda axis: -x.strides[axis])  # outermost axis first
+    base = np.empty((capacity, *(x.shape[axis] for axis in order)), dtype=x.dtype)
+    return base.transpose(0, *(1 + order.index(axis) for axis in range(x.ndim)))
+
+
+class _Buffers:
+    """Preallocated ``[capacity, N, ...]`` numpy arrays, each with a CPU tensor sharing its memory.
+
+    Steps are written through the numpy arrays: a numpy row assignment costs a fraction of a torch
+    ``tensor[t] = x``, and nothing is allocated per step (nor, on CPU, per rollout).
+    """
+
+    names = ("observations", "actions", "rewards", "episode_starts", "values", "log_probs")
+
+    def __init__(self, capacity: int, obs: Any, action_space: spaces.Space) -> None:
+        n = len(next(iter(obs.values())) if isinstance(obs, dict) else obs)
+        # The dtypes SB3's distributions sample: integer indices for (Multi)Discrete, floats otherwise.
+        integer = isinstance(action_space, (spaces.Discrete, spaces.MultiDiscrete))
+        self.capacity = capacity
+        self.action_space = action_space
+        self.np: dict[str, Any] = {
+            "observations": _map(obs, lambda x: empty_rows(capacity, np.asarray(x))),
+            "actions": np.empty((capacity, n, *action_space.shape), np.int64 if integer else np.float32),
+            **{name: np.empty((capacity, n), np.float32) for name in self.names[2:]},
+            "last_values": np.empty(n, np.float32),
+            "last_dones": np.empty(n, np.float32),
+        }
+        self.tensors: dict[str, Any] = {name: _map(array, th.from_numpy) for name, array in self.np.items()}
+        self._cpu_fields: tuple[int, dict[str, Any]] | None = None
+
+    def fields(self, steps: int, device: th.device) -> dict[str, Any]:
+        """The :class:`Rollout` fields over the first ``steps`` rows, on ``device``."""
+        if device.type != "cpu":  # the one copy per rollout to an accelerator
+            return {name: _map(tensor, lambda x: x.to(device)) for name, tensor in self._views(steps).items()}
+        if self._cpu_fields is None or self._cpu_fields[0] != steps:  # CPU views live as long as the buffers
+            self._cpu_fields = (steps, self._views(steps))
+        return self._cpu_fields[1]
+
+    def _views(self, steps: int) -> dict[str, Any]:
+        views = {name: _map(self.tensors[name], lambda x: x[:steps]) for name in self.names}
+        return {**views, "last_values": self.tensors["last_values"], "last_dones": self.tensors["last_dones"]}
+
+    def grown(self, capacity: int) -> _Buffers:
+        """A copy with room for ``capacity`` steps (for collections of unknown length)."""
+        bigger = _Buffers(capacity, _map(self.np["observations"], lambda x: x[0]), self.action_space)
+        for name in self.names:
+            old, new = self.np[name], bigger.np[name]
+            if isinstance(old, dict):
+                for key in old:
+                    new[key][: self.capacity] = old[key]
+            else:
+                new[: self.capacity] = old
+        return bigger
 
 
 class RolloutCollector:
@@ -80,6 +211,7 @@ class RolloutCollector:
 
     Keeps the last observation and episode-start flags between rollouts, like SB3's
     ``_last_obs`` / ``_last_episode_starts``; algorithms read and set them through the attributes.
+    The returned :class:`Rollout` views buffers that the next ``collect`` overwrites.
     """
 
     def __init__(
@@ -88,41 +220,51 @@ class RolloutCollector:
         env: VecEnv,
         gamma: float,
         bootstrap_truncation: bool = True,
+        sde_sample_freq: int = -1,
     ) -> None:
         self.policy = policy
         self.env = env
         self.gamma = gamma
         self.bootstrap_truncation = bootstrap_truncation
+        self.sde_sample_freq = sde_sample_freq
         self.n_envs = env.num_envs
         self.device = policy.device
         self.last_obs: np.ndarray | dict[str, np.ndarray] | None = None
         self.last_episode_starts = np.ones(self.n_envs, dtype=bool)
-        self._buffers: dict[str, Any] | None = None
-        self._capacity = 0
+        self._buffers: _Buffers | None = None
 
-    def _allocate(self, capacity: int, obs: Observation, actions: th.Tensor) -> None:
-        n = self.n_envs
+    def act(self, obs: Observation) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """Sampled actions, values and log-probs of the policy at ``obs``, as ``policy(obs)`` returns them."""
+        policy = self.policy
+        # inference_mode: no autograd graph or version counters for a forward that is never differentiated.
+        with th.inference_mode():
+            if not runs_sb3_categorical(policy, "forward"):
+                return policy(obs)
+            latent_pi, latent_vf = latents(policy, obs)
+            values = policy.value_net(latent_vf)
+            actions, log_probs = sample_categorical(policy.action_net(latent_pi))
+            return actions, values, log_probs
 
-        def empty_like_step(x: th.Tensor) -> th.Tensor:
-            return th.empty((capacity, *x.shape), dtype=x.dtype, device=self.device)
+    def values_at(self, obs: Observation, env_index: int | None = None) -> th.Tensor:
+        """V(obs): of the state after the rollout (all envs), or of env ``env_index``'s terminal observation."""
+        return self.policy.predict_values(obs)
 
-        old, old_capacity = self._buffers, self._capacity
-        self._buffers = {
-            "observations": _map(obs, empty_like_step),
-            "actions": empty_like_step(actions),
-            "rewards": th.empty((capacity, n), dtype=th.float32),
-            "episode_starts": th.empty((capacity, n), dtype=th.float32),
-            "values": th.empty((capacity, n), dtype=th.float32),
-            "log_probs": th.empty((capacity, n), dtype=th.float32),
-        }
-        if old is not None and old_capacity:
-            for key, value in old.items():
-                if isinstance(value, dict):
-                    for sub, tensor in value.items():
-                        self._buffers[key][sub][:old_capacity] = tensor
-                else:
-                    self._buffers[key][:old_capacity] = value
-        self._capacity = capacity
+    @classmethod
+    def for_policy(cls, policy: BasePolicy, env: VecEnv, gamma: float, **kwargs: Any) -> RolloutCollector:
+        """The collector that fits ``policy``: the recurrent one for sb3-contrib's LSTM policies."""
+        from pgplug.recurrent import RecurrentRolloutCollector, is_recurrent
+
+        collector_class = RecurrentRolloutCollector if is_recurrent(policy) else cls
+        return collector_class(policy, env, gamma, **kwargs)
+
+    def _buffers_for(self, step: int, n_steps: int | None) -> _Buffers:
+        buffers = self._buffers
+        if buffers is None:
+            buffers = _Buffers(max(n_steps or 0, 64), self.last_obs, self.policy.action_space)
+        elif step >= buffers.capacity:
+            buffers = buffers.grown(max(n_steps or 0, 2 * buffers.capacity))
+        self._buffers = buffers
+        return buffers
 
     def collect(
         self,
@@ -137,30 +279,32 @@ class RolloutCollector:
         abort: then ``collect`` returns None, as SB3's ``collect_rollouts`` returns False.
         """
         assert self.last_obs is not None, "reset the env and set last_obs before collecting"
-        policy, env, device = self.policy, self.env, self.device
-        policy.set_training_mode(False)
+        policy, env = self.policy, self.env
+        set_training_mode(policy, False)
         if policy.use_sde:
             policy.reset_noise(self.n_envs)
         limit = n_steps if n_steps is not None else max_steps
         box = isinstance(policy.action_space, spaces.Box)
+        low, high = (policy.action_space.low, policy.action_space.high) if box else (None, None)
+        buffers = self._buffers
         step = 0
         dones = np.zeros(self.n_envs, dtype=bool)
         with unchecked_distributions():
             while step < limit:
-                with th.no_grad():
-                    obs_tensor = obs_to_tensor(self.last_obs, device)
-                    actions, values, log_probs = policy(obs_tensor)
-                if step >= self._capacity:
-                    self._allocate(max(n_steps or 0, 2 * self._capacity, 64), obs_tensor, actions)
-                buffers = self._buffers
-                assert buffers is not None
+                if policy.use_sde and self.sde_sample_freq > 0 and step % self.sde_sample_freq == 0:
+                    policy.reset_noise(self.n_envs)
+                if buffers is None or step >= buffers.capacity:
+                    buffers = self._buffers_for(step, n_steps)
+                # The policy reads the observation from its buffer row: the step's one copy of it.
+                obs_row = self._write_obs(buffers, step)
+                actions, values, log_probs = self.act(obs_row)
                 actions_np = actions.cpu().numpy()
                 env_actions = actions_np
                 if box:
                     if policy.squash_output:
                         env_actions = policy.unscale_action(env_actions)
                     else:
-                        env_actions = np.clip(actions_np, policy.action_space.low, policy.action_space.high)
+                        env_actions = np.clip(actions_np, low, high)
                 new_obs, rewards, dones, infos = env.step(env_actions)
                 if on_step is not None and not on_step(
                     {
@@ -176,38 +320,35 @@ class RolloutCollector:
                     }
                 ):
                     return None
-                ended = np.flatnonzero(dones)
-                if self.bootstrap_truncation and ended.size:
-                    rewards = self._bootstrap_truncated(rewards, ended, infos)
-                if isinstance(obs_tensor, dict):
-                    for key, value in obs_tensor.items():
-                        buffers["observations"][key][step] = value
-                else:
-                    buffers["observations"][step] = obs_tensor
-                buffers["actions"][step] = actions
-                buffers["rewards"][step] = th.as_tensor(rewards, dtype=th.float32)
-                buffers["episode_starts"][step] = th.as_tensor(self.last_episode_starts, dtype=th.float32)
-                buffers["values"][step] = values.flatten()
-                buffers["log_probs"][step] = log_probs
+                if self.bootstrap_truncation and dones.any():
+                    rewards = self._bootstrap_truncated(rewards, np.flatnonzero(dones), infos)
+                arrays = buffers.np
+                arrays["actions"][step] = actions_np
+                arrays["rewards"][step] = rewards
+                arrays["episode_starts"][step] = self.last_episode_starts
+                arrays["values"][step] = values.cpu().numpy().reshape(-1)
+                arrays["log_probs"][step] = log_probs.cpu().numpy()
                 self.last_obs = new_obs
                 self.last_episode_starts = dones
                 step += 1
                 if n_steps is None and until is not None and until(step, dones):
                     break
-            with th.no_grad():
-                last_values = policy.predict_values(obs_to_tensor(self.last_obs, device)).flatten()
-        buffers = self._buffers
+            with th.inference_mode():
+                last_values = self.values_at(obs_to_tensor(self.last_obs, self.device))
         assert buffers is not None
-        return Rollout(
-            observations=_map(buffers["observations"], lambda v: v[:step]),
-            actions=buffers["actions"][:step],
-            rewards=buffers["rewards"][:step],
-            episode_starts=buffers["episode_starts"][:step],
-            values=buffers["values"][:step],
-            log_probs=buffers["log_probs"][:step],
-            last_values=last_values.to(th.float32),
-            last_dones=th.as_tensor(dones, dtype=th.float32),
-        )
+        buffers.np["last_values"][:] = last_values.cpu().numpy().reshape(-1)
+        buffers.np["last_dones"][:] = dones
+        return Rollout(**buffers.fields(step, self.device))
+
+    def _write_obs(self, buffers: _Buffers, step: int) -> Observation:
+        """Copy ``last_obs`` into row ``step`` of the observation buffer and return that row for the policy."""
+        obs, arrays, tensors = self.last_obs, buffers.np["observations"], buffers.tensors["observations"]
+        if isinstance(obs, dict):
+            for key, value in obs.items():
+                arrays[key][step] = value
+            return {key: tensor[step].to(self.device) for key, tensor in tensors.items()}
+        arrays[step] = obs
+        return tensors[step].to(self.device)
 
     def _bootstrap_truncated(self, rewards: np.ndarray, ended: np.ndarray, infos: list[dict]) -> np.ndarray:
         """Add γ·V(terminal observation) to the reward of episodes cut by a time limit (SB3 #633)."""
@@ -218,8 +359,9 @@ class RolloutCollector:
         ]
         if not truncated:
             return rewards
-        with th.no_grad():
+        with th.inference_mode():
+            # One env at a time, as SB3 does: a batched forward could round differently.
             for i in truncated:
                 terminal_obs = self.policy.obs_to_tensor(infos[i]["terminal_observation"])[0]
-                rewards[i] += self.gamma * self.policy.predict_values(terminal_obs)[0]  # type: ignore[arg-type]
+                rewards[i] += self.gamma * self.values_at(terminal_obs, env_index=i)[0]  # type: ignore[arg-type]
         return rewards

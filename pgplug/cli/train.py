@@ -147,7 +147,8 @@ def base_hyperparams(args: argparse.Namespace, env_id: str, atari: bool, trained
     path = Path(args.conf_file) if args.conf_file else cfg.builtin_config_path(args.algo)
     if path is None:
         return {}, f"no configs/{args.algo}.yml: the algorithm's defaults"
-    entry, hyperparams = cfg.select_entry(cfg.load_config_file(path), env_id, atari)
+    policy = cfg.parse_assignments(args.hyperparams).get("policy")
+    entry, hyperparams = cfg.select_entry(cfg.load_config_file(path), env_id, atari, policy)
     return hyperparams, f"entry {entry!r} of {path}" if entry else f"no entry for {env_id!r} in {path}: defaults"
 
 

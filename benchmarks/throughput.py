@@ -1,0 +1,194 @@
+"""Throughput of pgplug's A2C against Stable-Baselines3's A2C, same config, alternating A/B runs.
+
+Each run is a fresh subprocess (no shared thread pools, caches or allocator state) that builds the
+env and the model, warms up for a few updates, then times ``learn(--steps)``. Runs alternate
+SB3, pgplug, pgplug, SB3, ... so that load from other processes hits both sides alike; the figures
+are medians over ``--pairs`` pairs, and each ratio is the median of the per-pair ratios. Steps per
+second are given in wall time and in the process's CPU time: on a shared machine the CPU-time
+figure is the stable one (other processes' load barely moves it).
+
+Inside each run, CPU-time timers around ``env.step``, the rollout forward passes (actions and
+values for each step, V(last obs) and timeout bootstraps) and the update (estimator + loss +
+backward + optimizer step) split the time; "other" is everything else (obs copies, buffer writes,
+callbacks, episode bookkeeping, logging): pgplug's target is ≤ 5%.
+
+torch runs single-threaded by default (``--threads 1`` for both sides): on a loaded 2-core machine
+OpenMP's spinning threads make multi-threaded runs 10-20x slower at random, which no number of
+pairs averages out. ``--threads 0`` leaves torch's own choice.
+
+    python benchmarks/throughput.py                      # both envs, 3 pairs
+    python benchmarks/throughput.py --env CartPole-v1 --pairs 5 --steps 40000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+# The zoo's A2C hyperparameters (rl-baselines3-zoo hyperparams/a2c.yml); the rest are A2C defaults.
+CONFIGS: dict[str, dict[str, Any]] = {
+    "CartPole-v1": {"n_envs": 8, "policy": "MlpPolicy", "atari": False, "kwargs": {"ent_coef": 0.0}, "steps": 40_000},
+    "PongNoFrameskip-v4": {
+        "n_envs": 16,
+        "policy": "CnnPolicy",
+        "atari": True,
+        "kwargs": {"ent_coef": 0.01, "vf_coef": 0.25},
+        "steps": 4_000,
+    },
+}
+WARMUP_UPDATES = 5
+
+
+def make_env(env_id: str, n_envs: int, atari: bool, seed: int):
+    from stable_baselines3.common.env_util import make_atari_env, make_vec_env
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    if atari:
+        import ale_py
+        import gymnasium as gym
+
+        gym.register_envs(ale_py)
+        return VecFrameStack(make_atari_env(env_id, n_envs=n_envs, seed=seed), n_stack=4)
+    return make_vec_env(env_id, n_envs=n_envs, seed=seed)
+
+
+class Timers:
+    """Accumulated CPU time of the wrapped callables, by part (CPU time: immune to other processes' load)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {"env": 0.0, "forward": 0.0, "update": 0.0}
+
+    def wrap(self, part: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[part] += time.process_time() - start
+
+        return timed
+
+    def reset(self) -> None:
+        for part in self.seconds:
+            self.seconds[part] = 0.0
+
+
+def instrument_sb3(model: Any, timers: Timers) -> None:
+    model.env.step = timers.wrap("env", model.env.step)
+    # collect_rollouts calls policy(obs) -> nn.Module.__call__ -> self.forward: the instance attribute wins.
+    model.policy.forward = timers.wrap("forward", model.policy.forward)
+    model.policy.predict_values = timers.wrap("forward", model.policy.predict_values)  # V(last obs), timeouts
+    model.train = timers.wrap("update", model.train)  # SB3 computes advantages in collect_rollouts (tiny)
+
+
+def instrument_pgplug(model: Any, timers: Timers) -> None:
+    from pgplug.rollout import RolloutCollector
+
+    model.env.step = timers.wrap("env", model.env.step)
+    RolloutCollector.act = timers.wrap("forward", RolloutCollector.act)  # type: ignore[method-assign]
+    model.policy.predict_values = timers.wrap("forward", model.policy.predict_values)  # V(last obs), timeouts
+    model.estimate = timers.wrap("update", model.estimate)
+    model.train = timers.wrap("update", model.train)
+
+
+def run_one(side: str, env_id: str, steps: int, seed: int, threads: int | None) -> dict[str, Any]:
+    """One timed run in this process: build, warm up, time ``learn(steps)``."""
+    import torch as th
+
+    if threads:
+        th.set_num_threads(threads)
+    config = CONFIGS[env_id]
+    env = make_env(env_id, config["n_envs"], config["atari"], seed)
+    kwargs: dict[str, Any] = dict(config["kwargs"])
+    if config["atari"]:
+        from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
+
+        kwargs["policy_kwargs"] = {"optimizer_class": RMSpropTFLike, "optimizer_kwargs": {"eps": 1e-5}}
+    if side == "sb3":
+        from stable_baselines3 import A2C
+    else:
+        from pgplug import A2C  # type: ignore[attr-defined]
+    model = A2C(config["policy"], env, seed=seed, device="cpu", **kwargs)
+    timers = Timers()
+    (instrument_sb3 if side == "sb3" else instrument_pgplug)(model, timers)
+    n_steps = model.n_steps * config["n_envs"]
+    model.learn(WARMUP_UPDATES * n_steps)
+    timers.reset()
+    start, start_cpu = time.perf_counter(), time.process_time()
+    model.learn(steps, reset_num_timesteps=False)
+    elapsed, elapsed_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    env.close()
+    shares = {part: seconds / elapsed_cpu for part, seconds in timers.seconds.items()}
+    shares["other"] = 1.0 - sum(shares.values())
+    return {
+        "side": side,
+        "steps_per_s": steps / elapsed,
+        "steps_per_cpu_s": steps / elapsed_cpu,
+        "shares": shares,
+        "threads": th.get_num_threads(),
+    }
+
+
+def run_subprocess(side: str, env_id: str, steps: int, seed: int, threads: int | None) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--_run", side, "--env", env_id, "--steps", str(steps), "--seed", str(seed)]
+    if threads:
+        command += ["--threads", str(threads)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"the {side} run failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def benchmark(env_id: str, pairs: int, steps: int, seed: int, threads: int | None) -> None:
+    runs: dict[str, list[dict[str, Any]]] = {"sb3": [], "pgplug": []}
+    for pair in range(pairs):
+        for side in ("sb3", "pgplug") if pair % 2 == 0 else ("pgplug", "sb3"):
+            runs[side].append(run_subprocess(side, env_id, steps, seed, threads))
+        sb3, pg = runs["sb3"][-1], runs["pgplug"][-1]
+        print(
+            f"  pair {pair + 1}: sb3 {sb3['steps_per_s']:6.0f} ({sb3['steps_per_cpu_s']:6.0f} per CPU s)  "
+            f"pgplug {pg['steps_per_s']:6.0f} ({pg['steps_per_cpu_s']:6.0f} per CPU s) steps/s",
+            flush=True,
+        )
+    print(f"{env_id}: median of {pairs} pairs, {steps} timed steps per run, torch threads {runs['sb3'][0]['threads']}")
+    for side in ("sb3", "pgplug"):
+        shares = {part: statistics.median(r["shares"][part] for r in runs[side]) for part in runs[side][0]["shares"]}
+        split = "  ".join(f"{part} {100 * share:4.1f}%" for part, share in shares.items())
+        wall = statistics.median(r["steps_per_s"] for r in runs[side])
+        cpu = statistics.median(r["steps_per_cpu_s"] for r in runs[side])
+        print(f"  {side:7s} {wall:8.0f} steps/s  {cpu:8.0f} steps/CPU-s   CPU time: [{split}]")
+    for unit in ("steps_per_s", "steps_per_cpu_s"):
+        ratios = [pg[unit] / sb3[unit] for sb3, pg in zip(runs["sb3"], runs["pgplug"])]
+        per_pair = ", ".join(f"{r:.2f}" for r in ratios)
+        label = "wall" if unit == "steps_per_s" else "CPU"
+        print(f"  ratio pgplug/sb3 ({label:4s} time): {statistics.median(ratios):.2f}  (pairs: {per_pair})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", choices=sorted(CONFIGS), action="append", help="env id (repeatable; default: all)")
+    parser.add_argument("--pairs", type=int, default=3, help="number of alternating SB3/pgplug pairs (default 3)")
+    parser.add_argument("--steps", type=int, help="timed env steps per run (default: per env)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch.set_num_threads for both sides (default 1; 0: torch's choice)"
+    )
+    parser.add_argument("--_run", choices=("sb3", "pgplug"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    env_ids = args.env or list(CONFIGS)
+    if args._run:
+        steps = args.steps or CONFIGS[env_ids[0]]["steps"]
+        print(json.dumps(run_one(args._run, env_ids[0], steps, args.seed, args.threads)))
+        return
+    for env_id in env_ids:
+        benchmark(env_id, args.pairs, args.steps or CONFIGS[env_id]["steps"], args.seed, args.threads)
+
+
+if __name__ == "__main__":
+    main()
