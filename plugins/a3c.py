@@ -165,10 +165,15 @@ class A3C(PolicyGradientAlgorithm):
     def load(cls, path: Any, env: Any = None, device: th.device | str = "auto", **kwargs: Any) -> A3C:  # type: ignore[override]
         """SB3's ``load``; ``env`` may also be an env id or a worker env factory, which then replaces the saved one."""
         factory = None if env is None or isinstance(env, (gym.Env, VecEnv)) else cls._as_factory(env)
-        model = super().load(path, env=None if factory is not None else env, device=device, **kwargs)
+        # Never hand SB3's load an env: it would pass it to __init__, which takes only ids and factories.
+        model = super().load(path, env=None, device=device, **kwargs)
         if factory is not None:
             model.env_factory = factory
             model.set_env(factory(1, model.seed))
+        elif env is not None:  # an env instance serves predict/evaluation; workers keep the saved factory
+            vec_env = cls._wrap_env(env, model.verbose)
+            model.n_envs = vec_env.num_envs  # as SB3's load does, so set_env accepts any number of envs
+            model.set_env(vec_env)
         return model
 
     def collect_rollout(self, callback: BaseCallback) -> Rollout | None:

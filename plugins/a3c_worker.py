@@ -8,6 +8,7 @@ lock-free unless ``lock``) → count the steps in the shared counter.
 
 from __future__ import annotations
 
+import copy
 import signal
 import time
 import traceback
@@ -22,9 +23,10 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.common.vec_env import VecEnv
 
+from pgplug.algorithm import clip_grad_norm, prefer_foreach
 from pgplug.estimator import Estimator
 from pgplug.loss import policy_gradient_loss
-from pgplug.rollout import RolloutCollector, unchecked_distributions
+from pgplug.rollout import RolloutCollector, set_training_mode, unchecked_distributions
 
 #: A picklable callable building a worker's vec env: ``factory(n_envs, seed) -> VecEnv``.
 VecEnvFactory = Callable[[int, int], VecEnv]
@@ -84,7 +86,7 @@ class Worker:
         self.rank, self.spec, self.global_policy, self.shared, self.send = rank, spec, global_policy, shared, send
         self.env = spec.env_factory(spec.n_envs, spec.worker_seed(rank))
         self.local_policy = self._local_copy(global_policy)
-        self.collector = RolloutCollector(
+        self.collector = RolloutCollector.for_policy(
             self.local_policy, self.env, spec.gamma, bootstrap_truncation=spec.estimator.needs_critic
         )
         self.collector.last_obs = self.env.reset()
@@ -94,7 +96,9 @@ class Worker:
             self.optimizer = global_policy.optimizer_class(
                 global_policy.parameters(), lr=spec.lr_schedule(1.0), **global_policy.optimizer_kwargs
             )
-        self._pairs = list(zip(self.global_policy.parameters(), self.local_policy.parameters()))
+        prefer_foreach(self.optimizer)  # the same steps as A2C's optimizer (bitwise), one kernel per op
+        self._local_params = list(self.local_policy.parameters())
+        self._pairs = list(zip(self.global_policy.parameters(), self._local_params))
         # state_dict() tensors alias the parameters and buffers, which are only ever updated in place.
         self._sync_pairs = list(zip(global_policy.state_dict().values(), self.local_policy.state_dict().values()))
         self._episodes: list[dict[str, float]] = []
@@ -104,12 +108,10 @@ class Worker:
 
     @staticmethod
     def _local_copy(global_policy: ActorCriticPolicy) -> ActorCriticPolicy:
-        # Building the copy must not consume the caller's random stream (serial mode matches A2C).
-        with th.random.fork_rng():
-            local = type(global_policy)(**global_policy._get_constructor_parameters())
-        local.load_state_dict(global_policy.state_dict())
-        local.optimizer = None  # the local copy only computes gradients; the shared optimizer steps
-        return local
+        """A private copy of the global policy (deep-copied: exact for any policy class, no random draws),
+        without the optimizer: the local copy only computes gradients, the shared optimizer steps."""
+        memo = {id(global_policy.optimizer): None} if getattr(global_policy, "optimizer", None) is not None else {}
+        return copy.deepcopy(global_policy, memo)
 
     def _sync(self) -> None:
         with th.no_grad():
@@ -147,14 +149,14 @@ class Worker:
             gamma=spec.gamma,
         )
         rollout.advantages, rollout.returns = estimate.advantages, estimate.returns
-        policy.set_training_mode(True)
+        set_training_mode(policy, True)
         with unchecked_distributions():
             terms = policy_gradient_loss(policy, rollout, spec.ent_coef, spec.vf_coef, spec.normalize_advantage)
-            for param in policy.parameters():
+            for param in self._local_params:
                 param.grad = None
             terms.loss.backward()
         if spec.max_grad_norm is not None:
-            th.nn.utils.clip_grad_norm_(policy.parameters(), spec.max_grad_norm)
+            clip_grad_norm(self._local_params, spec.max_grad_norm)
         optimizer = self.optimizer
         progress_remaining = 1.0 - self.shared.counter.value / spec.total_timesteps
         for group in optimizer.param_groups:

@@ -1,0 +1,97 @@
+"""Module-level helpers that A3C's spawned worker processes must be able to import.
+
+With the ``spawn`` start method a child unpickles its target and the env factory by module and
+name, and it starts with the parent's ``sys.path``: pytest puts ``tests/`` on it (rootdir-relative
+"prepend" import mode, no ``__init__.py``), so ``import a3c_helpers`` works in parent and child.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from typing import Any
+
+import gymnasium as gym
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import VecEnv
+
+#: The message of the exception the exploding env raises, so tests can find it in the worker's traceback.
+EXPLOSION = "env exploded on purpose at step"
+
+
+def in_worker_process() -> bool:
+    """True in a spawned worker, so a sabotaged env never harms the test process that builds one too."""
+    return multiprocessing.parent_process() is not None
+
+
+class ExplodeAfter(gym.Wrapper):
+    """Raises ``RuntimeError`` from ``step`` once it has been stepped ``after`` times (in a worker only)."""
+
+    def __init__(self, env: gym.Env, after: int) -> None:
+        super().__init__(env)
+        self.after, self.steps = after, 0
+
+    def step(self, action: Any):
+        self.steps += 1
+        if self.steps >= self.after and in_worker_process():
+            raise RuntimeError(f"{EXPLOSION} {self.steps}")
+        return self.env.step(action)
+
+
+class KillAfter(gym.Wrapper):
+    """SIGKILLs its own process from ``step`` once it has been stepped ``after`` times (in a worker only)."""
+
+    def __init__(self, env: gym.Env, after: int) -> None:
+        super().__init__(env)
+        self.after, self.steps = after, 0
+
+    def step(self, action: Any):
+        self.steps += 1
+        if self.steps >= self.after and in_worker_process():
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.env.step(action)
+
+
+def exploding_cartpole(n_envs: int, seed: int | None) -> VecEnv:
+    """CartPole whose envs raise inside ``step`` after 30 steps, in worker processes."""
+    return make_vec_env(
+        "CartPole-v1", n_envs=n_envs, seed=seed, wrapper_class=ExplodeAfter, wrapper_kwargs={"after": 30}
+    )
+
+
+def self_killing_cartpole(n_envs: int, seed: int | None) -> VecEnv:
+    """CartPole whose envs SIGKILL their worker process after 30 steps."""
+    return make_vec_env("CartPole-v1", n_envs=n_envs, seed=seed, wrapper_class=KillAfter, wrapper_kwargs={"after": 30})
+
+
+def child_pids() -> set[int]:
+    """Pids of this process's live or unreaped children, read from /proc (no psutil)."""
+    me, pids = os.getpid(), set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[1]) == me:
+            pids.add(int(entry))
+    return pids
+
+
+def helper_pids() -> set[int]:
+    """Long-lived helper children that multiprocessing itself keeps (the semaphore resource tracker)."""
+    from multiprocessing import resource_tracker
+
+    pid = getattr(resource_tracker._resource_tracker, "_pid", None)
+    return {pid} if pid is not None else set()
+
+
+def assert_no_leftover_processes(before: set[int]) -> None:
+    """No multiprocessing child and no other child process appeared since ``before`` (still alive or unreaped)."""
+    started = {child.pid for child in multiprocessing.active_children()} - before
+    assert not started, f"multiprocessing children left running: {sorted(started)}"
+    leftover = child_pids() - before - helper_pids()
+    assert not leftover, f"child processes left running: {sorted(leftover)}"
