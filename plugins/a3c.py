@@ -245,15 +245,15 @@ class A3C(PolicyGradientAlgorithm):
             callback.on_rollout_start()
             while not backend.finished():
                 self._absorb(backend.poll(timeout=0.05), stats, callback)
-                if not self._advance_callbacks(shared.counter.value, callback):
+                if not self._advance_callbacks(shared.steps, callback):
                     break
                 backend.check()
                 if log_interval and stats.updates_since_dump >= log_interval:
-                    self._dump(stats, shared.updates.value)
+                    self._dump(stats, shared.n_updates)
         finally:
             self._absorb(backend.stop(), stats, callback)
-            self.num_timesteps = int(shared.counter.value)
-            self._n_updates = int(shared.updates.value)
+            self.num_timesteps = int(shared.steps)
+            self._n_updates = int(shared.n_updates)
         self._advance_callbacks(self.num_timesteps, callback)
         if log_interval and stats.updates_since_dump:
             self._dump(stats, self._n_updates)

@@ -148,7 +148,7 @@ class ProcessBackend:
     def finished(self) -> bool:
         return all(process.exitcode is not None for process in self.processes)
 
-    def stop(self, timeout: float = 10.0) -> list[Message]:
+    def stop(self, timeout: float = 5.0) -> list[Message]:
         self._stopping = True
         if not self.processes:
             return []

@@ -71,6 +71,16 @@ class SharedState:
     def create(cls, ctx: Any, start_steps: int = 0, start_updates: int = 0) -> SharedState:
         return cls(ctx.Value("q", start_steps), ctx.Value("q", start_updates), ctx.Event(), ctx.Lock())
 
+    # Reads skip the values' locks: an aligned int64 read is atomic, and a worker killed while holding
+    # a lock must not hang the readers (the main process then notices the dead worker and stops all).
+    @property
+    def steps(self) -> int:
+        return self.counter.get_obj().value
+
+    @property
+    def n_updates(self) -> int:
+        return self.updates.get_obj().value
+
 
 class Worker:
     """One actor-learner: its own envs and local policy, updating the shared global policy."""
@@ -130,12 +140,12 @@ class Worker:
         return not self.shared.stop.is_set()
 
     def keep_going(self) -> bool:
-        return not self.shared.stop.is_set() and self.shared.counter.value < self.spec.total_timesteps
+        return not self.shared.stop.is_set() and self.shared.steps < self.spec.total_timesteps
 
     def run_update(self) -> bool:
         """One sync → rollout → gradient → shared step. False if stopped before the update was applied."""
         spec, policy = self.spec, self.local_policy
-        synced_at = self.shared.updates.value
+        synced_at = self.shared.n_updates
         self._sync()
         rollout = self.collector.collect(spec.t_max, on_step=self._on_step)
         if rollout is None:
@@ -158,7 +168,7 @@ class Worker:
         if spec.max_grad_norm is not None:
             clip_grad_norm(self._local_params, spec.max_grad_norm)
         optimizer = self.optimizer
-        progress_remaining = 1.0 - self.shared.counter.value / spec.total_timesteps
+        progress_remaining = 1.0 - self.shared.steps / spec.total_timesteps
         for group in optimizer.param_groups:
             group["lr"] = spec.lr_schedule(max(progress_remaining, 0.0))
         with self.shared.lock if spec.lock else nullcontext():
