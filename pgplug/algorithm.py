@@ -240,13 +240,18 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
         JSON rather than a pickle keeps the zip loadable where pgplug is not installed
         (``stable_baselines3.A2C.load``) and lets ``pgplug.load`` name the algorithm without unpickling.
         """
-        estimator = self.estimator
         self.pgplug_algorithm = self.name
-        self.estimator = estimator_json(estimator)  # type: ignore[assignment]
+        replacements = self._json_attributes()
+        originals = {key: getattr(self, key) for key in replacements}
+        self.__dict__.update(replacements)
         try:
             super().save(path, exclude, include)
         finally:
-            self.estimator = estimator
+            self.__dict__.update(originals)
+
+    def _json_attributes(self) -> dict[str, Any]:
+        """Attributes to write as plain JSON instead of pickles; ``_setup_model`` turns them back on load."""
+        return {"estimator": estimator_json(self.estimator)}
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer"], []

@@ -10,7 +10,7 @@ import difflib
 import importlib
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +132,16 @@ class EnvSpec:
             # ALE/...-v5 ids skip frames themselves; AtariWrapper's max-and-skip must see every frame.
             kwargs.setdefault("frameskip", 1)
         return kwargs
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON data (saved in model zips, so SB3 opens them without pgplug installed)."""
+        return {"env_spec": asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EnvSpec:
+        fields = dict(data["env_spec"])
+        fields["wrappers"] = tuple((path, dict(kwargs)) for path, kwargs in fields.get("wrappers", ()))
+        return cls(**fields)
 
     @classmethod
     def for_env_id(cls, env_id: str, **kwargs: Any) -> EnvSpec:

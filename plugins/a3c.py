@@ -141,6 +141,17 @@ class A3C(PolicyGradientAlgorithm):
         if _init_setup_model:
             self._setup_model()
 
+    def _json_attributes(self) -> dict[str, Any]:
+        attributes = super()._json_attributes()
+        if isinstance(self.env_factory, EnvSpec):
+            attributes["env_factory"] = self.env_factory.to_json()
+        return attributes
+
+    def _setup_model(self) -> None:
+        if isinstance(self.env_factory, dict):  # an EnvSpec written as JSON by save()
+            self.env_factory = EnvSpec.from_json(self.env_factory)
+        super()._setup_model()
+
     @staticmethod
     def _as_factory(env: Any) -> VecEnvFactory | None:
         if env is None:
