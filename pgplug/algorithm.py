@@ -306,16 +306,7 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
 
     def estimate(self, rollout: Rollout) -> Rollout:
         """Fill ``rollout.advantages`` and ``rollout.returns`` with the estimator."""
-        estimate = self.estimator(
-            rewards=rollout.rewards,
-            values=rollout.values,
-            episode_starts=rollout.episode_starts,
-            last_values=rollout.last_values,
-            last_dones=rollout.last_dones,
-            gamma=self.gamma,
-        )
-        rollout.advantages, rollout.returns = estimate.advantages, estimate.returns
-        return rollout
+        return rollout.fill_estimate(self.estimator, self.gamma)
 
     # -- update -------------------------------------------------------------------------------
 

@@ -126,6 +126,19 @@ class Rollout:
     def n_steps(self) -> int:
         return self.rewards.shape[0]
 
+    def fill_estimate(self, estimator: Callable[..., Any], gamma: float) -> Rollout:
+        """Set ``advantages`` and ``returns`` from ``estimator`` (a :class:`pgplug.estimator.Estimator`)."""
+        estimate = estimator(
+            rewards=self.rewards,
+            values=self.values,
+            episode_starts=self.episode_starts,
+            last_values=self.last_values,
+            last_dones=self.last_dones,
+            gamma=gamma,
+        )
+        self.advantages, self.returns = estimate.advantages, estimate.returns
+        return self
+
     def flat(self, x: Observation, env_major: bool = False, masked: bool = True) -> Observation:
         """``[T, N, ...]`` → ``[T·N, ...]``, keeping only masked steps when a mask is set (and ``masked``).
 

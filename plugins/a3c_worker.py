@@ -150,15 +150,7 @@ class Worker:
         rollout = self.collector.collect(spec.t_max, on_step=self._on_step)
         if rollout is None:
             return False
-        estimate = spec.estimator(
-            rewards=rollout.rewards,
-            values=rollout.values,
-            episode_starts=rollout.episode_starts,
-            last_values=rollout.last_values,
-            last_dones=rollout.last_dones,
-            gamma=spec.gamma,
-        )
-        rollout.advantages, rollout.returns = estimate.advantages, estimate.returns
+        rollout.fill_estimate(spec.estimator, spec.gamma)
         set_training_mode(policy, True)
         with unchecked_distributions():
             terms = policy_gradient_loss(policy, rollout, spec.ent_coef, spec.vf_coef, spec.normalize_advantage)
