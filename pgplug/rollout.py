@@ -101,6 +101,80 @@ def set_training_mode(policy: BasePolicy, mode: bool) -> None:
         module.__dict__["training"] = mode  # what nn.Module.train assigns, without __setattr__'s checks
 
 
+_ELEMENTWISE = (th.nn.Tanh, th.nn.ReLU)
+
+
+class FusedActorCritic:
+    """SB3's separate actor and critic MLPs (and heads) run as one MLP with block-diagonal weights.
+
+    The step forward of a small policy is bound by per-op overhead, not arithmetic: one
+    ``[h_pi + h_vf]``-wide layer instead of two halves the ops. The weights are rebuilt when an
+    update changes a parameter (its version counter moves), so the fused copy never goes stale.
+    Only plain ``Linear``/``Tanh``/``ReLU`` stacks of equal depth are fused; others run as they are.
+    """
+
+    _cache: weakref.WeakKeyDictionary[th.nn.Module, FusedActorCritic | None] = weakref.WeakKeyDictionary()
+
+    def __init__(self, policy: ActorCriticPolicy, stages: list[tuple[str, Any, Any]]) -> None:
+        self.stages = stages  # ("linear", actor Linear, critic Linear) or ("act", module class, None)
+        self.params = [p for _, a, c in stages if isinstance(a, th.nn.Linear) for m in (a, c) for p in m.parameters()]
+        self.n_logits = policy.action_net.out_features
+        self._key: tuple[int, ...] | None = None
+        self._layers: list[tuple[th.Tensor, th.Tensor] | type] = []
+
+    @classmethod
+    def of(cls, policy: ActorCriticPolicy) -> FusedActorCritic | None:
+        if policy not in cls._cache:
+            cls._cache[policy] = cls._build(policy)
+        return cls._cache[policy]
+
+    @classmethod
+    def _build(cls, policy: ActorCriticPolicy) -> FusedActorCritic | None:
+        extractor = policy.mlp_extractor
+        pi, vf = getattr(extractor, "policy_net", None), getattr(extractor, "value_net", None)
+        if not (
+            policy.share_features_extractor and isinstance(pi, th.nn.Sequential) and isinstance(vf, th.nn.Sequential)
+        ):
+            return None
+        if len(pi) != len(vf) or not isinstance(policy.action_net, th.nn.Linear):
+            return None
+        stages: list[tuple[str, Any, Any]] = []
+        for a, c in zip(pi, vf):
+            if type(a) is th.nn.Linear and type(c) is th.nn.Linear:
+                stages.append(("linear", a, c))
+            elif type(a) is type(c) and type(a) in _ELEMENTWISE:
+                stages.append(("act", type(a), None))
+            else:
+                return None
+        stages.append(("linear", policy.action_net, policy.value_net))
+        return cls(policy, stages)
+
+    def _weights(self) -> list[tuple[th.Tensor, th.Tensor] | type]:
+        key = tuple(p._version for p in self.params)
+        if key != self._key:
+            layers: list[tuple[th.Tensor, th.Tensor] | type] = []
+            split = False  # False while both halves still read the same input
+            for kind, a, c in self.stages:
+                if kind == "act":
+                    layers.append(a)
+                    continue
+                weight = th.block_diag(a.weight, c.weight) if split else th.cat([a.weight, c.weight])
+                layers.append((weight.detach(), th.cat([a.bias, c.bias]).detach()))
+                split = True
+            self._layers, self._key = layers, key
+        return self._layers
+
+    def __call__(self, features: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """Logits and values from the features, as ``action_net(latent_pi)`` and ``value_net(latent_vf)``."""
+        x = features
+        for layer in self._weights():
+            if isinstance(layer, tuple):
+                x = th.nn.functional.linear(x, *layer)
+            else:
+                x = th.tanh(x) if layer is th.nn.Tanh else th.relu(x)
+        return x[:, : self.n_logits], x[:, self.n_logits :]
+
+
 def _map(obs: Any, fn: Callable[[Any], Any]) -> Any:
     return {key: fn(value) for key, value in obs.items()} if isinstance(obs, dict) else fn(obs)
 
@@ -253,9 +327,13 @@ class RolloutCollector:
         with th.inference_mode():
             if not runs_sb3_categorical(policy, "forward"):
                 return policy(obs)
-            latent_pi, latent_vf = latents(policy, obs)
-            values = policy.value_net(latent_vf)
-            actions, log_probs = sample_categorical(policy.action_net(latent_pi))
+            fused = FusedActorCritic.of(policy)
+            if fused is not None:
+                logits, values = fused(policy.extract_features(obs))
+            else:
+                latent_pi, latent_vf = latents(policy, obs)
+                logits, values = policy.action_net(latent_pi), policy.value_net(latent_vf)
+            actions, log_probs = sample_categorical(logits)
             return actions, values, log_probs
 
     def values_at(self, obs: Observation, env_index: int | None = None) -> th.Tensor:

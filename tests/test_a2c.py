@@ -279,3 +279,30 @@ def test_refuses_cnn_policy_on_vector_observations() -> None:
         pgplug.A2C("CnnPolicy", "CartPole-v1")
     message = str(excinfo.value)
     assert "\n" not in message and "MlpPolicy" in message and "(4,)" in message
+
+
+def test_fused_step_forward_matches_the_policy() -> None:
+    """The block-diagonal actor-critic forward of the rollout loop equals SB3's own modules, and follows updates."""
+    from pgplug.rollout import FusedActorCritic
+
+    model = pgplug.A2C("MlpPolicy", "CartPole-v1", seed=0, policy_kwargs={"net_arch": {"pi": [32, 16], "vf": [8, 24]}})
+    policy = model.policy
+    fused = FusedActorCritic.of(policy)
+    assert fused is not None
+    obs = th.randn(16, 4)
+
+    def reference() -> tuple[th.Tensor, th.Tensor]:
+        latent_pi, latent_vf = policy.mlp_extractor(policy.extract_features(obs))
+        return policy.action_net(latent_pi), policy.value_net(latent_vf)
+
+    with th.no_grad():
+        for _ in range(2):
+            logits, values = fused(policy.extract_features(obs))
+            expected_logits, expected_values = reference()
+            th.testing.assert_close(logits, expected_logits)
+            th.testing.assert_close(values, expected_values)
+            for p in policy.parameters():  # an in-place update, as the optimizer makes: the fused copy follows
+                p.add_(0.1)
+    # Stacks of unequal depth are run as they are.
+    other = pgplug.A2C("MlpPolicy", "CartPole-v1", seed=0, policy_kwargs={"net_arch": {"pi": [32], "vf": [8, 8]}})
+    assert FusedActorCritic.of(other.policy) is None
