@@ -20,3 +20,13 @@ def plugin_host() -> Iterator[PluginHost]:
     reset_host()
     yield get_host()
     reset_host()
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes() -> Iterator[None]:
+    """No test leaves a child process running (A3C workers, subprocess CLIs, spawn helpers)."""
+    from a3c_helpers import assert_no_leftover_processes, child_pids
+
+    before = child_pids()
+    yield
+    assert_no_leftover_processes(before)

@@ -3,7 +3,6 @@ SB3 callbacks, learning CartPole, and the one-line refusals."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import ale_py
@@ -21,16 +20,6 @@ import pgplug
 from pgplug.errors import IncompatibleEstimatorError, PgplugError
 
 gym.register_envs(ale_py)
-
-
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    """One torch thread: these nets are too small to gain from more, and on a busy machine OpenMP's
-    spinning workers make multi-threaded runs many times slower."""
-    previous = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(previous)
 
 
 N_ENVS = 4

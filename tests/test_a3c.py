@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
-from a3c_helpers import EXPLOSION, assert_no_leftover_processes, child_pids, exploding_cartpole, self_killing_cartpole
+from a3c_helpers import EXPLOSION, exploding_cartpole, self_killing_cartpole
 from stable_baselines3.common.callbacks import (
     BaseCallback,
     CheckpointCallback,
@@ -36,23 +36,6 @@ from pgplug.plugins.a3c_backends import WorkerFailed
 # ------------------------------------------------------------------------------------------------
 # Fixtures and helpers
 # ------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Workers run with one torch thread; so does the main process here (2 threads on a busy 2-core box
-    make small MLPs ~10× slower, and the parity tests compare within one thread setting anyway)."""
-    previous = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(previous)
-
-
-@pytest.fixture(autouse=True)
-def no_leftover_processes() -> Iterator[None]:
-    before = child_pids()
-    yield
-    assert_no_leftover_processes(before)
 
 
 @contextmanager

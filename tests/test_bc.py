@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import gymnasium as gym
@@ -24,14 +23,6 @@ from pgplug.bc import (
 from pgplug.errors import PgplugError
 from pgplug.evaluation import evaluate
 from pgplug.loss import policy_gradient_loss
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import pickle
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,14 +31,6 @@ CARTPOLE_OBS = spaces.Box(
     np.array([4.8, np.inf, 0.41887903, np.inf], dtype=np.float32),
     dtype=np.float32,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(threads)
 
 
 def probabilities(model, obs: np.ndarray = OBS) -> np.ndarray:

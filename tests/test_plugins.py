@@ -51,15 +51,6 @@ BUILTIN_ESTIMATORS = {"full_return", "reward_to_go", "baseline", "td", "nstep", 
 # -- fixtures ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny networks train faster on one thread, and the test machine is shared."""
-    threads = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(threads)
-
-
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     """No plugin environment variables, and a fresh process-wide host before and after."""

@@ -8,7 +8,6 @@ feed-forward policy scores 0 on average, an LSTM that remembers the cue scores 1
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ import numpy as np
 import pytest
 import torch as th
 import torch.nn.functional as F
-from a3c_helpers import assert_no_leftover_processes, child_pids
 from gymnasium import spaces
 from gymnasium.wrappers import TimeLimit
 from sb3_contrib import RecurrentPPO
@@ -48,21 +46,6 @@ LSTM_VARIANTS: dict[str, dict[str, Any]] = {
     "mlp-critic": {"lstm_hidden_size": 8, "enable_critic_lstm": False},
     "two-layers": {"lstm_hidden_size": 8, "n_lstm_layers": 2},
 }
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    previous = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(previous)
-
-
-@pytest.fixture(autouse=True)
-def no_leftover_processes() -> Iterator[None]:
-    before = child_pids()
-    yield
-    assert_no_leftover_processes(before)
 
 
 def lstm_policy(env: VecEnv, policy_kwargs: dict[str, Any]) -> RecurrentActorCriticPolicy:

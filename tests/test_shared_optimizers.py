@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch as th
 import torch.multiprocessing as mp
-from a3c_helpers import assert_no_leftover_processes, child_pids
 from shared_optimizer_child import step_shared_optimizer
 from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 
 from pgplug.errors import PgplugError
 from pgplug.plugins.shared_optimizers import share_optimizer_state
-
-
-@pytest.fixture(autouse=True)
-def no_leftover_processes() -> Iterator[None]:
-    before = child_pids()
-    yield
-    assert_no_leftover_processes(before)
-
 
 OptimizerFactory = Callable[[list[th.nn.Parameter]], th.optim.Optimizer]
 
