@@ -20,6 +20,8 @@ from pgplug.config import import_dotted
 from pgplug.errors import PgplugError
 
 VECNORMALIZE_FILE = "vecnormalize.pkl"
+#: The hyperparameters a run used, saved next to its model (read back by ``-i`` and ``eval``).
+CONFIG_FILE = "config.yml"
 
 
 def _register_atari() -> None:

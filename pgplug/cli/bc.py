@@ -20,7 +20,7 @@ from rich.console import Console
 
 from pgplug.cli.evaluate import describe_space, find_run_files, open_model, positive_int
 from pgplug.cli.train import (
-    CONFIG_FILE,
+    add_config_arguments,
     env_spec,
     new_run_dir,
     results_table,
@@ -31,7 +31,7 @@ from pgplug.cli.train import (
     timesteps,
     uses_workers,
 )
-from pgplug.envs import run_name
+from pgplug.envs import CONFIG_FILE, run_name
 from pgplug.errors import PgplugError
 
 HELP = "clone an expert (any loadable .zip) into a new model by behavioural cloning, evaluate and save it"
@@ -61,16 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
     parser.add_argument("--epochs", type=positive_int, default=10, help="passes over the expert data (default: 10)")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="expert steps per update (default: 64)")
     parser.add_argument("--learning-rate", type=positive_float, default=1e-3, help="Adam's learning rate (1e-3)")
-    parser.add_argument(
-        "-params",
-        "--hyperparams",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override the student's hyperparameters, as in 'pgplug train'",
-    )
-    parser.add_argument("-conf", "--conf-file", help="YAML config to read instead of the built-in configs/<algo>.yml")
-    parser.add_argument("-f", "--log-folder", default="logs", help="root folder of the runs (default: logs)")
+    add_config_arguments(parser, "override the student's hyperparameters, as in 'pgplug train'")
     parser.add_argument("--seed", type=int, help="random seed (default: drawn at random, recorded in config.yml)")
     parser.add_argument(
         "--n-eval-episodes", type=non_negative_int, default=10, help="episodes to evaluate each model (default: 10)"

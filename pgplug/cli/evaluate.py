@@ -23,14 +23,13 @@ from rich.table import Table
 
 from pgplug import compat
 from pgplug import config as cfg
-from pgplug.envs import VECNORMALIZE_FILE, EnvSpec, check_atari_rom, check_env_id, is_atari
+from pgplug.envs import CONFIG_FILE, VECNORMALIZE_FILE, EnvSpec, check_atari_rom, check_env_id, is_atari
 from pgplug.errors import PgplugError
 
 HELP = (
     "evaluate a saved model (any SB3/pgplug on-policy zip): episode returns, mean ± std, Atari human-normalised score"
 )
 ALIASES = ("enjoy",)
-CONFIG_FILE = "config.yml"
 ZOO_ARGS_FILE = "args.yml"
 
 

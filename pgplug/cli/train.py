@@ -27,11 +27,10 @@ from rich.table import Table
 
 from pgplug import compat
 from pgplug import config as cfg
-from pgplug.envs import VECNORMALIZE_FILE, EnvSpec, check_atari_rom, check_env_id, is_atari, run_name
+from pgplug.envs import CONFIG_FILE, VECNORMALIZE_FILE, EnvSpec, check_atari_rom, check_env_id, is_atari, run_name
 from pgplug.errors import PgplugError
 
 HELP = "train an algorithm on a gymnasium env"
-CONFIG_FILE = "config.yml"
 #: What ``config.yml`` records besides the hyperparameters (dropped when ``-i`` reads it back).
 RECORD_KEYS = ("seed", "env")
 INTERRUPTED_EXIT_CODE = 130
@@ -48,6 +47,13 @@ def timesteps(text: str) -> int:
     return int(value)
 
 
+def add_config_arguments(parser: argparse.ArgumentParser, hyperparams_help: str) -> None:
+    """Where a run's hyperparameters come from and where it is saved (shared by ``train`` and ``bc``)."""
+    parser.add_argument("-params", "--hyperparams", nargs="+", default=[], metavar="KEY=VALUE", help=hyperparams_help)
+    parser.add_argument("-conf", "--conf-file", help="YAML config to read instead of the built-in configs/<algo>.yml")
+    parser.add_argument("-f", "--log-folder", default="logs", help="root folder of the runs (default: logs)")
+
+
 def add_arguments(parser: argparse.ArgumentParser, host) -> None:
     algos, estimators = ", ".join(host.algorithms.names()), ", ".join(host.estimators.names())
     parser.add_argument("--algo", required=True, help=f"algorithm to train: {algos}")
@@ -62,16 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
         metavar="KEY=VALUE",
         help="estimator arguments, e.g. gae_lambda=0.95",
     )
-    parser.add_argument(
-        "-params",
-        "--hyperparams",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override hyperparameters; values are YAML, e.g. n_steps=8 'policy_kwargs={net_arch: [64, 64]}'",
+    add_config_arguments(
+        parser, "override hyperparameters; values are YAML, e.g. n_steps=8 'policy_kwargs={net_arch: [64, 64]}'"
     )
-    parser.add_argument("-conf", "--conf-file", help="YAML config to read instead of the built-in configs/<algo>.yml")
-    parser.add_argument("-f", "--log-folder", default="logs", help="root folder of the runs (default: logs)")
     parser.add_argument(
         "-i",
         "--trained-agent",
