@@ -162,11 +162,12 @@ def check_keys(cls: type, hyperparams: Mapping[str, Any], algo: str) -> None:
 
 
 def positive_int(key: str, value: Any) -> int:
+    """A positive integer; YAML's ``1e5`` (a float) counts when it is whole."""
+    from pgplug.algorithm import check_positive_int
+
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise PgplugError(f"{key} must be a positive integer, got {value!r}")
-    return value
+    return check_positive_int(key, value)
 
 
 def linear_schedule(initial_value: float):
