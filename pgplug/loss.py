@@ -31,9 +31,9 @@ def evaluate_actions(
 ) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
     """``policy.evaluate_actions(observations, actions)``: values, log π(a|s) and the entropy.
 
-    For SB3's policies over a categorical, the same ops are run here without building a
-    torch.distributions object (the log-prob and entropy are ``Categorical``'s own formulas, so the
-    values and gradients are identical). ``entropy_grad=False`` computes the entropy outside the
+    For SB3's policies over a categorical, the same formulas are run here without building a
+    torch.distributions object (the log-prob and entropy are ``Categorical``'s own, so the values
+    and gradients agree to float32 rounding). ``entropy_grad=False`` computes the entropy outside the
     autograd graph, for when it is only logged.
     """
     if not runs_sb3_categorical(policy, "evaluate_actions"):
@@ -41,7 +41,7 @@ def evaluate_actions(
         return values, log_prob, entropy if entropy is None or entropy_grad else entropy.detach()
     latent_pi, latent_vf = latents(policy, observations)
     logits = policy.action_net(latent_pi)
-    log_pmf = logits - logits.logsumexp(dim=-1, keepdim=True)
+    log_pmf = th.log_softmax(logits, dim=-1)  # Categorical's logits − logsumexp, in one kernel (see sample_categorical)
     log_prob = log_pmf.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
     values = policy.value_net(latent_vf)
     with th.set_grad_enabled(entropy_grad and th.is_grad_enabled()):

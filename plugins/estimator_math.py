@@ -13,12 +13,21 @@ import torch as th
 
 def discounted_reward_to_go(rewards: th.Tensor, dones: th.Tensor, gamma: float, tail: th.Tensor) -> th.Tensor:
     """G_t = r_t + γ (1 − done_t) G_{t+1}, with G_T = ``tail`` (0 for Monte-Carlo, V(s_T) to bootstrap)."""
-    out = th.empty_like(rewards)
+    return _backward_recursion(rewards, gamma * (1.0 - dones), tail)
+
+
+def _backward_recursion(terms: th.Tensor, coefficients: th.Tensor, tail: th.Tensor) -> th.Tensor:
+    """x_t = terms_t + coefficients_t · x_{t+1}, with x_T = ``tail``: the one sequential loop over time.
+
+    Whatever can be computed for all steps at once is computed before the loop, so each step costs
+    two tensor ops (a rollout is short and the envs are few: the per-op overhead is the cost).
+    """
+    out = []
     running = tail
-    for t in range(rewards.shape[0] - 1, -1, -1):
-        running = rewards[t] + gamma * (1.0 - dones[t]) * running
-        out[t] = running
-    return out
+    for term, coefficient in zip(terms.unbind(0)[::-1], coefficients.unbind(0)[::-1]):
+        running = term + coefficient * running
+        out.append(running)
+    return th.stack(out[::-1]) if out else th.empty_like(terms)
 
 
 def reward_to_go(rewards: th.Tensor, dones: th.Tensor, gamma: float) -> th.Tensor:
@@ -88,12 +97,7 @@ def gae_advantage(
     gae_lambda: float,
 ) -> th.Tensor:
     """Σ_l (γλ)^l δ_{t+l}, stopping at episode ends (Schulman et al. 2016), as SB3 computes it."""
-    out = th.empty_like(rewards)
-    running = th.zeros_like(rewards[0])
-    for t in range(rewards.shape[0] - 1, -1, -1):
-        next_values = last_values if t == rewards.shape[0] - 1 else values[t + 1]
-        next_non_terminal = 1.0 - dones[t]
-        delta = rewards[t] + gamma * next_values * next_non_terminal - values[t]
-        running = delta + gamma * gae_lambda * next_non_terminal * running
-        out[t] = running
-    return out
+    next_values = th.cat([values[1:], last_values.reshape(1, -1)], dim=0)
+    next_non_terminal = 1.0 - dones
+    deltas = rewards + gamma * next_values * next_non_terminal - values
+    return _backward_recursion(deltas, gamma * gae_lambda * next_non_terminal, th.zeros_like(last_values))
