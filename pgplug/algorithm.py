@@ -31,9 +31,10 @@ from stable_baselines3.common.policies import (
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
-from pgplug.errors import IncompatibleEstimatorError, PgplugError, one_line
+from pgplug.errors import DivergedError, IncompatibleEstimatorError, PgplugError, one_line
 from pgplug.estimator import Estimator, check_gamma, make_estimator
-from pgplug.loss import policy_gradient_loss
+from pgplug.loss import LossTerms, policy_gradient_loss
+from pgplug.optim import optimizer_step, prefer_foreach
 from pgplug.plugin_host import get_host
 from pgplug.rollout import Rollout, RolloutCollector, set_training_mode, unchecked_distributions
 
@@ -67,15 +68,37 @@ def clip_grad_norm(params: list[th.nn.Parameter], max_norm: float) -> None:
         th._foreach_mul_(grads, th.clamp(max_norm / (total_norm + 1e-6), max=1.0))
 
 
-def prefer_foreach(optimizer: th.optim.Optimizer) -> None:
-    """Use the foreach (multi-tensor) kernels where the optimizer has them and was left to choose.
+def compute_gradients(
+    policy: ActorCriticPolicy,
+    params: list[th.nn.Parameter],
+    rollout: Rollout,
+    *,
+    ent_coef: float,
+    vf_coef: float,
+    normalize_advantage: bool,
+    max_grad_norm: float | None,
+) -> LossTerms:
+    """Everything of a gradient step before the optimizer: the loss, fresh gradients in ``params``, clipping.
 
-    torch picks the per-parameter Python loop on CPU by default; the foreach kernels compute the
-    same values (bitwise for RMSprop and Adam) with one call for all parameters.
+    Shared by every learner (``PolicyGradientAlgorithm.train`` and each A3C worker), so they step
+    on the same gradients. A loss that is not finite stops training with one line: the rollout's
+    sampler skips ``torch.multinomial``'s checks, so this is where a diverged policy is caught.
     """
-    for group in optimizer.param_groups:
-        if "foreach" in group and group["foreach"] is None:
-            group["foreach"] = True
+    set_training_mode(policy, True)
+    with unchecked_distributions():
+        terms = policy_gradient_loss(policy, rollout, ent_coef, vf_coef, normalize_advantage)
+    if not th.isfinite(terms.loss):
+        raise DivergedError(
+            f"the loss is {terms.loss.item()}: training diverged (lower learning_rate or max_grad_norm, "
+            "or check the observations and rewards for NaN/inf)"
+        )
+    # What optimizer.zero_grad() does (set_to_none), minus its per-call profiler and dynamo wrappers.
+    for param in params:
+        param.grad = None
+    terms.loss.backward()
+    if max_grad_norm is not None:
+        clip_grad_norm(params, max_grad_norm)
+    return terms
 
 
 def check_policy_fits(policy_class: type, observation_space: spaces.Space, policy_kwargs: dict[str, Any]) -> None:
@@ -313,19 +336,18 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
     def train(self, rollout: Rollout) -> dict[str, float]:
         """One gradient step on the whole rollout: SB3's A2C step, with less per-call overhead."""
         policy, optimizer = self.policy, self.policy.optimizer
-        set_training_mode(policy, True)
         self._update_learning_rate(optimizer)
         prefer_foreach(optimizer)
-        params = self._parameters()
-        with unchecked_distributions():
-            terms = policy_gradient_loss(policy, rollout, self.ent_coef, self.vf_coef, self.normalize_advantage)
-        # What optimizer.zero_grad() does (set_to_none), minus its per-call profiler and dynamo wrappers.
-        for param in params:
-            param.grad = None
-        terms.loss.backward()
-        if self.max_grad_norm is not None:
-            clip_grad_norm(params, self.max_grad_norm)
-        optimizer.step()
+        terms = compute_gradients(
+            policy,
+            self._parameters(),
+            rollout,
+            ent_coef=self.ent_coef,
+            vf_coef=self.vf_coef,
+            normalize_advantage=self.normalize_advantage,
+            max_grad_norm=self.max_grad_norm,
+        )
+        optimizer_step(optimizer)
         self._n_updates += 1
         metrics = {
             "train/entropy_loss": terms.entropy_loss.item(),

@@ -27,6 +27,10 @@ class IncompatibleEstimatorError(PgplugError):
     """An estimator the algorithm cannot use (e.g. one that needs complete episodes in A2C)."""
 
 
+class DivergedError(PgplugError):
+    """The loss became NaN or infinite: the policy's outputs or the data are no longer finite."""
+
+
 def one_line(message: object) -> str:
     """Collapse a message to its first non-empty line, for terminal output."""
     for line in str(message).splitlines():

@@ -26,7 +26,7 @@ from pgplug.errors import PgplugError
 from pgplug.estimator import Estimator
 from pgplug.hookspecs import hookimpl
 from pgplug.plugin_host import get_host
-from pgplug.plugins.a3c_backends import ProcessBackend, SerialBackend, WorkerBackend
+from pgplug.plugins.a3c_backends import ProcessBackend, SerialBackend, WorkerBackend, check_start_method, warm_up
 from pgplug.plugins.a3c_worker import Message, VecEnvFactory, WorkerSpec
 from pgplug.plugins.shared_optimizers import share_optimizer_state
 from pgplug.rollout import Rollout
@@ -63,7 +63,13 @@ class A3C(PolicyGradientAlgorithm):
     :param shared_optimizer: share the optimizer's statistics across workers (else one set per worker)
     :param lock: serialise the optimizer steps with a lock (Hogwild is lock-free)
     :param backend: ``process`` (local worker processes) or ``serial`` (one worker in-process, for debugging)
-    :param start_method: multiprocessing start method of the process backend (``spawn`` is safe with threads)
+    :param start_method: multiprocessing start method of the process backend (``forkserver``, the
+        default, and ``spawn`` are safe with threads; the forkserver is started when the model is built,
+        and workers forked from it start in a fraction of a second)
+    :param callback_lag: workers pause while they are more than this many env steps ahead of the
+        callbacks, which run in the main process (None: never pause). An ``EvalCallback`` at step S
+        then sees the weights of at most S + ``callback_lag`` steps, and a slow callback holds
+        training back as in SB3 rather than falling ever further behind the workers
     :param estimator: ``nstep`` (default, n=None: the forward view), ``td``, ``gae`` or any estimator
         that does not need complete episodes
     :param estimator_kwargs: the estimator's arguments
@@ -92,7 +98,8 @@ class A3C(PolicyGradientAlgorithm):
         shared_optimizer: bool = True,
         lock: bool = False,
         backend: str = "process",
-        start_method: str = "spawn",
+        start_method: str = "forkserver",
+        callback_lag: int | None = 2_000,
         normalize_advantage: bool = False,
         estimator: str | Estimator = "nstep",
         estimator_kwargs: dict[str, Any] | None = None,
@@ -112,7 +119,10 @@ class A3C(PolicyGradientAlgorithm):
             raise PgplugError(f"unknown A3C backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
         if backend == "serial" and n_workers != 1:
             raise PgplugError(f"the serial backend runs one worker in-process; got n_workers={n_workers}")
-        self.backend, self.start_method = backend, start_method
+        self.backend, self.start_method = backend, check_start_method(start_method)
+        self.callback_lag = None if callback_lag is None else check_positive_int("callback_lag", callback_lag)
+        if backend == "process" and _init_setup_model:  # building to train (load() passes False)
+            warm_up(start_method)  # the forkserver imports torch and pgplug while we build the model
         self.shared_optimizer, self.lock = shared_optimizer, lock
         # The main process keeps one env of the kind the workers build: for spaces, evaluation and callbacks.
         main_env = self.env_factory(1, seed) if self.env_factory is not None else None
@@ -245,27 +255,36 @@ class A3C(PolicyGradientAlgorithm):
             lr_schedule=self.lr_schedule,
             lock=self.lock,
             shared_optimizer=self.shared_optimizer,
+            # In-process, the worker waits for nothing: the callbacks run between its updates.
+            callback_lag=self.callback_lag if self.backend == "process" else None,
         )
         backend = self._worker_backend()
         shared = backend.shared_state(self.num_timesteps, self._n_updates)
         callback.on_training_start(locals(), globals())
         self._live = {}
         stats = _UpdateStats()
+        keep_calling = True  # False once a callback asked to stop: it is not called again
         try:
             backend.start(spec, self.policy, self.n_workers, shared)
             callback.on_rollout_start()
-            while not backend.finished():
-                self._absorb(backend.poll(timeout=0.05), stats, callback)
-                if not self._advance_callbacks(shared.steps, callback):
-                    break
+            while keep_calling and not backend.finished():
+                self._absorb(backend.poll(timeout=0.01), stats, callback)
+                keep_calling = self._advance_callbacks(shared.steps, callback)
+                shared.publish_callbacks_at(self.num_timesteps)
                 backend.check()
                 if log_interval and stats.updates_since_dump >= log_interval:
                     self._dump(stats, shared.n_updates)
+        except BaseException:
+            keep_calling = False
+            raise
         finally:
             self._absorb(backend.stop(), stats, callback)
-            self.num_timesteps = int(shared.steps)
-            self._n_updates = int(shared.n_updates)
-        self._advance_callbacks(self.num_timesteps, callback)
+            final_steps, self._n_updates = int(shared.steps), int(shared.n_updates)
+            if not keep_calling:  # stopped early: what the workers did still counts (and is saved)
+                self.num_timesteps = final_steps
+        if keep_calling:  # the on_step calls for the steps the workers took after the last poll
+            self._advance_callbacks(final_steps, callback)
+        self.num_timesteps = final_steps
         if log_interval and stats.updates_since_dump:
             self._dump(stats, self._n_updates)
         callback.on_training_end()

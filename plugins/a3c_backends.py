@@ -7,6 +7,7 @@ distributed engine can be added without changing the algorithm.
 
 from __future__ import annotations
 
+import os
 import queue as queue_module
 import time
 from typing import Any, Protocol
@@ -92,13 +93,39 @@ class SerialBackend:
         return messages
 
 
-class ProcessBackend:
-    """``n_workers`` local processes (torch.multiprocessing, ``spawn`` by default: safe with threads)."""
+#: What the forkserver imports once, so that each worker forked from it starts without importing
+#: torch, SB3 and pgplug again (about 1.4 s per worker with ``spawn``).
+FORKSERVER_PRELOAD = ["pgplug.plugins.a3c_worker"]
 
-    def __init__(self, start_method: str = "spawn", plugin_specs: list[str] | None = None) -> None:
-        valid = mp.get_all_start_methods()
-        if start_method not in valid:
-            raise PgplugError(f"unknown start_method {start_method!r}; valid start methods: {', '.join(valid)}")
+
+def check_start_method(start_method: str) -> str:
+    valid = mp.get_all_start_methods()
+    if start_method not in valid:
+        raise PgplugError(f"unknown start_method {start_method!r}; valid start methods: {', '.join(valid)}")
+    return start_method
+
+
+def warm_up(start_method: str) -> None:
+    """Start the forkserver now, in the background, so its imports overlap the caller's own set-up.
+
+    The forkserver is a fresh single-threaded interpreter that multiprocessing keeps for the life of
+    the main process; workers are forked from it (safe with threads, unlike plain ``fork``). Nothing
+    to do for other start methods.
+    """
+    if check_start_method(start_method) != "forkserver":
+        return
+    from multiprocessing import forkserver
+
+    mp.set_forkserver_preload(FORKSERVER_PRELOAD)  # only takes effect if the server is not running yet
+    forkserver.ensure_running()
+
+
+class ProcessBackend:
+    """``n_workers`` local processes (torch.multiprocessing; ``forkserver`` by default: safe with threads,
+    and each worker starts in a fraction of a second from the preloaded server)."""
+
+    def __init__(self, start_method: str = "forkserver", plugin_specs: list[str] | None = None) -> None:
+        warm_up(start_method)
         self.ctx = mp.get_context(start_method)
         self.plugin_specs = plugin_specs or []
         self.processes: list[Any] = []
@@ -115,7 +142,7 @@ class ProcessBackend:
         for rank in range(n_workers):
             process = self.ctx.Process(
                 target=worker_process_main,
-                args=(rank, spec_bytes, global_policy, shared, self.queue, self.plugin_specs),
+                args=(rank, spec_bytes, global_policy, shared, self.queue, self.plugin_specs, dict(os.environ)),
                 name=f"pgplug-a3c-worker-{rank}",
                 daemon=True,
             )

@@ -9,6 +9,8 @@ lock-free unless ``lock``) → count the steps in the shared counter.
 from __future__ import annotations
 
 import copy
+import multiprocessing
+import os
 import signal
 import time
 import traceback
@@ -23,10 +25,10 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.common.vec_env import VecEnv
 
-from pgplug.algorithm import clip_grad_norm, prefer_foreach
+from pgplug.algorithm import compute_gradients
 from pgplug.estimator import Estimator
-from pgplug.loss import policy_gradient_loss
-from pgplug.rollout import RolloutCollector, set_training_mode, unchecked_distributions
+from pgplug.optim import optimizer_step, prefer_foreach
+from pgplug.rollout import RolloutCollector
 
 #: A picklable callable building a worker's vec env: ``factory(n_envs, seed) -> VecEnv``.
 VecEnvFactory = Callable[[int, int], VecEnv]
@@ -52,6 +54,9 @@ class WorkerSpec:
     lock: bool
     shared_optimizer: bool = True
     report_interval: float = 0.25  # seconds between metric messages
+    #: Workers pause while they are more than this many steps ahead of the main process's callbacks
+    #: (None: never), so an evaluation at step S sees the weights of about step S.
+    callback_lag: int | None = None
 
     def worker_seed(self, rank: int) -> int | None:
         """Distinct env seeds per worker: worker r's env i gets ``seed + r·n_envs + i``."""
@@ -66,10 +71,12 @@ class SharedState:
     updates: Any  # multiprocessing Value('q'): gradient updates applied to the global policy
     stop: Any  # multiprocessing Event
     lock: Any  # multiprocessing Lock, used when WorkerSpec.lock
+    callbacks_at: Any  # multiprocessing Value('q'): the step the main process's callbacks have reached
 
     @classmethod
     def create(cls, ctx: Any, start_steps: int = 0, start_updates: int = 0) -> SharedState:
-        return cls(ctx.Value("q", start_steps), ctx.Value("q", start_updates), ctx.Event(), ctx.Lock())
+        values = ctx.Value("q", start_steps), ctx.Value("q", start_updates)
+        return cls(*values, ctx.Event(), ctx.Lock(), ctx.Value("q", start_steps))
 
     # Reads skip the values' locks: an aligned int64 read is atomic, and a worker killed while holding
     # a lock must not hang the readers (the main process then notices the dead worker and stops all).
@@ -80,6 +87,13 @@ class SharedState:
     @property
     def n_updates(self) -> int:
         return self.updates.get_obj().value
+
+    def publish_callbacks_at(self, steps: int) -> None:
+        self.callbacks_at.get_obj().value = steps  # one writer (the main process): no lock needed
+
+    def callbacks_behind(self) -> int:
+        """How many steps the workers are ahead of the main process's callbacks."""
+        return self.steps - self.callbacks_at.get_obj().value
 
 
 class Worker:
@@ -108,7 +122,6 @@ class Worker:
             )
         prefer_foreach(self.optimizer)  # the same steps as A2C's optimizer (bitwise), one kernel per op
         self._local_params = list(self.local_policy.parameters())
-        self._pairs = list(zip(self.global_policy.parameters(), self._local_params))
         # state_dict() tensors alias the parameters and buffers, which are only ever updated in place.
         self._sync_pairs = list(zip(global_policy.state_dict().values(), self.local_policy.state_dict().values()))
         self._episodes: list[dict[str, float]] = []
@@ -140,7 +153,25 @@ class Worker:
         return not self.shared.stop.is_set()
 
     def keep_going(self) -> bool:
+        self._wait_for_callbacks()
         return not self.shared.stop.is_set() and self.shared.steps < self.spec.total_timesteps
+
+    def _wait_for_callbacks(self) -> None:
+        """Pause while the main process's callbacks are more than ``callback_lag`` steps behind.
+
+        A slow callback (an evaluation, a checkpoint) then holds training back as it does in SB3,
+        instead of running on weights far ahead of its step. A worker whose main process has died
+        stops waiting (and then stops, as the stop flag can no longer be set).
+        """
+        lag, shared = self.spec.callback_lag, self.shared
+        if lag is None or shared.callbacks_behind() <= lag:
+            return
+        parent = multiprocessing.parent_process()
+        while shared.callbacks_behind() > lag and not shared.stop.is_set():
+            if parent is not None and not parent.is_alive():
+                shared.stop.set()
+                return
+            time.sleep(0.0005)
 
     def run_update(self) -> bool:
         """One sync → rollout → gradient → shared step. False if stopped before the update was applied."""
@@ -151,22 +182,21 @@ class Worker:
         if rollout is None:
             return False
         rollout.fill_estimate(spec.estimator, spec.gamma)
-        set_training_mode(policy, True)
-        with unchecked_distributions():
-            terms = policy_gradient_loss(policy, rollout, spec.ent_coef, spec.vf_coef, spec.normalize_advantage)
-            for param in self._local_params:
-                param.grad = None
-            terms.loss.backward()
-        if spec.max_grad_norm is not None:
-            clip_grad_norm(self._local_params, spec.max_grad_norm)
+        terms = compute_gradients(
+            policy,
+            self._local_params,
+            rollout,
+            ent_coef=spec.ent_coef,
+            vf_coef=spec.vf_coef,
+            normalize_advantage=spec.normalize_advantage,
+            max_grad_norm=spec.max_grad_norm,
+        )
         optimizer = self.optimizer
         progress_remaining = 1.0 - self.shared.steps / spec.total_timesteps
         for group in optimizer.param_groups:
             group["lr"] = spec.lr_schedule(max(progress_remaining, 0.0))
         with self.shared.lock if spec.lock else nullcontext():
-            for global_param, local_param in self._pairs:
-                global_param.grad = local_param.grad
-            optimizer.step()
+            optimizer_step(optimizer, [param.grad for param in self._local_params])
         with self.shared.updates.get_lock():
             self.shared.updates.value += 1
             applied_at = self.shared.updates.value
@@ -218,10 +248,17 @@ def worker_process_main(
     shared: SharedState,
     queue: Any,
     plugin_specs: list[str],
+    environ: dict[str, str],
 ) -> None:
-    """Entry point of a worker process: report any exception with its traceback, then exit non-zero."""
+    """Entry point of a worker process: report any exception with its traceback, then exit non-zero.
+
+    ``environ`` is the main process's environment at start: a worker forked from the forkserver
+    would otherwise see the server's, as it was when the server started.
+    """
     import cloudpickle
 
+    os.environ.clear()
+    os.environ.update(environ)
     th.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle: it stops us
     worker = None

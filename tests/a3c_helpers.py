@@ -65,9 +65,9 @@ def self_killing_cartpole(n_envs: int, seed: int | None) -> VecEnv:
     return make_vec_env("CartPole-v1", n_envs=n_envs, seed=seed, wrapper_class=KillAfter, wrapper_kwargs={"after": 30})
 
 
-def child_pids() -> set[int]:
-    """Pids of this process's live or unreaped children, read from /proc (no psutil)."""
-    me, pids = os.getpid(), set()
+def child_pids(parent: int | None = None) -> set[int]:
+    """Pids of the live or unreaped children of ``parent`` (default: this process), read from /proc."""
+    parent, pids = parent or os.getpid(), set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -76,22 +76,33 @@ def child_pids() -> set[int]:
                 fields = stat.read().rsplit(")", 1)[1].split()
         except OSError:  # the process ended while we looked
             continue
-        if int(fields[1]) == me:
+        if int(fields[1]) == parent:
             pids.add(int(entry))
     return pids
 
 
 def helper_pids() -> set[int]:
-    """Long-lived helper children that multiprocessing itself keeps (the semaphore resource tracker)."""
-    from multiprocessing import resource_tracker
+    """Long-lived helper children that multiprocessing itself keeps: the resource tracker and the forkserver."""
+    from multiprocessing import forkserver, resource_tracker
 
-    pid = getattr(resource_tracker._resource_tracker, "_pid", None)
-    return {pid} if pid is not None else set()
+    pids = {
+        getattr(resource_tracker._resource_tracker, "_pid", None),
+        getattr(forkserver._forkserver, "_forkserver_pid", None),
+    }
+    return {pid for pid in pids if pid is not None}
+
+
+def worker_pids() -> set[int]:
+    """This process's children and the forkserver's (A3C workers are forked by the forkserver)."""
+    pids = child_pids()
+    for helper in helper_pids():
+        pids |= child_pids(helper)
+    return pids
 
 
 def assert_no_leftover_processes(before: set[int]) -> None:
     """No multiprocessing child and no other child process appeared since ``before`` (still alive or unreaped)."""
     started = {child.pid for child in multiprocessing.active_children()} - before
     assert not started, f"multiprocessing children left running: {sorted(started)}"
-    leftover = child_pids() - before - helper_pids()
+    leftover = worker_pids() - before - helper_pids()
     assert not leftover, f"child processes left running: {sorted(leftover)}"

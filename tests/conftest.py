@@ -24,9 +24,9 @@ def plugin_host() -> Iterator[PluginHost]:
 
 @pytest.fixture(autouse=True)
 def no_leftover_processes() -> Iterator[None]:
-    """No test leaves a child process running (A3C workers, subprocess CLIs, spawn helpers)."""
-    from a3c_helpers import assert_no_leftover_processes, child_pids
+    """No test leaves a child process running (A3C workers, also those forked by the forkserver; subprocess CLIs)."""
+    from a3c_helpers import assert_no_leftover_processes, worker_pids
 
-    before = child_pids()
+    before = worker_pids()
     yield
     assert_no_leftover_processes(before)
