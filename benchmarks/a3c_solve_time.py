@@ -2,16 +2,20 @@
 
 "Solved" means an ``EvalCallback`` evaluation (``--eval-episodes`` deterministic episodes on a
 separate env) with mean reward ≥ 475, which ``StopTrainingOnRewardThreshold`` turns into the end of
-``learn``. Both sides use the zoo's A2C hyperparameters for CartPole-v1 (rl-baselines3-zoo
-hyperparams/a2c.yml: 8 envs, ent_coef 0.0, otherwise SB3's A2C defaults: lr 7e-4, n_steps 5, RMSprop);
-A3C spreads the 8 envs over 2 workers × 4 (``t_max`` 5). Evaluations run every ``--eval-every`` env
-steps; in A3C they run in the main process while the workers keep training, in SB3 they pause it.
+``learn``. SB3's A2C uses the zoo's hyperparameters for CartPole-v1 (rl-baselines3-zoo
+hyperparams/a2c.yml: 8 envs, ent_coef 0.0, otherwise SB3's A2C defaults: lr 7e-4, n_steps 5,
+RMSprop); A3C uses its entry in pgplug's ``configs/a3c.yml`` (what ``pgplug train --algo a3c``
+uses), with ``--a3c-hyperparams key=value`` overrides for tuning. Evaluations run every
+``--eval-every`` env steps; in A3C they run in the main process, and the workers pause when they get
+more than ``callback_lag`` steps ahead of them (as SB3 pauses training to evaluate).
 
 Each run is a fresh subprocess; seeds alternate the order (SB3 first, then A3C first, ...). The time
-counts ``learn`` only (A3C's includes starting its workers). A run that hits ``--max-steps``
-unsolved counts as its time at the cap, so the ratio is then a lower bound for that seed.
+counts building the model and ``learn`` (A3C's includes starting its forkserver and workers; both
+sides import torch before the clock starts). A run that hits ``--max-steps`` unsolved counts as its
+time at the cap, so the ratio is then a lower bound for that seed.
 
-    python benchmarks/a3c_solve_time.py --seeds 0 1 2 --max-steps 300000
+    python benchmarks/a3c_solve_time.py --seeds 0 1 2 3 4 --max-steps 300000
+    python benchmarks/a3c_solve_time.py --a3c-hyperparams learning_rate=1e-3 n_envs_per_worker=8
 """
 
 from __future__ import annotations
@@ -29,32 +33,43 @@ THRESHOLD = 475.0
 ZOO_CARTPOLE = {"ent_coef": 0.0, "learning_rate": 7e-4}
 
 
-def run_one(side: str, seed: int, max_steps: int, eval_every: int, eval_episodes: int) -> dict[str, Any]:
+def a3c_model(seed: int, overrides: list[str]) -> Any:
+    """A3C as ``pgplug train --algo a3c --env CartPole-v1 --hyperparams ...`` would build it."""
+    from pgplug import A3C  # type: ignore[attr-defined]
+    from pgplug.config import builtin_config_path, load_config_file, parse_assignments, prepare, select_entry
+
+    path = builtin_config_path("a3c")
+    assert path is not None
+    _, hyperparams = select_entry(load_config_file(path), "CartPole-v1", atari=False)
+    hyperparams.update(parse_assignments(overrides))
+    config = prepare(A3C, hyperparams, "a3c")
+    return A3C(env="CartPole-v1", seed=seed, **config.algorithm_kwargs)
+
+
+def run_one(side: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     import torch as th
     from stable_baselines3.common.callbacks import EvalCallback, StopTrainingOnRewardThreshold
     from stable_baselines3.common.env_util import make_vec_env
 
     th.set_num_threads(1)  # A3C workers use one thread each; on 2 busy cores it is SB3's fastest setting too
+    start = time.perf_counter()
     if side == "sb3":
         from stable_baselines3 import A2C
 
-        n_envs_per_call = 8
         model: Any = A2C("MlpPolicy", make_vec_env("CartPole-v1", n_envs=8, seed=seed), seed=seed, **ZOO_CARTPOLE)
+        n_envs_per_call = 8
     else:
-        from pgplug import A3C  # type: ignore[attr-defined]
-
-        n_envs_per_call = 4
-        model = A3C("MlpPolicy", "CartPole-v1", n_workers=2, n_envs_per_worker=4, t_max=5, seed=seed, **ZOO_CARTPOLE)
-    # eval_freq counts on_step calls: one per vec-env step (8 env steps in SB3, 4 in an A3C worker).
+        model = a3c_model(seed, args.a3c_hyperparams)
+        n_envs_per_call = model.n_envs_per_worker
+    # eval_freq counts on_step calls: one per vec-env step (8 env steps in SB3, n_envs_per_worker in A3C).
     evaluation = EvalCallback(
         make_vec_env("CartPole-v1", n_envs=1, seed=10_000 + seed),
-        eval_freq=max(eval_every // n_envs_per_call, 1),
-        n_eval_episodes=eval_episodes,
+        eval_freq=max(args.eval_every // n_envs_per_call, 1),
+        n_eval_episodes=args.eval_episodes,
         callback_on_new_best=StopTrainingOnRewardThreshold(THRESHOLD),
         verbose=0,
     )
-    start = time.perf_counter()
-    model.learn(max_steps, callback=evaluation)
+    model.learn(args.max_steps, callback=evaluation)
     seconds = time.perf_counter() - start
     return {
         "side": side,
@@ -69,6 +84,7 @@ def run_one(side: str, seed: int, max_steps: int, eval_every: int, eval_episodes
 def run_subprocess(side: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     command = [sys.executable, __file__, "--_run", side, "--seeds", str(seed), "--max-steps", str(args.max_steps)]
     command += ["--eval-every", str(args.eval_every), "--eval-episodes", str(args.eval_episodes)]
+    command += ["--a3c-hyperparams", *args.a3c_hyperparams]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"run {side} (seed {seed}) failed:\n{done.stderr}")
@@ -81,10 +97,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-steps", type=int, default=300_000, help="step budget per run (default 300000)")
     parser.add_argument("--eval-every", type=int, default=5_000, help="env steps between evaluations (default 5000)")
     parser.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation (default 10)")
+    parser.add_argument(
+        "--a3c-hyperparams", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of configs/a3c.yml's entry"
+    )
     parser.add_argument("--_run", choices=("sb3", "a3c"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._run:
-        result = run_one(args._run, args.seeds[0], args.max_steps, args.eval_every, args.eval_episodes)
+        result = run_one(args._run, args.seeds[0], args)
         print(json.dumps(result))
         return
 
