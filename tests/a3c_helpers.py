@@ -10,11 +10,16 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import gymnasium as gym
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv
+
+#: The environment variable the env-reading factory reports from inside a worker.
+MARK_VARIABLE = "PGPLUG_TEST_MARK"
 
 #: The message of the exception the exploding env raises, so tests can find it in the worker's traceback.
 EXPLOSION = "env exploded on purpose at step"
@@ -63,6 +68,33 @@ def exploding_cartpole(n_envs: int, seed: int | None) -> VecEnv:
 def self_killing_cartpole(n_envs: int, seed: int | None) -> VecEnv:
     """CartPole whose envs SIGKILL their worker process after 30 steps."""
     return make_vec_env("CartPole-v1", n_envs=n_envs, seed=seed, wrapper_class=KillAfter, wrapper_kwargs={"after": 30})
+
+
+def cartpole_reporting_mark(n_envs: int, seed: int | None) -> VecEnv:
+    """CartPole in the main process; in a worker, raises ``RuntimeError("mark=<$PGPLUG_TEST_MARK>")``.
+
+    So a test can see which environment a worker runs with (the main process's at ``learn()``, or
+    the forkserver's from when it started).
+    """
+    if in_worker_process():
+        raise RuntimeError(f"mark={os.environ.get(MARK_VARIABLE)}")
+    return make_vec_env("CartPole-v1", n_envs=n_envs, seed=seed)
+
+
+@contextmanager
+def deadline(seconds: int) -> Iterator[None]:
+    """Fail instead of hanging: SIGALRM raises ``TimeoutError`` in the main thread after ``seconds``."""
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"no result within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def child_pids(parent: int | None = None) -> set[int]:

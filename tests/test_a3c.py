@@ -8,8 +8,6 @@ several things about the same run. Every test must leave no process behind (auto
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
-from a3c_helpers import EXPLOSION, exploding_cartpole, self_killing_cartpole
+from a3c_helpers import EXPLOSION, deadline, exploding_cartpole, self_killing_cartpole
 from stable_baselines3.common.callbacks import (
     BaseCallback,
     CheckpointCallback,
@@ -36,22 +34,6 @@ from pgplug.plugins.a3c_backends import WorkerFailed
 # ------------------------------------------------------------------------------------------------
 # Fixtures and helpers
 # ------------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def deadline(seconds: int) -> Iterator[None]:
-    """Fail instead of hanging: SIGALRM raises ``TimeoutError`` in the main thread after ``seconds``."""
-
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise TimeoutError(f"no result within {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 class RecordingWriter(KVWriter):

@@ -1,0 +1,252 @@
+"""``pgplug.optim``: the functional optimizer step is bitwise ``optimizer.step()``, and falls back to it.
+
+``optimizer_step`` calls torch's functional ``rmsprop``/``adam`` directly once the optimizer's state
+exists; every other case (first step, hooks, special modes, other classes) must go through
+``optimizer.step()``. Each test steps two identical copies, one the torch way and one pgplug's, and
+compares parameters and optimizer state with ``torch.equal`` (not merely close).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch as th
+from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
+from torch import nn
+from torch.optim import optimizer as torch_optimizer
+
+from pgplug.optim import optimizer_step, prefer_foreach
+
+N_STEPS = 5
+
+
+def make_net() -> nn.Sequential:
+    """The same small MLP on every call (fixed seed), so two copies start identical."""
+    th.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 3))
+
+
+def random_grads(net: nn.Module, step: int) -> list[th.Tensor]:
+    """Gradients for every parameter, the same for a given step whichever copy asks."""
+    generator = th.Generator().manual_seed(1000 + step)
+    return [th.randn(p.shape, generator=generator) for p in net.parameters()]
+
+
+def attach(net: nn.Module, grads: list[th.Tensor | None]) -> None:
+    for p, g in zip(net.parameters(), grads):
+        p.grad = None if g is None else g.clone()
+
+
+def count_step_calls(optimizer: th.optim.Optimizer) -> list[int]:
+    """Replace ``optimizer.step`` with a counting wrapper; returns the one-element call counter."""
+    calls, original = [0], optimizer.step
+
+    def counting_step(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return original(*args, **kwargs)
+
+    optimizer.step = counting_step  # type: ignore[method-assign]
+    return calls
+
+
+def assert_same(a: nn.Module, b: nn.Module, opt_a: th.optim.Optimizer, opt_b: th.optim.Optimizer) -> None:
+    """Bitwise equal parameters and optimizer state (every state tensor, including ``step``)."""
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert th.equal(pa, pb)
+    sa, sb = opt_a.state_dict()["state"], opt_b.state_dict()["state"]
+    assert sa.keys() == sb.keys()
+    for index in sa:
+        assert sa[index].keys() == sb[index].keys(), index
+        for key in sa[index]:
+            assert th.equal(th.as_tensor(sa[index][key]), th.as_tensor(sb[index][key])), (index, key)
+
+
+#: case -> (optimizer class, keyword arguments)
+FUNCTIONAL_CASES: dict[str, tuple[type[th.optim.Optimizer], dict[str, Any]]] = {
+    "rmsprop": (th.optim.RMSprop, {}),
+    "rmsprop-foreach": (th.optim.RMSprop, {"foreach": True}),
+    "rmsprop-momentum-centered": (th.optim.RMSprop, {"momentum": 0.9, "centered": True}),
+    "rmsprop-all-options-foreach": (
+        th.optim.RMSprop,
+        {"momentum": 0.9, "centered": True, "weight_decay": 0.1, "maximize": True, "foreach": True},
+    ),
+    "adam": (th.optim.Adam, {}),
+    "adam-amsgrad": (th.optim.Adam, {"amsgrad": True}),
+    "adam-weight-decay": (th.optim.Adam, {"weight_decay": 0.1}),
+    "adam-amsgrad-weight-decay-foreach": (th.optim.Adam, {"amsgrad": True, "weight_decay": 0.1, "foreach": True}),
+    "adamw": (th.optim.AdamW, {}),
+    "adamw-amsgrad-foreach": (th.optim.AdamW, {"amsgrad": True, "foreach": True}),
+}
+
+
+@pytest.mark.parametrize("case", FUNCTIONAL_CASES)
+def test_functional_step_is_bitwise_optimizer_step(case: str) -> None:
+    """Step after step, pgplug's step equals torch's; only the first (no state yet) goes through ``step()``."""
+    cls, kwargs = FUNCTIONAL_CASES[case]
+    net_a, net_b = make_net(), make_net()
+    opt_a, opt_b = cls(net_a.parameters(), lr=0.01, **kwargs), cls(net_b.parameters(), lr=0.01, **kwargs)
+    calls = count_step_calls(opt_b)
+    for step in range(N_STEPS):
+        grads = random_grads(net_a, step)
+        attach(net_a, grads)
+        opt_a.step()
+        attach(net_b, grads)
+        optimizer_step(opt_b)
+        assert_same(net_a, net_b, opt_a, opt_b)
+        assert calls[0] == 1  # the first step created the state; the later ones were functional
+    assert not th.equal(net_a[0].weight, make_net()[0].weight)  # the steps did move the parameters
+
+
+def test_explicit_grads_equal_attached_grads_across_param_groups() -> None:
+    """``grads=`` (in ``param_groups`` order, ``None`` = no gradient) steps as if they were the ``.grad``s.
+
+    Two groups with different learning rates check that each gradient goes to its own parameter;
+    the functional path leaves ``.grad`` untouched, as an A3C worker stepping global parameters needs.
+    """
+    net_a, net_b = make_net(), make_net()
+
+    def groups(net: nn.Sequential) -> list[dict[str, Any]]:
+        return [{"params": net[0].parameters()}, {"params": net[2].parameters(), "lr": 0.001}]
+
+    opt_a, opt_b = th.optim.RMSprop(groups(net_a), lr=0.01), th.optim.RMSprop(groups(net_b), lr=0.01)
+    for step in range(N_STEPS):
+        grads: list[th.Tensor | None] = list(random_grads(net_a, step))
+        if step == 3:
+            grads[-1] = None  # the last bias has no gradient this step: it is not updated
+        attach(net_a, grads)
+        opt_a.step()
+        for p in net_b.parameters():
+            p.grad = None
+        optimizer_step(opt_b, [None if g is None else g.clone() for g in grads])
+        assert_same(net_a, net_b, opt_a, opt_b)
+        if step > 0:  # functional: the gradients were used, not attached
+            assert all(p.grad is None for p in net_b.parameters())
+    assert opt_b.state[net_b[2].bias]["step"].item() == N_STEPS - 1
+
+
+def instance_pre_hook(optimizer: th.optim.Optimizer, record: Callable[[], None]) -> Callable[[], None]:
+    handle = optimizer.register_step_pre_hook(lambda opt, args, kwargs: record())
+    return handle.remove
+
+
+def instance_post_hook(optimizer: th.optim.Optimizer, record: Callable[[], None]) -> Callable[[], None]:
+    handle = optimizer.register_step_post_hook(lambda opt, args, kwargs: record())
+    return handle.remove
+
+
+def global_pre_hook(optimizer: th.optim.Optimizer, record: Callable[[], None]) -> Callable[[], None]:
+    def hook(opt: th.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if opt is optimizer:
+            record()
+
+    handle = torch_optimizer.register_optimizer_step_pre_hook(hook)
+    return handle.remove
+
+
+@pytest.mark.parametrize("register", [instance_pre_hook, instance_post_hook, global_pre_hook])
+def test_step_hooks_make_it_fall_back_to_step(register: Callable[..., Callable[[], None]]) -> None:
+    """With a step hook registered (also one registered once the state exists), every call runs ``step()``
+    and so the hook; the result is still torch's."""
+    net_a, net_b = make_net(), make_net()
+    opt_a, opt_b = th.optim.RMSprop(net_a.parameters(), lr=0.01), th.optim.RMSprop(net_b.parameters(), lr=0.01)
+    for opt, net in ((opt_a, net_a), (opt_b, net_b)):  # create the state: the functional path is open
+        attach(net, random_grads(net, -1))
+        opt.step()
+    hook_calls = [0]
+    remove = register(opt_b, lambda: hook_calls.__setitem__(0, hook_calls[0] + 1))
+    try:
+        for step in range(N_STEPS):
+            grads = random_grads(net_a, step)
+            attach(net_a, grads)
+            opt_a.step()
+            attach(net_b, grads)
+            optimizer_step(opt_b)
+            assert hook_calls[0] == step + 1
+            assert_same(net_a, net_b, opt_a, opt_b)
+    finally:
+        remove()
+
+
+class SubclassedRMSprop(th.optim.RMSprop):
+    """A subclass may change the update, so it is never stepped functionally."""
+
+
+#: case -> (optimizer class, keyword arguments): every step must go through ``step()``
+FALLBACK_CASES: dict[str, tuple[type[th.optim.Optimizer], dict[str, Any]]] = {
+    "rmsprop-tf-like": (RMSpropTFLike, {}),
+    "rmsprop-tf-like-momentum-centered": (RMSpropTFLike, {"momentum": 0.9, "centered": True}),
+    "rmsprop-subclass": (SubclassedRMSprop, {}),
+    "adam-fused": (th.optim.Adam, {"fused": True}),
+    "sgd": (th.optim.SGD, {"momentum": 0.9}),
+}
+
+
+@pytest.mark.parametrize("case", FALLBACK_CASES)
+def test_other_optimizers_and_modes_fall_back_to_step(case: str) -> None:
+    """SB3's ``RMSpropTFLike``, subclasses, fused mode and other classes: ``step()`` every time, same result."""
+    cls, kwargs = FALLBACK_CASES[case]
+    net_a, net_b = make_net(), make_net()
+    opt_a, opt_b = cls(net_a.parameters(), lr=0.01, **kwargs), cls(net_b.parameters(), lr=0.01, **kwargs)
+    calls = count_step_calls(opt_b)
+    for step in range(N_STEPS):
+        grads = random_grads(net_a, step)
+        attach(net_a, grads)
+        opt_a.step()
+        attach(net_b, grads)
+        optimizer_step(opt_b)
+        assert calls[0] == step + 1
+        assert_same(net_a, net_b, opt_a, opt_b)
+
+
+def test_complex_parameters_fall_back_to_step() -> None:
+    """A complex parameter goes through ``step()`` (which views it as real), bitwise as torch steps it."""
+    params = [nn.Parameter(th.randn(3, generator=th.Generator().manual_seed(i), dtype=th.complex64)) for i in (0, 0)]
+    opt_a, opt_b = th.optim.RMSprop([params[0]], lr=0.01), th.optim.RMSprop([params[1]], lr=0.01)
+    calls = count_step_calls(opt_b)
+    for step in range(N_STEPS):
+        grad = th.randn(3, generator=th.Generator().manual_seed(100 + step), dtype=th.complex64)
+        params[0].grad, params[1].grad = grad.clone(), grad.clone()
+        opt_a.step()
+        optimizer_step(opt_b)
+        assert th.equal(params[0], params[1])
+        assert th.equal(opt_a.state[params[0]]["square_avg"], opt_b.state[params[1]]["square_avg"])
+    assert calls[0] == N_STEPS
+
+
+def test_prefer_foreach_sets_only_undecided_groups() -> None:
+    """``foreach`` becomes True where it was None; an explicit choice stays, and optimizers without it get none."""
+    net = make_net()
+    first, second = net[0], net[2]
+    optimizer = th.optim.RMSprop(
+        [
+            {"params": [first.weight]},
+            {"params": [first.bias], "foreach": False},
+            {"params": [second.weight], "foreach": True},
+        ],
+        lr=0.01,
+    )
+    assert [group["foreach"] for group in optimizer.param_groups] == [None, False, True]
+    prefer_foreach(optimizer)
+    assert [group["foreach"] for group in optimizer.param_groups] == [True, False, True]
+
+    lbfgs = th.optim.LBFGS(second.parameters())
+    prefer_foreach(lbfgs)
+    assert "foreach" not in lbfgs.param_groups[0]
+
+
+@pytest.mark.parametrize("cls", [th.optim.RMSprop, th.optim.Adam])
+def test_prefer_foreach_gives_the_same_steps_bitwise(cls: type[th.optim.Optimizer]) -> None:
+    """The docstring's promise: the foreach kernels compute the per-parameter loop's values exactly."""
+    net_a, net_b = make_net(), make_net()
+    opt_a, opt_b = cls(net_a.parameters(), lr=0.01), cls(net_b.parameters(), lr=0.01)
+    prefer_foreach(opt_b)
+    assert opt_a.param_groups[0]["foreach"] is None and opt_b.param_groups[0]["foreach"] is True
+    for step in range(N_STEPS):
+        grads = random_grads(net_a, step)
+        attach(net_a, grads)
+        optimizer_step(opt_a)
+        attach(net_b, grads)
+        optimizer_step(opt_b)
+        assert_same(net_a, net_b, opt_a, opt_b)
