@@ -118,6 +118,20 @@ def check_policy_fits(policy_class: type, observation_space: spaces.Space, polic
         )
 
 
+def check_learning_rate(value: float | Schedule) -> float | Schedule:
+    """A constant learning rate must be a float32-representable number ≥ 0 (the optimizers compute in float32)."""
+    if callable(value):
+        return value
+    limit = float(th.finfo(th.float32).max)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.floating, np.integer))
+        or not 0 <= value <= limit
+    ):
+        raise PgplugError(f"learning_rate must be a number between 0 and {limit:.3g} or a schedule, got {value!r}")
+    return value
+
+
 def check_positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise PgplugError(f"{name} must be a positive integer, got {value!r}")
@@ -197,7 +211,7 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
         super().__init__(
             policy=policy,
             env=env,
-            learning_rate=learning_rate,
+            learning_rate=check_learning_rate(learning_rate),
             policy_kwargs=policy_kwargs,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,

@@ -135,6 +135,9 @@ BAD_INPUTS = [
     ),
     ([*A2C, "-params", "policy_kwargs=dict(net_arch=[64])"], 1, "policy_kwargs must be a mapping"),
     ([*A2C, "-params", "learning_rate=lin_fast"], 1, "learning_rate must be a number or a linear schedule"),
+    # float32 overflows inside the optimizer step (torch's error there would be a traceback)
+    ([*A2C, "-params", "learning_rate=1e40"], 1, "learning_rate must be a number between 0 and 3.4e+38"),
+    ([*A2C, "-params", "learning_rate=-0.1"], 1, "learning_rate must be a number between 0 and 3.4e+38"),
     ([*A2C, "-i", "missing.zip"], 1, "--trained-agent 'missing.zip' is not a saved model (.zip file)"),
     ([*A2C, "-n", "-3"], 2, "argument -n/--n-timesteps: not a positive whole number of timesteps: '-3'"),
     (["train", "--algo", "a2c"], 2, "the following arguments are required: --env (see 'pgplug train --help')"),
