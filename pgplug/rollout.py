@@ -135,6 +135,7 @@ class FusedActorCritic:
         self.n_logits = policy.action_net.out_features
         self._key: tuple[int, ...] | None = None
         self._layers: list[tuple[th.Tensor, th.Tensor] | type] = []
+        self._copies: list[tuple[th.Tensor, th.Tensor]] = []  # (block of a fused weight, the parameter it copies)
 
     @classmethod
     def of(cls, policy: ActorCriticPolicy) -> FusedActorCritic | None:
@@ -150,33 +151,54 @@ class FusedActorCritic:
             policy.share_features_extractor and isinstance(pi, th.nn.Sequential) and isinstance(vf, th.nn.Sequential)
         ):
             return None
-        if len(pi) != len(vf) or not isinstance(policy.action_net, th.nn.Linear):
+        if (
+            len(pi) != len(vf)
+            or not isinstance(policy.action_net, th.nn.Linear)
+            or not isinstance(policy.value_net, th.nn.Linear)
+        ):
             return None
         stages: list[tuple[str, Any, Any]] = []
         for a, c in zip(pi, vf):
-            if type(a) is th.nn.Linear and type(c) is th.nn.Linear:
+            if type(a) is th.nn.Linear and type(c) is th.nn.Linear and a.bias is not None and c.bias is not None:
                 stages.append(("linear", a, c))
             elif type(a) is type(c) and type(a) in _ELEMENTWISE:
                 stages.append(("act", type(a), None))
             else:
                 return None
+        if policy.action_net.bias is None or policy.value_net.bias is None:
+            return None
         stages.append(("linear", policy.action_net, policy.value_net))
         return cls(policy, stages)
 
     def _weights(self) -> list[tuple[th.Tensor, th.Tensor] | type]:
         key = tuple(p._version for p in self.params)
         if key != self._key:
-            layers: list[tuple[th.Tensor, th.Tensor] | type] = []
-            split = False  # False while both halves still read the same input
-            for kind, a, c in self.stages:
-                if kind == "act":
-                    layers.append(a)
-                    continue
-                weight = th.block_diag(a.weight, c.weight) if split else th.cat([a.weight, c.weight])
-                layers.append((weight.detach(), th.cat([a.bias, c.bias]).detach()))
-                split = True
-            self._layers, self._key = layers, key
+            first = self.params[0]
+            if self._copies and (self._copies[0][0].device, self._copies[0][0].dtype) == (first.device, first.dtype):
+                for fused, param in self._copies:  # refresh in place: no allocation, no zeroing
+                    fused.copy_(param)
+            else:
+                self._assemble()
+            self._key = key
         return self._layers
+
+    def _assemble(self) -> None:
+        """Allocate the fused weights and note which block of them each parameter fills."""
+        layers: list[tuple[th.Tensor, th.Tensor] | type] = []
+        copies: list[tuple[th.Tensor, th.Tensor]] = []
+        split = False  # False while both halves still read the same input
+        for kind, a, c in self.stages:
+            if kind == "act":
+                layers.append(a)
+                continue
+            weight = (th.block_diag(a.weight, c.weight) if split else th.cat([a.weight, c.weight])).detach()
+            bias = th.cat([a.bias, c.bias]).detach()
+            rows, cols = a.out_features, a.in_features
+            actor_block, critic_block = (weight[:rows, :cols], weight[rows:, cols:]) if split else weight.split(rows)
+            copies += [(actor_block, a.weight), (critic_block, c.weight), (bias[:rows], a.bias), (bias[rows:], c.bias)]
+            layers.append((weight, bias))
+            split = True
+        self._layers, self._copies = layers, copies
 
     def __call__(self, features: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """Logits and values from the features, as ``action_net(latent_pi)`` and ``value_net(latent_vf)``."""
