@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--a3c-hyperparams", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of configs/a3c.yml's entry"
     )
+    parser.add_argument(
+        "--sides", nargs="+", choices=("sb3", "a3c"), default=["sb3", "a3c"], help="run only these (e.g. to tune A3C)"
+    )
     parser.add_argument("--_run", choices=("sb3", "a3c"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._run:
@@ -113,21 +116,25 @@ def main(argv: list[str] | None = None) -> None:
     table = Table(title=f"CartPole-v1 time to eval mean ≥ {THRESHOLD:.0f} (load avg at start {os.getloadavg()[0]:.1f})")
     for column in ("seed", "side", "solved", "steps", "seconds", "best eval"):
         table.add_column(column, justify="right")
-    ratios = []
+    ratios, seconds = [], {side: [] for side in args.sides}
     for index, seed in enumerate(args.seeds):
         results = {}
-        for side in ("sb3", "a3c") if index % 2 == 0 else ("a3c", "sb3"):
-            results[side] = run_subprocess(side, seed, args)
-            r = results[side]
+        for side in args.sides if index % 2 == 0 else args.sides[::-1]:
+            results[side] = r = run_subprocess(side, seed, args)
+            seconds[side].append(r["seconds"])
             solved = "yes" if r["solved"] else "no (cap)"
             table.add_row(str(seed), side, solved, str(r["steps"]), f"{r['seconds']:.1f}", f"{r['best']:.0f}")
-        ratios.append(results["sb3"]["seconds"] / results["a3c"]["seconds"])
+        if len(results) == 2:
+            ratios.append(results["sb3"]["seconds"] / results["a3c"]["seconds"])
     console = Console() if sys.stdout.isatty() else Console(width=120)
     console.print(table)
-    console.print(
-        f"speed-up (SB3 time / A3C time): median {statistics.median(ratios):.2f}× "
-        f"(per seed: {', '.join(f'{r:.2f}' for r in ratios)}; load avg now {os.getloadavg()[0]:.1f})"
-    )
+    medians = ", ".join(f"{side} {statistics.median(s):.1f} s" for side, s in seconds.items())
+    console.print(f"median time to solve: {medians} (load avg now {os.getloadavg()[0]:.1f})")
+    if ratios:
+        console.print(
+            f"speed-up (SB3 time / A3C time): median {statistics.median(ratios):.2f}× "
+            f"(per seed: {', '.join(f'{r:.2f}' for r in ratios)})"
+        )
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ class A3C(PolicyGradientAlgorithm):
         lock: bool = False,
         backend: str = "process",
         start_method: str = "forkserver",
-        callback_lag: int | None = 2_000,
+        callback_lag: int | None = 1_000,
         normalize_advantage: bool = False,
         estimator: str | Estimator = "nstep",
         estimator_kwargs: dict[str, Any] | None = None,
