@@ -8,7 +8,7 @@ compares parameters and optimizer state with ``torch.equal`` (not merely close).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -81,10 +81,9 @@ FUNCTIONAL_CASES: dict[str, tuple[type[th.optim.Optimizer], dict[str, Any]]] = {
 }
 
 
-@pytest.mark.parametrize("case", FUNCTIONAL_CASES)
-def test_functional_step_is_bitwise_optimizer_step(case: str) -> None:
-    """Step after step, pgplug's step equals torch's; only the first (no state yet) goes through ``step()``."""
-    cls, kwargs = FUNCTIONAL_CASES[case]
+def step_side_by_side(cls: type[th.optim.Optimizer], kwargs: dict[str, Any]) -> Iterator[tuple[int, int]]:
+    """Steps two identical nets with identical gradients, torch's ``step()`` vs ``optimizer_step``,
+    checking they stay bitwise equal; yields (step, how often ``optimizer_step`` fell back to ``step()``)."""
     net_a, net_b = make_net(), make_net()
     opt_a, opt_b = cls(net_a.parameters(), lr=0.01, **kwargs), cls(net_b.parameters(), lr=0.01, **kwargs)
     calls = count_step_calls(opt_b)
@@ -95,8 +94,15 @@ def test_functional_step_is_bitwise_optimizer_step(case: str) -> None:
         attach(net_b, grads)
         optimizer_step(opt_b)
         assert_same(net_a, net_b, opt_a, opt_b)
-        assert calls[0] == 1  # the first step created the state; the later ones were functional
+        yield step, calls[0]
     assert not th.equal(net_a[0].weight, make_net()[0].weight)  # the steps did move the parameters
+
+
+@pytest.mark.parametrize("case", FUNCTIONAL_CASES)
+def test_functional_step_is_bitwise_optimizer_step(case: str) -> None:
+    """Step after step, pgplug's step equals torch's; only the first (no state yet) goes through ``step()``."""
+    for _, fallbacks in step_side_by_side(*FUNCTIONAL_CASES[case]):
+        assert fallbacks == 1  # the first step created the state; the later ones were functional
 
 
 def test_explicit_grads_equal_attached_grads_across_param_groups() -> None:
@@ -186,18 +192,8 @@ FALLBACK_CASES: dict[str, tuple[type[th.optim.Optimizer], dict[str, Any]]] = {
 @pytest.mark.parametrize("case", FALLBACK_CASES)
 def test_other_optimizers_and_modes_fall_back_to_step(case: str) -> None:
     """SB3's ``RMSpropTFLike``, subclasses, fused mode and other classes: ``step()`` every time, same result."""
-    cls, kwargs = FALLBACK_CASES[case]
-    net_a, net_b = make_net(), make_net()
-    opt_a, opt_b = cls(net_a.parameters(), lr=0.01, **kwargs), cls(net_b.parameters(), lr=0.01, **kwargs)
-    calls = count_step_calls(opt_b)
-    for step in range(N_STEPS):
-        grads = random_grads(net_a, step)
-        attach(net_a, grads)
-        opt_a.step()
-        attach(net_b, grads)
-        optimizer_step(opt_b)
-        assert calls[0] == step + 1
-        assert_same(net_a, net_b, opt_a, opt_b)
+    for step, fallbacks in step_side_by_side(*FALLBACK_CASES[case]):
+        assert fallbacks == step + 1
 
 
 def test_complex_parameters_fall_back_to_step() -> None:
