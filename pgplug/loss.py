@@ -15,7 +15,14 @@ import torch.nn.functional as F
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 from pgplug.recurrent import LSTM_STATES
-from pgplug.rollout import Observation, Rollout, latents, runs_sb3_categorical
+from pgplug.rollout import (
+    ROLLOUT_GRAPH,
+    Observation,
+    Rollout,
+    categorical_entropy,
+    latents,
+    runs_sb3_categorical,
+)
 
 
 @dataclass
@@ -45,8 +52,7 @@ def evaluate_actions(
     log_prob = log_pmf.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
     values = policy.value_net(latent_vf)
     with th.set_grad_enabled(entropy_grad and th.is_grad_enabled()):
-        p_log_p = th.clamp(log_pmf, min=th.finfo(log_pmf.dtype).min) * th.softmax(log_pmf, dim=-1)
-        entropy = -p_log_p.sum(-1)
+        entropy = categorical_entropy(log_pmf)
     return values, log_prob, entropy
 
 
@@ -60,7 +66,15 @@ def policy_gradient_loss(
     """The loss of one update over the whole (masked) rollout, with Ψ = ``rollout.advantages``."""
     assert rollout.advantages is not None, "run the estimator before computing the loss"
     lstm_states = rollout.extras.get(LSTM_STATES)
-    if lstm_states is None:
+    # The rollout's own forward passes, if its collector kept them: used once (after an optimizer step
+    # they would be stale), then any further loss on this rollout runs the policy again.
+    graph = rollout.extras.pop(ROLLOUT_GRAPH, None)
+    if graph is not None:
+        flat = rollout.flat
+        values, log_prob = flat(graph.values), flat(graph.log_probs)
+        entropy = graph.entropy if graph.entropy is None or ent_coef != 0 else graph.entropy.detach()
+        entropy = None if entropy is None else flat(entropy)
+    elif lstm_states is None:
         flat = rollout.flat
         observations, actions = flat(rollout.observations), flat(rollout.actions)
         # With ent_coef == 0 the entropy only feeds the logs: keep it out of the graph, and so out of backward.

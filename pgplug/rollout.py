@@ -4,7 +4,9 @@ One collector serves every algorithm (REINFORCE, A2C and each A3C worker). It do
 ``OnPolicyAlgorithm.collect_rollouts`` does, with the same random draws, but leaner: the policy runs
 under ``torch.inference_mode``, each step is written once into preallocated buffers through numpy
 views (no per-step tensor allocations), torch.distributions' argument checks are off, and only the
-infos of the envs whose episode ended are visited.
+infos of the envs whose episode ended are visited. For policies with a real feature extractor (a
+CNN), the forward passes are instead recorded with their autograd graph, which the update then
+differentiates rather than running the network again (:func:`reuses_rollout_graph`).
 """
 
 from __future__ import annotations
@@ -63,10 +65,22 @@ def sample_categorical(logits: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
       which cost more than the draw. Non-finite logits are caught by the update's loss check.
     """
     log_pmf = th.log_softmax(logits, dim=-1)
-    probs = th.softmax(log_pmf, dim=-1).reshape(-1, logits.shape[-1])
-    race = th.empty_like(probs).exponential_(1)
-    actions = th.div(probs, race, out=race).argmax(dim=-1).reshape(logits.shape[:-1])
+    actions = draw_categorical(log_pmf)
     return actions, log_pmf.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+
+@th.no_grad()
+def draw_categorical(log_pmf: th.Tensor) -> th.Tensor:
+    """One action per row of normalised logits, drawn as ``torch.multinomial(probs, 1, True)`` draws it."""
+    probs = th.softmax(log_pmf, dim=-1).reshape(-1, log_pmf.shape[-1])
+    race = th.empty_like(probs).exponential_(1)
+    return th.div(probs, race, out=race).argmax(dim=-1).reshape(log_pmf.shape[:-1])
+
+
+def categorical_entropy(log_pmf: th.Tensor) -> th.Tensor:
+    """``Categorical.entropy()`` from normalised logits (the same formula: −Σ p·max(log p, float min))."""
+    p_log_p = th.clamp(log_pmf, min=th.finfo(log_pmf.dtype).min) * th.softmax(log_pmf, dim=-1)
+    return -p_log_p.sum(-1)
 
 
 def runs_sb3_categorical(policy: ActorCriticPolicy, method: str) -> bool:
@@ -80,6 +94,48 @@ def runs_sb3_categorical(policy: ActorCriticPolicy, method: str) -> bool:
         and type(policy.action_dist) is CategoricalDistribution
         and not policy._forward_hooks
         and not policy._forward_pre_hooks
+    )
+
+
+#: ``Rollout.extras`` key of the :class:`RolloutGraph` a collector keeps for the update.
+ROLLOUT_GRAPH = "rollout_graph"
+
+# Modules that compute differently in training mode (rollouts run in eval mode, updates in training mode).
+_MODE_DEPENDENT = (th.nn.modules.dropout._DropoutNd, th.nn.modules.batchnorm._NormBase)
+
+
+@dataclass
+class RolloutGraph:
+    """The differentiable outputs of the rollout's own forward passes, ``[T, N]`` each."""
+
+    values: th.Tensor
+    log_probs: th.Tensor
+    entropy: th.Tensor | None
+
+
+def reuses_rollout_graph(policy: BasePolicy) -> bool:
+    """True when the update can differentiate the rollout's forward passes instead of running them again.
+
+    A2C and A3C update once per rollout, on the weights that collected it, so the rollout's forward
+    pass (kept with its autograd graph) *is* the update's forward pass: for a CNN that is a third of
+    the update's time, for the price of recording the graph during the rollout. Only worth it, and
+    only done, for SB3's own actor-critic math over a feature extractor with real compute (not a
+    plain ``Flatten``), without gSDE, hooks, or modules that differ between eval and training mode
+    (dropout, batch norm). The gradient is the same; float rounding may differ (a CNN's kernels
+    depend on the batch size).
+    """
+    from stable_baselines3.common.torch_layers import FlattenExtractor
+
+    return (
+        isinstance(policy, ActorCriticPolicy)
+        and type(policy).forward is ActorCriticPolicy.forward
+        and type(policy).evaluate_actions is ActorCriticPolicy.evaluate_actions
+        and not policy.use_sde
+        and not isinstance(policy.features_extractor, FlattenExtractor)
+        and not any(
+            isinstance(module, _MODE_DEPENDENT) or module._forward_hooks or module._forward_pre_hooks
+            for module in policy.modules()
+        )
     )
 
 
@@ -357,10 +413,18 @@ class RolloutCollector:
         self.last_obs: np.ndarray | dict[str, np.ndarray] | None = None
         self.last_episode_starts = np.ones(self.n_envs, dtype=bool)
         self._buffers: _Buffers | None = None
+        #: Keep each step's forward pass with its autograd graph for the update (see reuses_rollout_graph).
+        self.keep_graph = reuses_rollout_graph(policy)
+        self._graph_steps: list[tuple[th.Tensor, th.Tensor, th.Tensor | None]] = []
 
     def act(self, obs: Observation) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
-        """Sampled actions, values and log-probs of the policy at ``obs``, as ``policy(obs)`` returns them."""
+        """Sampled actions, values and log-probs of the policy at ``obs``, as ``policy(obs)`` returns them.
+
+        With ``keep_graph`` the differentiable outputs are also kept for the update.
+        """
         policy = self.policy
+        if self.keep_graph:
+            return self._act_keeping_graph(obs)
         # inference_mode: no autograd graph or version counters for a forward that is never differentiated.
         with th.inference_mode():
             if not runs_sb3_categorical(policy, "forward"):
@@ -373,6 +437,24 @@ class RolloutCollector:
                 logits, values = policy.action_net(latent_pi), policy.value_net(latent_vf)
             actions, log_probs = sample_categorical(logits)
             return actions, values, log_probs
+
+    def _act_keeping_graph(self, obs: Observation) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """``policy(obs)`` with autograd on; the actions are drawn outside the graph (as constants)."""
+        policy = self.policy
+        latent_pi, latent_vf = latents(policy, obs)
+        values = policy.value_net(latent_vf)
+        if type(policy.action_dist) is CategoricalDistribution:
+            log_pmf = th.log_softmax(policy.action_net(latent_pi), dim=-1)
+            actions = draw_categorical(log_pmf)
+            log_probs = log_pmf.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+            entropy: th.Tensor | None = categorical_entropy(log_pmf)
+        else:
+            distribution = policy._get_action_dist_from_latent(latent_pi)
+            actions = distribution.get_actions().detach()
+            log_probs, entropy = distribution.log_prob(actions), distribution.entropy()
+            actions = actions.reshape((-1, *policy.action_space.shape))
+        self._graph_steps.append((values.flatten(), log_probs, entropy))
+        return actions, values.detach(), log_probs.detach()
 
     def values_at(self, obs: Observation, env_index: int | None = None) -> th.Tensor:
         """V(obs): of the state after the rollout (all envs), or of env ``env_index``'s terminal observation."""
@@ -412,6 +494,7 @@ class RolloutCollector:
         set_training_mode(policy, False)
         if policy.use_sde:
             policy.reset_noise(self.n_envs)
+        self._graph_steps = []
         limit = n_steps if n_steps is not None else max_steps
         box = isinstance(policy.action_space, spaces.Box)
         low, high = (policy.action_space.low, policy.action_space.high) if box else (None, None)
@@ -449,6 +532,7 @@ class RolloutCollector:
                         "n_steps": step,
                     }
                 ):
+                    self._graph_steps = []
                     return None
                 if self.bootstrap_truncation and dones.any():
                     rewards = self._bootstrap_truncated(rewards, np.flatnonzero(dones), infos)
@@ -468,7 +552,14 @@ class RolloutCollector:
         assert buffers is not None
         buffers.np["last_values"][:] = last_values.cpu().numpy().reshape(-1)
         buffers.np["last_dones"][:] = dones
-        return Rollout(**buffers.fields(step, self.device))
+        rollout = Rollout(**buffers.fields(step, self.device))
+        if self._graph_steps:
+            values, log_probs, entropy = zip(*self._graph_steps)
+            rollout.extras[ROLLOUT_GRAPH] = RolloutGraph(
+                th.stack(values), th.stack(log_probs), None if entropy[0] is None else th.stack(entropy)
+            )
+            self._graph_steps = []
+        return rollout
 
     def _write_obs(self, buffers: _Buffers, step: int) -> Observation:
         """Copy ``last_obs`` into row ``step`` of the observation buffer and return that row for the policy."""
