@@ -85,7 +85,14 @@ def test_train_a2c_with_evaluations_checkpoints_then_continue(tmp_path):
     expected = {"CartPole-v1.zip", "best_model.zip", "evaluations.npz", "config.yml"}
     assert expected | {"rl_model_1000_steps.zip", "rl_model_2000_steps.zip"} <= files
     # 8 envs: an evaluation every 500 // 8 = 62 calls of 8 steps, as the zoo counts.
-    np.testing.assert_array_equal(np.load(run_dir / "evaluations.npz")["timesteps"], [496, 992, 1488, 1984])
+    evaluations = np.load(run_dir / "evaluations.npz")
+    np.testing.assert_array_equal(evaluations["timesteps"], [496, 992, 1488, 1984])
+    # The results table names the best evaluation (the last model need not be the best) and its model.
+    means = evaluations["results"].mean(axis=1)
+    best = int(np.argmax(means))
+    table = " ".join(first.stdout.split())
+    assert f"best eval │ {means[best]:.2f} at {evaluations['timesteps'][best]:,} steps" in table
+    assert "".join(first.stdout.split()).count("bestmodel│logs/a2c/CartPole-v1_1/best_model.zip│") == 1
 
     second = pgplug(
         "train", "--algo", "a2c", "--env", "CartPole-v1", "-n", "1000", "-i", str(run_dir / "CartPole-v1.zip"),

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from rich.console import Console
 from rich.table import Table
@@ -423,6 +424,22 @@ def close_quietly(env: Any) -> None:
         env.close()
 
 
+def best_evaluation_rows(callbacks: list[Any]) -> list[tuple[str, str]]:
+    """The best periodic evaluation and where its model was kept (the last model need not be the best)."""
+    from stable_baselines3.common.callbacks import EvalCallback
+
+    evaluation = next((c for c in callbacks if isinstance(c, EvalCallback)), None)
+    if evaluation is None or not evaluation.evaluations_results:
+        return []
+    means = [float(np.mean(result)) for result in evaluation.evaluations_results]
+    best = int(np.argmax(means))  # the first best, the one EvalCallback saved
+    steps = evaluation.evaluations_timesteps[best]
+    rows = [("best eval", f"{means[best]:.2f} at {steps:,} steps")]
+    if evaluation.best_model_save_path is not None:
+        rows.append(("best model", str(Path(evaluation.best_model_save_path) / "best_model.zip")))
+    return rows
+
+
 def results_table(title: str, rows: list[tuple[str, str]]) -> Table:
     table = Table(title=title, title_justify="left", show_header=False)
     table.add_column(style="bold", no_wrap=True)
@@ -535,6 +552,7 @@ def train_and_report(
     if args.n_eval_episodes > 0:
         mean, std = final_evaluation(model, spec, run_dir, settings, args.n_eval_episodes)
         rows[:0] = [("mean reward", f"{mean:.2f} ± {std:.2f}"), ("episodes", str(args.n_eval_episodes))]
+    rows += best_evaluation_rows(callbacks)
     rows.append(("model", str(model_path)))
     console.print(results_table(f"{args.algo} on {settings.env_id}", rows))
     return 0
