@@ -101,7 +101,7 @@ def compute_gradients(
     return terms
 
 
-def _already_set(mode: bool) -> None:
+def _mode_already_set(mode: bool) -> None:
     """Stands in for ``policy.set_training_mode`` inside ``predict`` once the flags are set."""
 
 
@@ -169,6 +169,10 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
     #: False for algorithms that cut episodes into fixed-length rollouts (A2C, A3C).
     accepts_episode_estimators: ClassVar[bool] = True
     default_log_interval: ClassVar[int] = 1
+    #: True for algorithms that make exactly one gradient step per rollout, with the weights that
+    #: collected it: their update may then differentiate the rollout's own forward passes
+    #: (:mod:`pgplug.rollout_graph`). Leave False when ``train`` steps more than once per rollout.
+    reuse_rollout_graph: ClassVar[bool] = False
     #: The SB3 algorithm (a :func:`pgplug.compat.algorithm_names` name such as ``sb3_a2c``) whose zips
     #: this class opens as its own, with :meth:`estimator_for_sb3_data` giving the matching estimator.
     sb3_counterpart: ClassVar[str | None] = None
@@ -327,6 +331,7 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
                 self.gamma,
                 bootstrap_truncation=self.estimator.needs_critic,
                 sde_sample_freq=self.sde_sample_freq,
+                keep_graph=self.reuse_rollout_graph,
             )
         collector = self._collector
         collector.last_obs = self._last_obs  # type: ignore[assignment]
@@ -409,12 +414,14 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
         """
         policy = self.policy
         with unchecked_distributions():
-            if type(policy).predict is not BasePolicy.predict or type(policy).set_training_mode is not (
-                BasePolicy.set_training_mode
+            if (
+                type(policy).predict is not BasePolicy.predict
+                or type(policy).set_training_mode is not BasePolicy.set_training_mode
+                or "set_training_mode" in policy.__dict__  # the user's own, or another thread's stand-in
             ):
                 return policy.predict(observation, state, episode_start, deterministic)
             set_training_mode(policy, False)
-            policy.__dict__["set_training_mode"] = _already_set  # predict's own switch: already done
+            policy.__dict__["set_training_mode"] = _mode_already_set  # predict's own switch: already done
             try:
                 return policy.predict(observation, state, episode_start, deterministic)
             finally:

@@ -16,13 +16,13 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 
 from pgplug.recurrent import LSTM_STATES
 from pgplug.rollout import (
-    ROLLOUT_GRAPH,
     Observation,
     Rollout,
     categorical_entropy,
     latents,
     runs_sb3_categorical,
 )
+from pgplug.rollout_graph import ROLLOUT_GRAPH
 
 
 @dataclass

@@ -6,7 +6,7 @@ under ``torch.inference_mode``, each step is written once into preallocated buff
 views (no per-step tensor allocations), torch.distributions' argument checks are off, and only the
 infos of the envs whose episode ended are visited. For policies with a real feature extractor (a
 CNN), the forward passes are instead recorded with their autograd graph, which the update then
-differentiates rather than running the network again (:func:`reuses_rollout_graph`).
+differentiates rather than running the network again (:mod:`pgplug.rollout_graph`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from gymnasium import spaces
 from stable_baselines3.common.distributions import CategoricalDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.vec_env import VecEnv
+
+from pgplug.rollout_graph import ROLLOUT_GRAPH, RolloutGraph, can_reuse_rollout_graph
 
 Observation = th.Tensor | dict[str, th.Tensor]
 StepHook = Callable[[dict[str, Any]], bool]
@@ -61,8 +63,9 @@ def sample_categorical(logits: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
       ``logits - logsumexp(logits)`` (seven kernels); the two agree to one float32 ulp;
     - the draw is what ``torch.multinomial(probs, 1, True)`` computes for one sample (the
       exponential-race form of the Gumbel-max trick, ``argmax(p / q)`` with ``q ~ Exp(1)``: the same
-      generator calls, so the same actions), minus its argument checks and their two host syncs,
-      which cost more than the draw. Non-finite logits are caught by the update's loss check.
+      generator calls, so the same actions unless a one-ulp difference in ``p`` decides a near-tie),
+      minus its argument checks and their two host syncs, which cost more than the draw.
+      Non-finite logits are caught by the update's loss check.
     """
     log_pmf = th.log_softmax(logits, dim=-1)
     actions = draw_categorical(log_pmf)
@@ -91,51 +94,10 @@ def runs_sb3_categorical(policy: ActorCriticPolicy, method: str) -> bool:
     """
     return (
         getattr(type(policy), method) is getattr(ActorCriticPolicy, method)
+        and type(policy)._get_action_dist_from_latent is ActorCriticPolicy._get_action_dist_from_latent
         and type(policy.action_dist) is CategoricalDistribution
         and not policy._forward_hooks
         and not policy._forward_pre_hooks
-    )
-
-
-#: ``Rollout.extras`` key of the :class:`RolloutGraph` a collector keeps for the update.
-ROLLOUT_GRAPH = "rollout_graph"
-
-# Modules that compute differently in training mode (rollouts run in eval mode, updates in training mode).
-_MODE_DEPENDENT = (th.nn.modules.dropout._DropoutNd, th.nn.modules.batchnorm._NormBase)
-
-
-@dataclass
-class RolloutGraph:
-    """The differentiable outputs of the rollout's own forward passes, ``[T, N]`` each."""
-
-    values: th.Tensor
-    log_probs: th.Tensor
-    entropy: th.Tensor | None
-
-
-def reuses_rollout_graph(policy: BasePolicy) -> bool:
-    """True when the update can differentiate the rollout's forward passes instead of running them again.
-
-    A2C and A3C update once per rollout, on the weights that collected it, so the rollout's forward
-    pass (kept with its autograd graph) *is* the update's forward pass: for a CNN that is a third of
-    the update's time, for the price of recording the graph during the rollout. Only worth it, and
-    only done, for SB3's own actor-critic math over a feature extractor with real compute (not a
-    plain ``Flatten``), without gSDE, hooks, or modules that differ between eval and training mode
-    (dropout, batch norm). The gradient is the same; float rounding may differ (a CNN's kernels
-    depend on the batch size).
-    """
-    from stable_baselines3.common.torch_layers import FlattenExtractor
-
-    return (
-        isinstance(policy, ActorCriticPolicy)
-        and type(policy).forward is ActorCriticPolicy.forward
-        and type(policy).evaluate_actions is ActorCriticPolicy.evaluate_actions
-        and not policy.use_sde
-        and not isinstance(policy.features_extractor, FlattenExtractor)
-        and not any(
-            isinstance(module, _MODE_DEPENDENT) or module._forward_hooks or module._forward_pre_hooks
-            for module in policy.modules()
-        )
     )
 
 
@@ -229,14 +191,18 @@ class FusedActorCritic:
     def _weights(self) -> list[tuple[th.Tensor, th.Tensor] | type]:
         key = tuple(p._version for p in self.params)
         if key != self._key:
-            first = self.params[0]
-            if self._copies and (self._copies[0][0].device, self._copies[0][0].dtype) == (first.device, first.dtype):
-                for fused, param in self._copies:  # refresh in place: no allocation, no zeroing
-                    fused.copy_(param)
-            else:
-                self._assemble()
-            self._key = key
+            with th.inference_mode():  # the fused copies are inference tensors: built and refreshed in that mode
+                self._refresh(key)
         return self._layers
+
+    def _refresh(self, key: tuple[int, ...]) -> None:
+        first = self.params[0]
+        if self._copies and (self._copies[0][0].device, self._copies[0][0].dtype) == (first.device, first.dtype):
+            for fused, param in self._copies:  # refresh in place: no allocation, no zeroing
+                fused.copy_(param)
+        else:
+            self._assemble()
+        self._key = key
 
     def _assemble(self) -> None:
         """Allocate the fused weights and note which block of them each parameter fills."""
@@ -402,6 +368,7 @@ class RolloutCollector:
         gamma: float,
         bootstrap_truncation: bool = True,
         sde_sample_freq: int = -1,
+        keep_graph: bool = False,
     ) -> None:
         self.policy = policy
         self.env = env
@@ -413,8 +380,9 @@ class RolloutCollector:
         self.last_obs: np.ndarray | dict[str, np.ndarray] | None = None
         self.last_episode_starts = np.ones(self.n_envs, dtype=bool)
         self._buffers: _Buffers | None = None
-        #: Keep each step's forward pass with its autograd graph for the update (see reuses_rollout_graph).
-        self.keep_graph = reuses_rollout_graph(policy)
+        #: Keep each step's forward pass with its autograd graph for the update (pgplug.rollout_graph): asked
+        #: for by algorithms that update once per rollout, done where the policy allows it.
+        self.keep_graph = keep_graph and can_reuse_rollout_graph(policy)
         self._graph_steps: list[tuple[th.Tensor, th.Tensor, th.Tensor | None]] = []
 
     def act(self, obs: Observation) -> tuple[th.Tensor, th.Tensor, th.Tensor]:

@@ -44,6 +44,7 @@ class A2C(PolicyGradientAlgorithm):
     accepts_episode_estimators = False
     default_log_interval = 100
     sb3_counterpart = "sb3_a2c"
+    reuse_rollout_graph = True  # one update per rollout, on the weights that collected it
 
     def __init__(
         self,

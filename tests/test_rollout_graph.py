@@ -15,7 +15,8 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.torch_layers import NatureCNN
 
 import pgplug
-from pgplug.rollout import ROLLOUT_GRAPH, RolloutCollector, reuses_rollout_graph
+from pgplug.rollout import RolloutCollector
+from pgplug.rollout_graph import ROLLOUT_GRAPH, can_reuse_rollout_graph
 
 
 class NoisyImages(gym.Env):
@@ -115,16 +116,26 @@ class DropoutCNN(NatureCNN):
 
 
 def test_which_policies_reuse_the_graph() -> None:
-    """CNNs do; plain MLPs (overhead-bound), recurrent policies, gSDE and mode-dependent modules do not."""
+    """CNNs do; plain MLPs (overhead-bound), recurrent policies, gSDE and unknown or mode-dependent modules do not."""
 
     def policy(name: str, env: Any, **kwargs: Any) -> Any:
         return pgplug.A2C(name, env, seed=0, device="cpu", **kwargs).policy
 
-    assert reuses_rollout_graph(policy("CnnPolicy", image_env(False), policy_kwargs=SMALL_CNN))
-    assert not reuses_rollout_graph(policy("MlpPolicy", "CartPole-v1"))
-    assert not reuses_rollout_graph(policy("MlpLstmPolicy", "CartPole-v1"))
-    assert not reuses_rollout_graph(policy("CnnPolicy", image_env(True), use_sde=True, policy_kwargs=SMALL_CNN))
+    assert can_reuse_rollout_graph(policy("CnnPolicy", image_env(False), policy_kwargs=SMALL_CNN))
+    assert not can_reuse_rollout_graph(policy("MlpPolicy", "CartPole-v1"))
+    assert not can_reuse_rollout_graph(policy("MlpLstmPolicy", "CartPole-v1"))
+    assert not can_reuse_rollout_graph(policy("CnnPolicy", image_env(True), use_sde=True, policy_kwargs=SMALL_CNN))
     dropout = {"features_extractor_class": DropoutCNN, "features_extractor_kwargs": {"features_dim": 32}}
-    assert not reuses_rollout_graph(policy("CnnPolicy", image_env(False), policy_kwargs=dropout))
-    mlp = pgplug.A2C("MlpPolicy", "CartPole-v1", seed=0, device="cpu")
-    assert not RolloutCollector(mlp.policy, mlp.env, 0.99).keep_graph
+    assert not can_reuse_rollout_graph(policy("CnnPolicy", image_env(False), policy_kwargs=dropout))
+
+
+def test_only_algorithms_that_update_once_per_rollout_ask_for_it() -> None:
+    """A2C (and each A3C worker) ask the collector to keep the graph; REINFORCE, and a collector by default, do not."""
+    cnn = {"policy_kwargs": SMALL_CNN, "seed": 0, "device": "cpu"}
+    a2c = pgplug.A2C("CnnPolicy", image_env(False), n_steps=2, **cnn)
+    a2c.learn(4)
+    assert a2c._collector is not None and a2c._collector.keep_graph
+    assert not RolloutCollector(a2c.policy, a2c.env, 0.99).keep_graph
+    reinforce = pgplug.REINFORCE("CnnPolicy", image_env(False), n_episodes=2, **cnn)
+    reinforce.learn(24)
+    assert reinforce._collector is not None and not reinforce._collector.keep_graph
