@@ -86,6 +86,8 @@ def _functional_update(optimizer: th.optim.Optimizer) -> Callable[..., None] | N
     update = _FUNCTIONAL.get(type(optimizer))
     if update is None or optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks:
         return None
+    if "step" in optimizer.__dict__:  # step() wrapped on the instance (an LR scheduler's counter, a user's wrapper)
+        return None
     if torch_optimizer._global_optimizer_pre_hooks or torch_optimizer._global_optimizer_post_hooks:
         return None
     if any(group.get(mode) for group in optimizer.param_groups for mode in _PLAIN_MODES):
@@ -103,6 +105,10 @@ def optimizer_step(optimizer: th.optim.Optimizer, grads: Sequence[th.Tensor | No
     groups = optimizer.param_groups
     if grads is None:
         grads = [p.grad for group in groups for p in group["params"]]
+    elif len(grads) != sum(len(group["params"]) for group in groups):
+        raise ValueError(
+            f"optimizer_step got {len(grads)} gradients for {sum(len(g['params']) for g in groups)} parameters"
+        )
     state = optimizer.state
     batches = []
     index = 0

@@ -20,7 +20,7 @@ from stable_baselines3.common.type_aliases import MaybeCallback, Schedule
 from stable_baselines3.common.utils import safe_mean
 from stable_baselines3.common.vec_env import VecEnv
 
-from pgplug.algorithm import PolicyGradientAlgorithm, check_positive_int
+from pgplug.algorithm import PolicyGradientAlgorithm, check_learning_rate, check_positive_int
 from pgplug.envs import EnvSpec
 from pgplug.errors import PgplugError
 from pgplug.estimator import Estimator
@@ -67,9 +67,10 @@ class A3C(PolicyGradientAlgorithm):
         default, and ``spawn`` are safe with threads; the forkserver is started when the model is built,
         and workers forked from it start in a fraction of a second)
     :param callback_lag: workers pause while they are more than this many env steps ahead of the
-        callbacks, which run in the main process (None: never pause). An ``EvalCallback`` at step S
-        then sees the weights of at most S + ``callback_lag`` steps, and a slow callback holds
-        training back as in SB3 rather than falling ever further behind the workers
+        callbacks, which run in the main process (None: never pause). The gate is checked between
+        updates, so an ``EvalCallback`` at step S sees the weights of at most S + ``callback_lag`` +
+        one rollout per worker, and a slow callback holds training back as in SB3 rather than
+        falling ever further behind the workers
     :param estimator: ``nstep`` (default, n=None: the forward view), ``td``, ``gae`` or any estimator
         that does not need complete episodes
     :param estimator_kwargs: the estimator's arguments
@@ -111,6 +112,7 @@ class A3C(PolicyGradientAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
+        check_learning_rate(learning_rate)  # before anything starts (the forkserver, the main process's env)
         self.env_factory = self._as_factory(env)
         self.n_workers = check_positive_int("n_workers", n_workers)
         self.n_envs_per_worker = check_positive_int("n_envs_per_worker", n_envs_per_worker)
@@ -277,8 +279,8 @@ class A3C(PolicyGradientAlgorithm):
         except BaseException:
             keep_calling = False
             raise
-        finally:
-            self._absorb(backend.stop(), stats, callback)
+        finally:  # the workers' last reports still count; callbacks that asked to stop are not called again
+            self._absorb(backend.stop(), stats, callback if keep_calling else None)
             final_steps, self._n_updates = int(shared.steps), int(shared.n_updates)
             if not keep_calling:  # stopped early: what the workers did still counts (and is saved)
                 self.num_timesteps = final_steps
@@ -300,13 +302,13 @@ class A3C(PolicyGradientAlgorithm):
                 return False
         return True
 
-    def _absorb(self, messages: list[Message], stats: _UpdateStats, callback: BaseCallback) -> None:
+    def _absorb(self, messages: list[Message], stats: _UpdateStats, callback: BaseCallback | None) -> None:
         for kind, rank, payload in messages:
             if kind != "report":
                 continue
             self.ep_info_buffer.extend(payload["episodes"])  # type: ignore[union-attr]
             stats.add(rank, payload)
-            if payload["updates"]:
+            if payload["updates"] and callback is not None:
                 callback.update_locals({"worker": rank, "report": payload})
                 callback.on_rollout_end()
                 callback.on_rollout_start()

@@ -24,6 +24,10 @@ class WorkerFailed(RuntimeError):
     """A worker raised or died; the message carries the worker's traceback or exit code."""
 
 
+class WorkerError(PgplugError):
+    """A worker stopped on a user-facing error (a diverged loss, a bad value): its one-line message."""
+
+
 class WorkerBackend(Protocol):
     """Starts workers, relays their messages, reports failures and stops them."""
 
@@ -160,7 +164,9 @@ class ProcessBackend:
         for kind, rank, payload in messages:
             if kind == "error":
                 self._stopping = True
-                raise WorkerFailed(f"A3C worker {rank} raised an exception:\n{payload}")
+                if payload["user_error"]:
+                    raise WorkerError(f"A3C worker {rank}: {payload['user_error']}")
+                raise WorkerFailed(f"A3C worker {rank} raised an exception:\n{payload['traceback']}")
         return messages
 
     def check(self) -> None:

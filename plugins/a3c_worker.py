@@ -26,6 +26,7 @@ from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.common.vec_env import VecEnv
 
 from pgplug.algorithm import compute_gradients
+from pgplug.errors import PgplugError, one_line
 from pgplug.estimator import Estimator
 from pgplug.optim import optimizer_step, prefer_foreach
 from pgplug.rollout import RolloutCollector
@@ -111,7 +112,11 @@ class Worker:
         self.env = spec.env_factory(spec.n_envs, spec.worker_seed(rank))
         self.local_policy = self._local_copy(global_policy)
         self.collector = RolloutCollector.for_policy(
-            self.local_policy, self.env, spec.gamma, bootstrap_truncation=spec.estimator.needs_critic
+            self.local_policy,
+            self.env,
+            spec.gamma,
+            bootstrap_truncation=spec.estimator.needs_critic,
+            keep_graph=True,  # one gradient per rollout, on the local weights that collected it
         )
         self.collector.last_obs = self.env.reset()
         if spec.shared_optimizer:
@@ -122,6 +127,9 @@ class Worker:
             )
         prefer_foreach(self.optimizer)  # the same steps as A2C's optimizer (bitwise), one kernel per op
         self._local_params = list(self.local_policy.parameters())
+        # The optimizer's parameters (in param_groups order) paired with the local copies whose gradients they take.
+        local_of = dict(zip(global_policy.parameters(), self._local_params, strict=True))
+        self._grad_sources = [local_of[p] for group in self.optimizer.param_groups for p in group["params"]]
         # state_dict() tensors alias the parameters and buffers, which are only ever updated in place.
         self._sync_pairs = list(zip(global_policy.state_dict().values(), self.local_policy.state_dict().values()))
         self._episodes: list[dict[str, float]] = []
@@ -171,7 +179,7 @@ class Worker:
             if parent is not None and not parent.is_alive():
                 shared.stop.set()
                 return
-            time.sleep(0.0005)
+            time.sleep(0.002)
 
     def run_update(self) -> bool:
         """One sync → rollout → gradient → shared step. False if stopped before the update was applied."""
@@ -196,7 +204,7 @@ class Worker:
         for group in optimizer.param_groups:
             group["lr"] = spec.lr_schedule(max(progress_remaining, 0.0))
         with self.shared.lock if spec.lock else nullcontext():
-            optimizer_step(optimizer, [param.grad for param in self._local_params])
+            optimizer_step(optimizer, [param.grad for param in self._grad_sources])
         with self.shared.updates.get_lock():
             self.shared.updates.value += 1
             applied_at = self.shared.updates.value
@@ -271,10 +279,15 @@ def worker_process_main(
         spec: WorkerSpec = cloudpickle.loads(spec_bytes)
         if spec.seed is not None:
             th.manual_seed(spec.seed + rank)
+        else:  # forked from one forkserver, every worker would otherwise draw the same random streams
+            th.seed()
+            np.random.seed()
         worker = Worker(rank, spec, global_policy, shared, queue.put)
         worker.run()
-    except BaseException:
-        queue.put(("error", rank, traceback.format_exc()))
+    except BaseException as exc:
+        # A user-facing error (e.g. a diverged loss) also travels as its one-line message.
+        user_error = one_line(exc) if isinstance(exc, PgplugError) else None
+        queue.put(("error", rank, {"traceback": traceback.format_exc(), "user_error": user_error}))
         raise SystemExit(1) from None
     finally:
         if worker is not None:

@@ -87,3 +87,18 @@ def test_cli_reports_divergence_on_one_line_and_exits_non_zero(tmp_path: Path) -
         "pgplug: error: the loss is inf: training diverged (lower learning_rate or max_grad_norm, "
         "or check the observations and rewards for NaN/inf)"
     ]
+
+
+def test_a3c_worker_divergence_is_one_line_in_the_main_process() -> None:
+    """A worker's DivergedError reaches learn() as a one-line PgplugError naming the worker, and no worker is left."""
+    from a3c_helpers import deadline
+
+    from pgplug import A3C
+    from pgplug.plugins.a3c_backends import WorkerError
+
+    model = A3C("MlpPolicy", "CartPole-v1", n_workers=2, n_envs_per_worker=2, seed=0, learning_rate=1e30)
+    with deadline(60), pytest.raises(WorkerError) as info:
+        model.learn(20_000)
+    message = str(info.value)
+    assert isinstance(info.value, PgplugError) and "\n" not in message
+    assert message.startswith("A3C worker ") and "training diverged" in message

@@ -9,6 +9,7 @@ compares parameters and optimizer state with ``torch.equal`` (not merely close).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -39,16 +40,23 @@ def attach(net: nn.Module, grads: list[th.Tensor | None]) -> None:
         p.grad = None if g is None else g.clone()
 
 
-def count_step_calls(optimizer: th.optim.Optimizer) -> list[int]:
-    """Replace ``optimizer.step`` with a counting wrapper; returns the one-element call counter."""
-    calls, original = [0], optimizer.step
+@contextmanager
+def counting_step_calls(optimizer: th.optim.Optimizer) -> Iterator[list[int]]:
+    """Count ``step()`` calls on ``optimizer`` (patched on its class: an instance-level wrapper would itself
+    make ``optimizer_step`` fall back, as for an LR scheduler's); yields the one-element call counter."""
+    cls, calls = type(optimizer), [0]
+    original = cls.step
 
-    def counting_step(*args: Any, **kwargs: Any) -> Any:
-        calls[0] += 1
-        return original(*args, **kwargs)
+    def counting_step(self: th.optim.Optimizer, *args: Any, **kwargs: Any) -> Any:
+        if self is optimizer:
+            calls[0] += 1
+        return original(self, *args, **kwargs)
 
-    optimizer.step = counting_step  # type: ignore[method-assign]
-    return calls
+    cls.step = counting_step  # type: ignore[method-assign]
+    try:
+        yield calls
+    finally:
+        cls.step = original  # type: ignore[method-assign]
 
 
 def assert_same(a: nn.Module, b: nn.Module, opt_a: th.optim.Optimizer, opt_b: th.optim.Optimizer) -> None:
@@ -86,15 +94,15 @@ def step_side_by_side(cls: type[th.optim.Optimizer], kwargs: dict[str, Any]) -> 
     checking they stay bitwise equal; yields (step, how often ``optimizer_step`` fell back to ``step()``)."""
     net_a, net_b = make_net(), make_net()
     opt_a, opt_b = cls(net_a.parameters(), lr=0.01, **kwargs), cls(net_b.parameters(), lr=0.01, **kwargs)
-    calls = count_step_calls(opt_b)
-    for step in range(N_STEPS):
-        grads = random_grads(net_a, step)
-        attach(net_a, grads)
-        opt_a.step()
-        attach(net_b, grads)
-        optimizer_step(opt_b)
-        assert_same(net_a, net_b, opt_a, opt_b)
-        yield step, calls[0]
+    with counting_step_calls(opt_b) as calls:
+        for step in range(N_STEPS):
+            grads = random_grads(net_a, step)
+            attach(net_a, grads)
+            opt_a.step()
+            attach(net_b, grads)
+            optimizer_step(opt_b)
+            assert_same(net_a, net_b, opt_a, opt_b)
+            yield step, calls[0]
     assert not th.equal(net_a[0].weight, make_net()[0].weight)  # the steps did move the parameters
 
 
@@ -200,15 +208,36 @@ def test_complex_parameters_fall_back_to_step() -> None:
     """A complex parameter goes through ``step()`` (which views it as real), bitwise as torch steps it."""
     params = [nn.Parameter(th.randn(3, generator=th.Generator().manual_seed(i), dtype=th.complex64)) for i in (0, 0)]
     opt_a, opt_b = th.optim.RMSprop([params[0]], lr=0.01), th.optim.RMSprop([params[1]], lr=0.01)
-    calls = count_step_calls(opt_b)
-    for step in range(N_STEPS):
-        grad = th.randn(3, generator=th.Generator().manual_seed(100 + step), dtype=th.complex64)
-        params[0].grad, params[1].grad = grad.clone(), grad.clone()
-        opt_a.step()
-        optimizer_step(opt_b)
-        assert th.equal(params[0], params[1])
-        assert th.equal(opt_a.state[params[0]]["square_avg"], opt_b.state[params[1]]["square_avg"])
+    with counting_step_calls(opt_b) as calls:
+        for _ in range(N_STEPS):
+            grad = th.randn(3, generator=th.Generator().manual_seed(100 + _), dtype=th.complex64)
+            params[0].grad, params[1].grad = grad.clone(), grad.clone()
+            opt_a.step()
+            optimizer_step(opt_b)
+            assert th.equal(params[0], params[1])
+            assert th.equal(opt_a.state[params[0]]["square_avg"], opt_b.state[params[1]]["square_avg"])
     assert calls[0] == N_STEPS
+
+
+def test_an_instance_wrapped_step_is_called() -> None:
+    """``step`` wrapped on the instance (as torch's LR schedulers do) is honoured: the wrapper runs every time."""
+    net = make_net()
+    opt = th.optim.RMSprop(net.parameters(), lr=0.01)
+    scheduler = th.optim.lr_scheduler.StepLR(opt, step_size=1)
+    for step in range(3):
+        attach(net, random_grads(net, step))
+        opt._opt_called = False  # type: ignore[attr-defined]
+        optimizer_step(opt)
+        assert opt._opt_called  # type: ignore[attr-defined]  # set by the scheduler's wrapper
+        scheduler.step()
+
+
+def test_gradient_count_must_match() -> None:
+    """Gradients are matched to parameters by position: a list of another length is refused."""
+    net = make_net()
+    opt = th.optim.Adam(net.parameters())
+    with pytest.raises(ValueError, match="gradients for"):
+        optimizer_step(opt, [p.grad for p in net.parameters()][:-1])
 
 
 def test_prefer_foreach_sets_only_undecided_groups() -> None:

@@ -429,14 +429,14 @@ def best_evaluation_rows(callbacks: list[Any]) -> list[tuple[str, str]]:
     from stable_baselines3.common.callbacks import EvalCallback
 
     evaluation = next((c for c in callbacks if isinstance(c, EvalCallback)), None)
-    if evaluation is None or not evaluation.evaluations_results:
+    if evaluation is None or not np.isfinite(evaluation.best_mean_reward):
         return []
     means = [float(np.mean(result)) for result in evaluation.evaluations_results]
-    best = int(np.argmax(means))  # the first best, the one EvalCallback saved
-    steps = evaluation.evaluations_timesteps[best]
-    rows = [("best eval", f"{means[best]:.2f} at {steps:,} steps")]
-    if evaluation.best_model_save_path is not None:
-        rows.append(("best model", str(Path(evaluation.best_model_save_path) / "best_model.zip")))
+    best = int(np.argmin([abs(m - evaluation.best_mean_reward) for m in means]))  # the first best: the saved one
+    rows = [("best eval", f"{means[best]:.2f} at {evaluation.evaluations_timesteps[best]:,} steps")]
+    path = Path(evaluation.best_model_save_path or "") / "best_model.zip"
+    if evaluation.best_model_save_path is not None and path.exists():
+        rows.append(("best model", str(path)))
     return rows
 
 
