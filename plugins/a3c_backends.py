@@ -13,6 +13,7 @@ import time
 from typing import Any, Protocol
 
 import cloudpickle
+import torch as th
 import torch.multiprocessing as mp
 from stable_baselines3.common.policies import ActorCriticPolicy
 
@@ -124,6 +125,24 @@ def warm_up(start_method: str) -> None:
     forkserver.ensure_running()
 
 
+#: Shared tensors travel to a forkserver child as file descriptors, of which one message carries at
+#: most 253 (multiprocessing.reduction's limit), together with a few of multiprocessing's own.
+FORKSERVER_MAX_SHARED_TENSORS = 240
+
+
+def check_forkserver_can_share(policy: ActorCriticPolicy) -> None:
+    """Refuse, in one line, a policy with more shared tensors than the forkserver can hand a worker."""
+    optimizer = getattr(policy, "optimizer", None)
+    state = optimizer.state.values() if optimizer is not None else []
+    n_tensors = len(list(policy.parameters())) + len(list(policy.buffers()))
+    n_tensors += sum(isinstance(value, th.Tensor) for entry in state for value in entry.values())
+    if n_tensors > FORKSERVER_MAX_SHARED_TENSORS:
+        raise PgplugError(
+            f"the policy and its optimizer have {n_tensors} tensors to share, more than the forkserver can pass "
+            f"a worker ({FORKSERVER_MAX_SHARED_TENSORS}); use start_method='spawn'"
+        )
+
+
 class ProcessBackend:
     """``n_workers`` local processes (torch.multiprocessing; ``forkserver`` by default: safe with threads,
     and each worker starts in a fraction of a second from the preloaded server)."""
@@ -140,6 +159,8 @@ class ProcessBackend:
         return SharedState.create(self.ctx, start_steps, start_updates)
 
     def start(self, spec: WorkerSpec, global_policy: ActorCriticPolicy, n_workers: int, shared: SharedState) -> None:
+        if self.ctx.get_start_method() == "forkserver":
+            check_forkserver_can_share(global_policy)
         self.shared = shared
         self.queue = self.ctx.Queue()
         spec_bytes = cloudpickle.dumps(spec)

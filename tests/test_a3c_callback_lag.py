@@ -173,3 +173,12 @@ def test_workers_get_the_environment_of_learn_time_not_the_forkservers(monkeypat
     with deadline(60), pytest.raises(WorkerFailed) as info:
         model.learn(1_000)
     assert f"RuntimeError: mark={mark}" in str(info.value)
+
+
+def test_a_policy_too_large_for_the_forkserver_is_refused_in_one_line() -> None:
+    """Over ~240 shared tensors (here 30-layer MLPs with RMSprop state) the forkserver cannot hand them over."""
+    from pgplug.errors import PgplugError
+
+    model = A3C("MlpPolicy", "CartPole-v1", n_workers=1, seed=0, policy_kwargs={"net_arch": [8] * 30})
+    with pytest.raises(PgplugError, match=r"tensors to share, more than the forkserver can pass a worker \(240\)"):
+        model.learn(100)
