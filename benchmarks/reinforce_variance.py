@@ -161,14 +161,7 @@ def policy_gradients(model: REINFORCE, batches: list[Rollout], estimator_name: s
     params = [p for n, p in policy.named_parameters() if not n.startswith(VALUE_HEAD)]
     gradients = []
     for batch in batches:
-        psi = estimator(
-            rewards=batch.rewards,
-            episode_starts=batch.episode_starts,
-            last_dones=batch.last_dones,
-            gamma=model.gamma,
-            values=batch.values,
-            last_values=batch.last_values,
-        ).advantages
+        psi = batch.fill_estimate(estimator, model.gamma).advantages
         _, log_prob, _ = policy.evaluate_actions(batch.flat(batch.observations), batch.flat(batch.actions))
         loss = -(batch.flat(psi) * log_prob).mean()
         gradients.append(th.cat([g.flatten() for g in th.autograd.grad(loss, params)]))

@@ -19,6 +19,7 @@ from pgplug.rollout import (
     Observation,
     Rollout,
     categorical_entropy,
+    categorical_log_prob,
     latents,
     runs_sb3_categorical,
 )
@@ -49,7 +50,7 @@ def evaluate_actions(
     latent_pi, latent_vf = latents(policy, observations)
     logits = policy.action_net(latent_pi)
     log_pmf = th.log_softmax(logits, dim=-1)  # Categorical's logits − logsumexp, in one kernel (see sample_categorical)
-    log_prob = log_pmf.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+    log_prob = categorical_log_prob(log_pmf, actions.long())
     values = policy.value_net(latent_vf)
     with th.set_grad_enabled(entropy_grad and th.is_grad_enabled()):
         entropy = categorical_entropy(log_pmf)

@@ -69,7 +69,7 @@ def sample_categorical(logits: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
     """
     log_pmf = th.log_softmax(logits, dim=-1)
     actions = draw_categorical(log_pmf)
-    return actions, log_pmf.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    return actions, categorical_log_prob(log_pmf, actions)
 
 
 @th.no_grad()
@@ -78,6 +78,11 @@ def draw_categorical(log_pmf: th.Tensor) -> th.Tensor:
     probs = th.softmax(log_pmf, dim=-1).reshape(-1, log_pmf.shape[-1])
     race = th.empty_like(probs).exponential_(1)
     return th.div(probs, race, out=race).argmax(dim=-1).reshape(log_pmf.shape[:-1])
+
+
+def categorical_log_prob(log_pmf: th.Tensor, actions: th.Tensor) -> th.Tensor:
+    """``Categorical.log_prob(actions)`` from normalised logits (``actions``: integer indices)."""
+    return log_pmf.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
 
 
 def categorical_entropy(log_pmf: th.Tensor) -> th.Tensor:
@@ -414,7 +419,7 @@ class RolloutCollector:
         if type(policy.action_dist) is CategoricalDistribution:
             log_pmf = th.log_softmax(policy.action_net(latent_pi), dim=-1)
             actions = draw_categorical(log_pmf)
-            log_probs = log_pmf.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+            log_probs = categorical_log_prob(log_pmf, actions)
             entropy: th.Tensor | None = categorical_entropy(log_pmf)
         else:
             distribution = policy._get_action_dist_from_latent(latent_pi)
