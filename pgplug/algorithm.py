@@ -20,7 +20,7 @@ from sb3_contrib.common.recurrent.policies import (
     RecurrentMultiInputActorCriticPolicy,
 )
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import (
     ActorCriticCnnPolicy,
@@ -304,20 +304,13 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
     # -- rollouts -----------------------------------------------------------------------------
 
     def _step_hook(self, callback: BaseCallback):
-        """The per-step work SB3 does in ``collect_rollouts``: count, callbacks, episode stats."""
+        """The per-step work SB3 does in ``collect_rollouts`` before the episode stats: count, callbacks."""
         n_envs = self.n_envs
 
         def on_step(step_locals: dict[str, Any]) -> bool:
             self.num_timesteps += n_envs
             callback.update_locals(step_locals)
-            if not callback.on_step():
-                return False
-            dones = step_locals["dones"]
-            if dones.any():  # only the infos of ended episodes carry stats: skip the loop over all envs
-                ended = np.flatnonzero(dones)
-                infos = step_locals["infos"]
-                self._update_info_buffer([infos[i] for i in ended], dones[ended])
-            return True
+            return callback.on_step()
 
         return on_step
 
@@ -336,14 +329,26 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
         collector = self._collector
         collector.last_obs = self._last_obs  # type: ignore[assignment]
         collector.last_episode_starts = self._last_episode_starts  # type: ignore[assignment]
-        callback.on_rollout_start()
-        rollout = collector.collect(n_steps, on_step=self._step_hook(callback), **kwargs)
+        # learn() without callbacks wraps None in a ConvertCallback of its own that calls nothing and that
+        # nothing else holds: its calls (several per step) are skipped, as no one could see them.
+        silent = type(callback) is ConvertCallback and callback.callback is None
+        if not silent:
+            callback.on_rollout_start()
+        rollout = collector.collect(
+            n_steps,
+            on_step=None if silent else self._step_hook(callback),
+            on_episodes_end=self._update_info_buffer,
+            **kwargs,
+        )
         self._last_obs = collector.last_obs  # type: ignore[assignment]
         self._last_episode_starts = collector.last_episode_starts
         if rollout is None:
             return None
-        callback.update_locals({"rollout": rollout})
-        callback.on_rollout_end()
+        if silent:
+            self.num_timesteps += rollout.n_steps * self.n_envs
+        else:
+            callback.update_locals({"rollout": rollout})
+            callback.on_rollout_end()
         return rollout
 
     @abstractmethod

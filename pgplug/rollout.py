@@ -39,12 +39,10 @@ class unchecked_distributions:
 
     def __enter__(self) -> None:
         self._previous = th.distributions.Distribution._validate_args
-        if self._previous:
-            th.distributions.Distribution.set_default_validate_args(False)
+        th.distributions.Distribution._validate_args = False  # what set_default_validate_args(False) sets
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._previous:
-            th.distributions.Distribution.set_default_validate_args(True)
+        th.distributions.Distribution._validate_args = self._previous
 
 
 def obs_to_tensor(obs: np.ndarray | dict[str, np.ndarray], device: th.device) -> Observation:
@@ -332,6 +330,23 @@ class _Buffers:
         #: Row t of the observation buffer as a tensor, made once (indexing a tensor costs a microsecond or two).
         self.obs_rows = [_map(self.tensors["observations"], lambda x, t=t: x[t]) for t in range(capacity)]
         self._cpu_fields: tuple[int, dict[str, Any]] | None = None
+        self._output_rows: dict[str, tuple[Any, th.Tensor | None]] = {"values": (None, None), "log_probs": (None, None)}
+
+    def write_outputs(self, start: int, values: list[th.Tensor], log_probs: list[th.Tensor]) -> None:
+        """Write the forward's per-step ``values`` and ``log_probs`` into rows ``start, start + 1, ...``."""
+        for name, outputs in (("values", values), ("log_probs", log_probs)):
+            if not outputs:
+                continue
+            first = outputs[0]
+            key = (start, len(outputs), first.shape)
+            if self._output_rows[name][0] != key:  # the rows, shaped as the stacked outputs (made once for A2C)
+                rows = self.tensors[name][start : start + len(outputs)]
+                self._output_rows[name] = (key, rows.view(len(outputs), *first.shape))
+            rows = self._output_rows[name][1]
+            if (first.device, first.dtype) == (rows.device, rows.dtype):
+                th.stack(outputs, out=rows)
+            else:
+                rows.copy_(th.stack(outputs).reshape(rows.shape))
 
     def fields(self, steps: int, device: th.device) -> dict[str, Any]:
         """The :class:`Rollout` fields over the first ``steps`` rows, on ``device``."""
@@ -382,6 +397,7 @@ class RolloutCollector:
         self.sde_sample_freq = sde_sample_freq
         self.n_envs = env.num_envs
         self.device = policy.device
+        self._on_cpu = self.device.type == "cpu"
         self.last_obs: np.ndarray | dict[str, np.ndarray] | None = None
         self.last_episode_starts = np.ones(self.n_envs, dtype=bool)
         self._buffers: _Buffers | None = None
@@ -443,10 +459,11 @@ class RolloutCollector:
 
     def _buffers_for(self, step: int, n_steps: int | None) -> _Buffers:
         buffers = self._buffers
+        # One row more than the steps: the observation after the last step goes there for V(last obs).
         if buffers is None:
-            buffers = _Buffers(max(n_steps or 0, 64), self.last_obs, self.policy.action_space)
+            buffers = _Buffers(max((n_steps or 0) + 1, 64), self.last_obs, self.policy.action_space)
         elif step >= buffers.capacity:
-            buffers = buffers.grown(max(n_steps or 0, 2 * buffers.capacity))
+            buffers = buffers.grown(max((n_steps or 0) + 1, 2 * buffers.capacity))
         self._buffers = buffers
         return buffers
 
@@ -456,11 +473,14 @@ class RolloutCollector:
         on_step: StepHook | None = None,
         until: Callable[[int, np.ndarray], bool] | None = None,
         max_steps: int = 100_000,
+        on_episodes_end: Callable[[list[dict[str, Any]], np.ndarray], None] | None = None,
     ) -> Rollout | None:
         """Collect ``n_steps`` steps per env (or, with ``n_steps=None``, until ``until(t, dones)``).
 
         ``on_step`` runs after every env step with the step's locals and may return False to
-        abort: then ``collect`` returns None, as SB3's ``collect_rollouts`` returns False.
+        abort: then ``collect`` returns None, as SB3's ``collect_rollouts`` returns False. Then, at
+        a step where episodes ended, ``on_episodes_end`` gets the infos and dones of those envs only
+        (SB3's ``_update_info_buffer`` arguments, without visiting every env's info).
         """
         assert self.last_obs is not None, "reset the env and set last_obs before collecting"
         policy, env = self.policy, self.env
@@ -472,18 +492,25 @@ class RolloutCollector:
         box = isinstance(policy.action_space, spaces.Box)
         low, high = (policy.action_space.low, policy.action_space.high) if box else (None, None)
         buffers = self._buffers
-        as_numpy = th.Tensor.numpy if self.device.type == "cpu" else lambda x: x.cpu().numpy()
+        as_numpy = th.Tensor.numpy if self._on_cpu else lambda x: x.cpu().numpy()
         step = 0
-        dones = np.zeros(self.n_envs, dtype=bool)
+        # The forward's values and log-probs are kept as tensors and written into the buffers once per
+        # rollout (one stack per field, instead of a tensor-to-numpy conversion and a row write per step).
+        pending: tuple[list[th.Tensor], list[th.Tensor]] = ([], [])
         with unchecked_distributions():
             while step < limit:
                 if policy.use_sde and self.sde_sample_freq > 0 and step % self.sde_sample_freq == 0:
                     policy.reset_noise(self.n_envs)
                 if buffers is None or step >= buffers.capacity:
+                    if buffers is not None:
+                        buffers.write_outputs(step - len(pending[0]), *pending)
+                        pending = ([], [])
                     buffers = self._buffers_for(step, n_steps)
                 # The policy reads the observation from its buffer row: the step's one copy of it.
                 obs_row = self._write_obs(buffers, step)
                 actions, values, log_probs = self.act(obs_row)
+                pending[0].append(values)
+                pending[1].append(log_probs)
                 actions_np = as_numpy(actions)
                 env_actions = actions_np
                 if box:
@@ -507,24 +534,33 @@ class RolloutCollector:
                 ):
                     self._graph_steps = []
                     return None
-                if self.bootstrap_truncation and dones.any():
-                    rewards = self._bootstrap_truncated(rewards, np.flatnonzero(dones), infos)
+                # count_nonzero: ndarray.any() goes through a Python wrapper, four times the cost.
+                if np.count_nonzero(dones):
+                    ended = np.flatnonzero(dones)
+                    if on_episodes_end is not None:
+                        on_episodes_end([infos[i] for i in ended], dones[ended])
+                    if self.bootstrap_truncation:
+                        rewards = self._bootstrap_truncated(rewards, ended, infos)
                 arrays = buffers.np
                 arrays["actions"][step] = actions_np
                 arrays["rewards"][step] = rewards
                 arrays["episode_starts"][step] = self.last_episode_starts
-                arrays["values"][step] = as_numpy(values).reshape(-1)
-                arrays["log_probs"][step] = as_numpy(log_probs)
                 self.last_obs = new_obs
                 self.last_episode_starts = dones
                 step += 1
                 if n_steps is None and until is not None and until(step, dones):
                     break
             with th.inference_mode():
-                last_values = self.values_at(obs_to_tensor(self.last_obs, self.device))
+                last_obs = (
+                    self._write_obs(buffers, step)
+                    if buffers is not None and step < buffers.capacity
+                    else obs_to_tensor(self.last_obs, self.device)
+                )
+                last_values = self.values_at(last_obs)
         assert buffers is not None
-        buffers.np["last_values"][:] = last_values.cpu().numpy().reshape(-1)
-        buffers.np["last_dones"][:] = dones
+        buffers.write_outputs(step - len(pending[0]), *pending)
+        buffers.tensors["last_values"].copy_(last_values.reshape(-1))
+        buffers.np["last_dones"][:] = self.last_episode_starts  # the last step's dones
         rollout = Rollout(**buffers.fields(step, self.device))
         if self._graph_steps:
             values, log_probs, entropy = zip(*self._graph_steps)
@@ -542,7 +578,7 @@ class RolloutCollector:
                 arrays[key][step] = value
         else:
             arrays[step] = obs
-        return row if self.device.type == "cpu" else _map(row, lambda x: x.to(self.device))
+        return row if self._on_cpu else _map(row, lambda x: x.to(self.device))
 
     def _bootstrap_truncated(self, rewards: np.ndarray, ended: np.ndarray, infos: list[dict]) -> np.ndarray:
         """Add γ·V(terminal observation) to the reward of episodes cut by a time limit (SB3 #633)."""

@@ -154,11 +154,13 @@ class Worker:
         with self.shared.counter.get_lock():
             self.shared.counter.value += n
         self._steps_since_report += n
-        for i in np.flatnonzero(step["dones"]):
-            episode = step["infos"][i].get("episode")
+        return not self.shared.stop.is_set()
+
+    def _on_episodes_end(self, infos: list[dict[str, Any]], dones: np.ndarray) -> None:
+        for info in infos:
+            episode = info.get("episode")
             if episode is not None:
                 self._episodes.append({"r": float(episode["r"]), "l": int(episode["l"]), "t": float(episode["t"])})
-        return not self.shared.stop.is_set()
 
     def keep_going(self) -> bool:
         self._wait_for_callbacks()
@@ -186,7 +188,7 @@ class Worker:
         spec, policy = self.spec, self.local_policy
         synced_at = self.shared.n_updates
         self._sync()
-        rollout = self.collector.collect(spec.t_max, on_step=self._on_step)
+        rollout = self.collector.collect(spec.t_max, on_step=self._on_step, on_episodes_end=self._on_episodes_end)
         if rollout is None:
             return False
         rollout.fill_estimate(spec.estimator, spec.gamma)
