@@ -140,7 +140,8 @@ def instrument_pgplug(model: Any, timers: Timers) -> None:
 
     model.env.step = timers.wrap("env", model.env.step)
     RolloutCollector.act = timers.wrap("forward", RolloutCollector.act)  # type: ignore[method-assign]
-    model.policy.predict_values = timers.wrap("forward", model.policy.predict_values)  # V(last obs), timeouts
+    # V(last obs) and timeout bootstraps:
+    RolloutCollector.values_at = timers.wrap("forward", RolloutCollector.values_at)  # type: ignore[method-assign]
     model.estimate = timers.wrap("update", model.estimate)
     model.train = timers.wrap("update", model.train)
 

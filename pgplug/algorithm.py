@@ -461,7 +461,8 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
             if log_interval and iteration % log_interval == 0:
                 self.dump_logs(iteration)
             self.estimate(rollout)
-            hook.pgplug_after_rollout(algorithm=self, rollout=rollout)
+            if hook.pgplug_after_rollout.get_hookimpls():  # a hook call costs microseconds even with no plugin
+                hook.pgplug_after_rollout(algorithm=self, rollout=rollout)
             self.train(rollout)
         callback.on_training_end()
         return self

@@ -446,8 +446,17 @@ class RolloutCollector:
         return actions, values.detach(), log_probs.detach()
 
     def values_at(self, obs: Observation, env_index: int | None = None) -> th.Tensor:
-        """V(obs): of the state after the rollout (all envs), or of env ``env_index``'s terminal observation."""
-        return self.policy.predict_values(obs)
+        """V(obs): of the state after the rollout (all envs), or of env ``env_index``'s terminal observation.
+
+        After the rollout, through the step forward's fused MLP where there is one (half the ops of
+        SB3's ``predict_values``), so V(last obs) is computed as the rollout's values were.
+        """
+        policy = self.policy
+        if env_index is None and type(policy).predict_values is ActorCriticPolicy.predict_values:
+            fused = FusedActorCritic.of(policy)
+            if fused is not None:
+                return fused(policy.extract_features(obs))[1]
+        return policy.predict_values(obs)
 
     @classmethod
     def for_policy(cls, policy: BasePolicy, env: VecEnv, gamma: float, **kwargs: Any) -> RolloutCollector:
@@ -550,17 +559,17 @@ class RolloutCollector:
                 step += 1
                 if n_steps is None and until is not None and until(step, dones):
                     break
+            assert buffers is not None
+            buffers.write_outputs(step - len(pending[0]), *pending)
+            buffers.np["last_dones"][:] = self.last_episode_starts  # the last step's dones
             with th.inference_mode():
                 last_obs = (
                     self._write_obs(buffers, step)
-                    if buffers is not None and step < buffers.capacity
+                    if step < buffers.capacity
                     else obs_to_tensor(self.last_obs, self.device)
                 )
                 last_values = self.values_at(last_obs)
-        assert buffers is not None
-        buffers.write_outputs(step - len(pending[0]), *pending)
         buffers.tensors["last_values"].copy_(last_values.reshape(-1))
-        buffers.np["last_dones"][:] = self.last_episode_starts  # the last step's dones
         rollout = Rollout(**buffers.fields(step, self.device))
         if self._graph_steps:
             values, log_probs, entropy = zip(*self._graph_steps)
