@@ -329,6 +329,8 @@ class _Buffers:
         self.tensors: dict[str, Any] = {name: _map(array, th.from_numpy) for name, array in self.np.items()}
         #: Row t of the observation buffer as a tensor, made once (indexing a tensor costs a microsecond or two).
         self.obs_rows = [_map(self.tensors["observations"], lambda x, t=t: x[t]) for t in range(capacity)]
+        #: Row t of the action buffer, as a tensor (to copy the policy's actions in) and as an array (for the env).
+        self.action_rows = [(self.tensors["actions"][t], self.np["actions"][t]) for t in range(capacity)]
         self._cpu_fields: tuple[int, dict[str, Any]] | None = None
         self._output_rows: dict[str, tuple[Any, th.Tensor | None]] = {"values": (None, None), "log_probs": (None, None)}
 
@@ -501,7 +503,6 @@ class RolloutCollector:
         box = isinstance(policy.action_space, spaces.Box)
         low, high = (policy.action_space.low, policy.action_space.high) if box else (None, None)
         buffers = self._buffers
-        as_numpy = th.Tensor.numpy if self._on_cpu else lambda x: x.cpu().numpy()
         step = 0
         # The forward's values and log-probs are kept as tensors and written into the buffers once per
         # rollout (one stack per field, instead of a tensor-to-numpy conversion and a row write per step).
@@ -520,7 +521,9 @@ class RolloutCollector:
                 actions, values, log_probs = self.act(obs_row)
                 pending[0].append(values)
                 pending[1].append(log_probs)
-                actions_np = as_numpy(actions)
+                # One copy of the actions, into their buffer row, which the env then reads.
+                actions_row, actions_np = buffers.action_rows[step]
+                actions_row.copy_(actions)
                 env_actions = actions_np
                 if box:
                     if policy.squash_output:
@@ -534,8 +537,9 @@ class RolloutCollector:
                         "rewards": rewards,
                         "dones": dones,
                         "infos": infos,
-                        "actions": actions_np,
-                        "clipped_actions": env_actions,
+                        # Fresh arrays, as SB3's callbacks get them (the buffer row is rewritten next rollout).
+                        "actions": (actions_np := actions_np.copy()),
+                        "clipped_actions": env_actions if box else actions_np,
                         "values": values,
                         "log_probs": log_probs,
                         "n_steps": step,
@@ -551,7 +555,6 @@ class RolloutCollector:
                     if self.bootstrap_truncation:
                         rewards = self._bootstrap_truncated(rewards, ended, infos)
                 arrays = buffers.np
-                arrays["actions"][step] = actions_np
                 arrays["rewards"][step] = rewards
                 arrays["episode_starts"][step] = self.last_episode_starts
                 self.last_obs = new_obs
