@@ -133,6 +133,38 @@ def test_growing_buffers_store_the_values_and_log_probs_passed_to_on_step() -> N
     assert_outputs_stored_row_by_row(rollout, recorder)
 
 
+# -- actions ---------------------------------------------------------------------------------------
+
+
+class ActionRecorder:
+    """An ``on_step`` hook keeping the ``actions`` arrays it was given (not copies)."""
+
+    def __init__(self) -> None:
+        self.actions: list[np.ndarray] = []
+        self.clipped: list[np.ndarray] = []
+
+    def __call__(self, step: dict[str, Any]) -> bool:
+        self.actions.append(step["actions"])
+        self.clipped.append(step["clipped_actions"])
+        return True
+
+
+def test_rollout_stores_the_actions_and_callbacks_keep_fresh_arrays() -> None:
+    """The env reads the actions from their buffer row; a callback's arrays survive the next rollout."""
+    model = make_a2c().learn(N_ENVS * N_STEPS)
+    collector = model._collector
+    recorder = ActionRecorder()
+    rollout = collector.collect(N_STEPS, on_step=recorder)
+    kept = [a.copy() for a in recorder.actions]
+    for t, actions in enumerate(recorder.actions):
+        np.testing.assert_array_equal(rollout.actions[t].numpy(), actions)
+        assert recorder.clipped[t] is actions  # Discrete: the env got the same actions
+        assert not np.shares_memory(actions, rollout.actions.numpy())
+    collector.collect(N_STEPS)  # rewrites the buffer rows
+    for before, after in zip(kept, recorder.actions):
+        np.testing.assert_array_equal(before, after)
+
+
 # -- V(last obs) ------------------------------------------------------------------------------------
 
 
