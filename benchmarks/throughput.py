@@ -146,7 +146,21 @@ def instrument_pgplug(model: Any, timers: Timers) -> None:
     model.train = timers.wrap("update", model.train)
 
 
-def run_one(side: str, env_id: str, steps: int, seed: int, threads: int | None) -> dict[str, Any]:
+def step_observer() -> Any:
+    """A callback that looks at every step and changes nothing (``--callback``): the per-step callback
+    protocol (``update_locals``, ``on_step``) then runs, as it does under an EvalCallback."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class StepObserver(BaseCallback):
+        def _on_step(self) -> bool:
+            return self.locals["dones"] is not None
+
+    return StepObserver()
+
+
+def run_one(
+    side: str, env_id: str, steps: int, seed: int, threads: int | None, callback: bool = False
+) -> dict[str, Any]:
     """One timed run in this process: build, warm up, time ``learn(steps)``."""
     import torch as th
 
@@ -171,7 +185,7 @@ def run_one(side: str, env_id: str, steps: int, seed: int, threads: int | None) 
     model.learn(WARMUP_UPDATES * n_steps)
     timers.reset()
     start, start_cpu = time.perf_counter(), time.process_time()
-    model.learn(steps, reset_num_timesteps=False)
+    model.learn(steps, callback=step_observer() if callback else None, reset_num_timesteps=False)
     elapsed, elapsed_cpu = time.perf_counter() - start, time.process_time() - start_cpu
     env.close()
     return {
@@ -183,8 +197,12 @@ def run_one(side: str, env_id: str, steps: int, seed: int, threads: int | None) 
     }
 
 
-def run_subprocess(side: str, env_id: str, steps: int, seed: int, threads: int | None) -> dict[str, Any]:
+def run_subprocess(
+    side: str, env_id: str, steps: int, seed: int, threads: int | None, callback: bool = False
+) -> dict[str, Any]:
     command = [sys.executable, __file__, "--_run", side, "--env", env_id, "--steps", str(steps), "--seed", str(seed)]
+    if callback:
+        command.append("--callback")
     if threads:
         command += ["--threads", str(threads)]
     done = subprocess.run(command, capture_output=True, text=True)
@@ -193,18 +211,22 @@ def run_subprocess(side: str, env_id: str, steps: int, seed: int, threads: int |
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def benchmark(env_id: str, pairs: int, steps: int, seed: int, threads: int | None) -> None:
+def benchmark(env_id: str, pairs: int, steps: int, seed: int, threads: int | None, callback: bool = False) -> None:
     runs: dict[str, list[dict[str, Any]]] = {"sb3": [], "pgplug": []}
     for pair in range(pairs):
         for side in ("sb3", "pgplug") if pair % 2 == 0 else ("pgplug", "sb3"):
-            runs[side].append(run_subprocess(side, env_id, steps, seed, threads))
+            runs[side].append(run_subprocess(side, env_id, steps, seed, threads, callback))
         sb3, pg = runs["sb3"][-1], runs["pgplug"][-1]
         print(
-            f"  pair {pair + 1}: sb3 {sb3['steps_per_s']:6.0f} ({sb3['steps_per_cpu_s']:6.0f} per CPU s)  "
-            f"pgplug {pg['steps_per_s']:6.0f} ({pg['steps_per_cpu_s']:6.0f} per CPU s) steps/s",
+            f"  pair {pair + 1}: sb3 {sb3['steps_per_s']:6.0f} ({sb3['steps_per_cpu_s']:6.0f} per CPU s, "
+            f"other {100 * sb3['shares']['other']:4.1f}%)  pgplug {pg['steps_per_s']:6.0f} "
+            f"({pg['steps_per_cpu_s']:6.0f} per CPU s, other {100 * pg['shares']['other']:4.1f}%) steps/s",
             flush=True,
         )
-    print(f"{env_id}: median of {pairs} pairs, {steps} timed steps per run, torch threads {runs['sb3'][0]['threads']}")
+    print(
+        f"{env_id}: median of {pairs} pairs, {steps} timed steps per run, torch threads {runs['sb3'][0]['threads']}"
+        + (", a no-op per-step callback" if callback else "")
+    )
     for side in ("sb3", "pgplug"):
         shares = {part: statistics.median(r["shares"][part] for r in runs[side]) for part in runs[side][0]["shares"]}
         parts = "  ".join(f"{part} {100 * share:4.1f}%" for part, share in shares.items() if part != "timers")
@@ -228,15 +250,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch.set_num_threads for both sides (default 1; 0: torch's choice)"
     )
+    parser.add_argument(
+        "--callback", action="store_true", help="time learn() with a no-op per-step callback on both sides"
+    )
     parser.add_argument("--_run", choices=("sb3", "pgplug"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     env_ids = args.env or list(CONFIGS)
     if args._run:
         steps = args.steps or CONFIGS[env_ids[0]]["steps"]
-        print(json.dumps(run_one(args._run, env_ids[0], steps, args.seed, args.threads)))
+        print(json.dumps(run_one(args._run, env_ids[0], steps, args.seed, args.threads, args.callback)))
         return
     for env_id in env_ids:
-        benchmark(env_id, args.pairs, args.steps or CONFIGS[env_id]["steps"], args.seed, args.threads)
+        benchmark(env_id, args.pairs, args.steps or CONFIGS[env_id]["steps"], args.seed, args.threads, args.callback)
 
 
 if __name__ == "__main__":
