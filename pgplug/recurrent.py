@@ -15,7 +15,7 @@ import torch as th
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from sb3_contrib.common.recurrent.type_aliases import RNNStates
 
-from pgplug.rollout import Observation, RolloutCollector
+from pgplug.rollout import Observation, RolloutCollector, unchecked_distributions
 
 LSTM_STATES = "lstm_states"
 
@@ -53,7 +53,7 @@ class RecurrentRolloutCollector(RolloutCollector):
         return th.as_tensor(starts, dtype=th.float32, device=self.device)
 
     def act(self, obs: Observation) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
-        with th.inference_mode():
+        with th.inference_mode(), unchecked_distributions():
             actions, values, log_probs, states = self.policy.forward(
                 obs, self.lstm_states, self._episode_starts(self.last_episode_starts)
             )

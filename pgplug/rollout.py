@@ -112,6 +112,7 @@ def latents(policy: ActorCriticPolicy, obs: Observation) -> tuple[th.Tensor, th.
     return policy.mlp_extractor.forward_actor(features[0]), policy.mlp_extractor.forward_critic(features[1])
 
 
+_NOT_LISTED: Any = object()
 _plain_modules: weakref.WeakKeyDictionary[th.nn.Module, list[th.nn.Module] | None] = weakref.WeakKeyDictionary()
 
 
@@ -122,13 +123,13 @@ def set_training_mode(policy: BasePolicy, mode: bool) -> None:
     CartPole's MLP policy, and an update switches modes twice; the direct writes cost ~1 µs.
     The module list is taken once per policy (SB3 policies do not grow modules after construction).
     """
-    if policy not in _plain_modules:
+    modules = _plain_modules.get(policy, _NOT_LISTED)
+    if modules is _NOT_LISTED:
         modules = list(policy.modules())
         plain = type(policy).set_training_mode is BasePolicy.set_training_mode and all(
             type(module).train is th.nn.Module.train for module in modules
         )
-        _plain_modules[policy] = modules if plain else None
-    modules = _plain_modules[policy]
+        modules = _plain_modules[policy] = modules if plain else None
     if modules is None:
         policy.set_training_mode(mode)
         return
@@ -425,7 +426,8 @@ class RolloutCollector:
         # inference_mode: no autograd graph or version counters for a forward that is never differentiated.
         with th.inference_mode():
             if not runs_sb3_categorical(policy, "forward"):
-                return policy(obs)
+                with unchecked_distributions():
+                    return policy(obs)
             fused = FusedActorCritic.of(policy)
             if fused is not None:
                 logits, values = fused(policy.extract_features(obs))
@@ -446,10 +448,11 @@ class RolloutCollector:
             log_probs = categorical_log_prob(log_pmf, actions)
             entropy: th.Tensor | None = categorical_entropy(log_pmf)
         else:
-            distribution = policy._get_action_dist_from_latent(latent_pi)
-            actions = distribution.get_actions().detach()
-            log_probs, entropy = distribution.log_prob(actions), distribution.entropy()
-            actions = actions.reshape((-1, *policy.action_space.shape))
+            with unchecked_distributions():
+                distribution = policy._get_action_dist_from_latent(latent_pi)
+                actions = distribution.get_actions().detach()
+                log_probs, entropy = distribution.log_prob(actions), distribution.entropy()
+                actions = actions.reshape((-1, *policy.action_space.shape))
         self._graph_steps.append((values.flatten(), log_probs, entropy))
         return actions, values.detach(), log_probs.detach()
 
@@ -515,72 +518,69 @@ class RolloutCollector:
         # The forward's values and log-probs are kept as tensors and written into the buffers once per
         # rollout (one stack per field, instead of a tensor-to-numpy conversion and a row write per step).
         pending: tuple[list[th.Tensor], list[th.Tensor]] = ([], [])
-        with unchecked_distributions():
-            while step < limit:
-                if resample_noise_every and step % resample_noise_every == 0:
-                    policy.reset_noise(self.n_envs)
-                if buffers is None or step >= buffers.capacity:
-                    if buffers is not None:
-                        buffers.write_outputs(step - len(pending[0]), *pending)
-                        pending = ([], [])
-                    buffers = self._buffers_for(step, n_steps)
-                # The policy reads the observation from its buffer row: the step's one copy of it.
-                obs_row = self._write_obs(buffers, step)
-                actions, values, log_probs = self.act(obs_row)
-                pending[0].append(values)
-                pending[1].append(log_probs)
-                # One copy of the actions, into their buffer row, which the env then reads.
-                actions_row, actions_np = buffers.action_rows[step]
-                actions_row.copy_(actions)
-                env_actions = actions_np
-                if box:
-                    if policy.squash_output:
-                        env_actions = policy.unscale_action(env_actions)
-                    else:
-                        env_actions = np.clip(actions_np, low, high)
-                new_obs, rewards, dones, infos = env.step(env_actions)
-                if on_step is not None and not on_step(
-                    {
-                        "new_obs": new_obs,
-                        "rewards": rewards,
-                        "dones": dones,
-                        "infos": infos,
-                        # Fresh arrays, as SB3's callbacks get them (the buffer row is rewritten next rollout).
-                        "actions": (actions_np := actions_np.copy()),
-                        "clipped_actions": env_actions if box else actions_np,
-                        "values": values,
-                        "log_probs": log_probs,
-                        "n_steps": step,
-                    }
-                ):
-                    self._graph_steps = []
-                    return None
-                # count_nonzero: ndarray.any() goes through a Python wrapper, four times the cost.
-                if np.count_nonzero(dones):
-                    ended = np.flatnonzero(dones)
-                    if on_episodes_end is not None:
-                        on_episodes_end([infos[i] for i in ended], dones[ended])
-                    if self.bootstrap_truncation:
-                        rewards = self._bootstrap_truncated(rewards, ended, infos)
-                arrays = buffers.np
-                arrays["rewards"][step] = rewards
-                arrays["episode_starts"][step] = self.last_episode_starts
-                self.last_obs = new_obs
-                self.last_episode_starts = dones
-                step += 1
-                if stop_early is not None and stop_early(step, dones):
-                    break
-            assert buffers is not None
-            buffers.write_outputs(step - len(pending[0]), *pending)
-            buffers.np["last_dones"][:] = self.last_episode_starts  # the last step's dones
-            with th.inference_mode():
-                last_obs = (
-                    self._write_obs(buffers, step)
-                    if step < buffers.capacity
-                    else obs_to_tensor(self.last_obs, self.device)
-                )
-                # Written here, where the forward's code is still warm in the cache: a few microseconds less.
-                buffers.write_last_values(self.values_at(last_obs))
+        while step < limit:
+            if resample_noise_every and step % resample_noise_every == 0:
+                policy.reset_noise(self.n_envs)
+            if buffers is None or step >= buffers.capacity:
+                if buffers is not None:
+                    buffers.write_outputs(step - len(pending[0]), *pending)
+                    pending = ([], [])
+                buffers = self._buffers_for(step, n_steps)
+            # The policy reads the observation from its buffer row: the step's one copy of it.
+            obs_row = self._write_obs(buffers, step)
+            actions, values, log_probs = self.act(obs_row)
+            pending[0].append(values)
+            pending[1].append(log_probs)
+            # One copy of the actions, into their buffer row, which the env then reads.
+            actions_row, actions_np = buffers.action_rows[step]
+            actions_row.copy_(actions)
+            env_actions = actions_np
+            if box:
+                if policy.squash_output:
+                    env_actions = policy.unscale_action(env_actions)
+                else:
+                    env_actions = np.clip(actions_np, low, high)
+            new_obs, rewards, dones, infos = env.step(env_actions)
+            if on_step is not None and not on_step(
+                {
+                    "new_obs": new_obs,
+                    "rewards": rewards,
+                    "dones": dones,
+                    "infos": infos,
+                    # Fresh arrays, as SB3's callbacks get them (the buffer row is rewritten next rollout).
+                    "actions": (actions_np := actions_np.copy()),
+                    "clipped_actions": env_actions if box else actions_np,
+                    "values": values,
+                    "log_probs": log_probs,
+                    "n_steps": step,
+                }
+            ):
+                self._graph_steps = []
+                return None
+            # count_nonzero: ndarray.any() goes through a Python wrapper, four times the cost.
+            if np.count_nonzero(dones):
+                ended = np.flatnonzero(dones)
+                if on_episodes_end is not None:
+                    on_episodes_end([infos[i] for i in ended], dones[ended])
+                if self.bootstrap_truncation:
+                    rewards = self._bootstrap_truncated(rewards, ended, infos)
+            arrays = buffers.np
+            arrays["rewards"][step] = rewards
+            arrays["episode_starts"][step] = self.last_episode_starts
+            self.last_obs = new_obs
+            self.last_episode_starts = dones
+            step += 1
+            if stop_early is not None and stop_early(step, dones):
+                break
+        assert buffers is not None
+        buffers.write_outputs(step - len(pending[0]), *pending)
+        buffers.np["last_dones"][:] = self.last_episode_starts  # the last step's dones
+        with th.inference_mode():
+            last_obs = (
+                self._write_obs(buffers, step) if step < buffers.capacity else obs_to_tensor(self.last_obs, self.device)
+            )
+            # Written here, where the forward's code is still warm in the cache: a few microseconds less.
+            buffers.write_last_values(self.values_at(last_obs))
         rollout = Rollout(**buffers.fields(step, self.device))
         if self._graph_steps:
             values, log_probs, entropy = zip(*self._graph_steps)

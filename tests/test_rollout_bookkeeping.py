@@ -245,3 +245,27 @@ def test_is_success_of_ended_episodes_reaches_ep_success_buffer() -> None:
     outcomes = SuccessInfo.outcomes
     assert True in outcomes and False in outcomes and len(outcomes) < model._stats_window_size
     assert list(model.ep_success_buffer) == outcomes  # the ended episodes only, in env order
+
+
+# -- distributions' argument checks -------------------------------------------------------------------
+
+
+class ValidationRecorder(BaseCallback):
+    """Records whether torch.distributions validates arguments while the callback runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[bool] = set()
+
+    def _on_step(self) -> bool:
+        self.seen.add(th.distributions.Distribution._validate_args)
+        return True
+
+
+def test_callbacks_run_with_the_users_distribution_checks() -> None:
+    """The rollout turns argument checks off only around its own forward passes, not around callbacks."""
+    recorder = ValidationRecorder()
+    before = th.distributions.Distribution._validate_args
+    make_a2c().learn(2 * N_ENVS * N_STEPS, callback=recorder)
+    assert recorder.seen == {before}
+    assert th.distributions.Distribution._validate_args == before
