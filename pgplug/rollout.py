@@ -2,9 +2,11 @@
 
 One collector serves every algorithm (REINFORCE, A2C and each A3C worker). It does what SB3's
 ``OnPolicyAlgorithm.collect_rollouts`` does, with the same random draws, but leaner: the policy runs
-under ``torch.inference_mode``, each step is written once into preallocated buffers through numpy
-views (no per-step tensor allocations), torch.distributions' argument checks are off, and only the
-infos of the envs whose episode ended are visited. For policies with a real feature extractor (a
+under ``torch.inference_mode``; each step is written once into preallocated buffers (the
+observation and the actions into rows the policy and the env read, the forward's values and
+log-probs in one stack per rollout); torch.distributions' argument checks are off around the
+forward passes; only the infos of the envs whose episode ended are visited; and ``learn()``
+without callbacks skips the per-step callback protocol, which nothing would receive. For policies with a real feature extractor (a
 CNN), the forward passes are instead recorded with their autograd graph, which the update then
 differentiates rather than running the network again (:mod:`pgplug.rollout_graph`).
 """
