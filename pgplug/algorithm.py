@@ -334,19 +334,21 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
         silent = type(callback) is ConvertCallback and callback.callback is None
         if not silent:
             callback.on_rollout_start()
-        rollout = collector.collect(
-            n_steps,
-            on_step=None if silent else self._step_hook(callback),
-            on_episodes_end=self._update_info_buffer,
-            **kwargs,
-        )
-        self._last_obs = collector.last_obs  # type: ignore[assignment]
-        self._last_episode_starts = collector.last_episode_starts
+        try:
+            rollout = collector.collect(
+                n_steps,
+                on_step=None if silent else self._step_hook(callback),
+                on_episodes_end=self._update_info_buffer,
+                **kwargs,
+            )
+        finally:  # also when interrupted: the steps taken are counted and the env's state is kept
+            if silent:  # (on_step counts them otherwise)
+                self.num_timesteps += collector.env_steps_taken * self.n_envs
+            self._last_obs = collector.last_obs  # type: ignore[assignment]
+            self._last_episode_starts = collector.last_episode_starts
         if rollout is None:
             return None
-        if silent:
-            self.num_timesteps += rollout.n_steps * self.n_envs
-        else:
+        if not silent:
             callback.update_locals({"rollout": rollout})
             callback.on_rollout_end()
         return rollout

@@ -3,12 +3,12 @@
 One collector serves every algorithm (REINFORCE, A2C and each A3C worker). It does what SB3's
 ``OnPolicyAlgorithm.collect_rollouts`` does, with the same random draws, but leaner: the policy runs
 under ``torch.inference_mode``; each step is written once into preallocated buffers (the
-observation and the actions into rows the policy and the env read, the forward's values and
-log-probs in one stack per rollout); torch.distributions' argument checks are off around the
-forward passes; only the infos of the envs whose episode ended are visited; and ``learn()``
-without callbacks skips the per-step callback protocol, which nothing would receive. For policies with a real feature extractor (a
-CNN), the forward passes are instead recorded with their autograd graph, which the update then
-differentiates rather than running the network again (:mod:`pgplug.rollout_graph`).
+observation into the row the policy reads, the forward's actions, values and log-probs in one
+stack per rollout); torch.distributions' argument checks are off around the forward passes; only
+the infos of the envs whose episode ended are visited; and ``learn()`` without callbacks skips the
+per-step callback protocol, which nothing would receive. For policies with a real feature
+extractor (a CNN), the forward passes are instead recorded with their autograd graph, which the
+update then differentiates rather than running the network again (:mod:`pgplug.rollout_graph`).
 """
 
 from __future__ import annotations
@@ -23,11 +23,14 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.distributions import CategoricalDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.torch_layers import MlpExtractor
 from stable_baselines3.common.vec_env import VecEnv
 
 from pgplug.rollout_graph import ROLLOUT_GRAPH, RolloutGraph, can_reuse_rollout_graph
 
 Observation = th.Tensor | dict[str, th.Tensor]
+#: A rollout's per-step forward outputs, kept until written: (actions, values, log-probs).
+Outputs = tuple[list[th.Tensor], list[th.Tensor], list[th.Tensor]]
 StepHook = Callable[[dict[str, Any]], bool]
 
 
@@ -44,7 +47,10 @@ class unchecked_distributions:
         th.distributions.Distribution._validate_args = False  # what set_default_validate_args(False) sets
 
     def __exit__(self, *exc_info: object) -> None:
-        th.distributions.Distribution._validate_args = self._previous
+        # Only ever switched back on: with threads overlapping, restoring what each saw on entry could
+        # leave the checks off for good.
+        if self._previous:
+            th.distributions.Distribution._validate_args = True
 
 
 def obs_to_tensor(obs: np.ndarray | dict[str, np.ndarray], device: th.device) -> Observation:
@@ -170,7 +176,9 @@ class FusedActorCritic:
     @classmethod
     def _build(cls, policy: ActorCriticPolicy) -> FusedActorCritic | None:
         extractor = policy.mlp_extractor
-        pi, vf = getattr(extractor, "policy_net", None), getattr(extractor, "value_net", None)
+        if type(extractor) is not MlpExtractor:  # a subclass may compute its latents otherwise
+            return None
+        pi, vf = extractor.policy_net, extractor.value_net
         if not (
             policy.share_features_extractor and isinstance(pi, th.nn.Sequential) and isinstance(vf, th.nn.Sequential)
         ):
@@ -332,15 +340,15 @@ class _Buffers:
         self.tensors: dict[str, Any] = {name: _map(array, th.from_numpy) for name, array in self.np.items()}
         #: Row t of the observation buffer as a tensor, made once (indexing a tensor costs a microsecond or two).
         self.obs_rows = [_map(self.tensors["observations"], lambda x, t=t: x[t]) for t in range(capacity)]
-        #: Row t of the action buffer, as a tensor (to copy the policy's actions in) and as an array (for the env).
-        self.action_rows = [(self.tensors["actions"][t], self.np["actions"][t]) for t in range(capacity)]
         self._cpu_fields: tuple[int, dict[str, Any]] | None = None
         self._last_values_column = self.tensors["last_values"].view(-1, 1)
-        self._output_rows: dict[str, tuple[Any, th.Tensor | None]] = {"values": (None, None), "log_probs": (None, None)}
+        self._output_rows: dict[str, tuple[Any, th.Tensor | None]] = dict.fromkeys(
+            ("actions", "values", "log_probs"), (None, None)
+        )
 
-    def write_outputs(self, start: int, values: list[th.Tensor], log_probs: list[th.Tensor]) -> None:
-        """Write the forward's per-step ``values`` and ``log_probs`` into rows ``start, start + 1, ...``."""
-        for name, outputs in (("values", values), ("log_probs", log_probs)):
+    def write_outputs(self, start: int, outputs_by_field: Outputs) -> None:
+        """Write the forward's per-step actions, values and log-probs into rows ``start, start + 1, ...``."""
+        for name, outputs in zip(("actions", "values", "log_probs"), outputs_by_field):
             if not outputs:
                 continue
             first = outputs[0]
@@ -412,6 +420,8 @@ class RolloutCollector:
         self.last_obs: np.ndarray | dict[str, np.ndarray] | None = None
         self.last_episode_starts = np.ones(self.n_envs, dtype=bool)
         self._buffers: _Buffers | None = None
+        #: Env steps (per env) the last ``collect`` took, kept up to date should it be interrupted.
+        self.env_steps_taken = 0
         #: Keep each step's forward pass with its autograd graph for the update (pgplug.rollout_graph): asked
         #: for by algorithms that update once per rollout, done where the policy allows it.
         self.keep_graph = keep_graph and can_reuse_rollout_graph(policy)
@@ -465,7 +475,12 @@ class RolloutCollector:
         SB3's ``predict_values``), so V(last obs) is computed as the rollout's values were.
         """
         policy = self.policy
-        if env_index is None and type(policy).predict_values is ActorCriticPolicy.predict_values:
+        if (
+            env_index is None
+            and type(policy).predict_values is ActorCriticPolicy.predict_values
+            # predict_values runs BasePolicy.extract_features, which the fused path's extract_features is
+            and type(policy).extract_features is ActorCriticPolicy.extract_features
+        ):
             fused = FusedActorCritic.of(policy)
             if fused is not None:
                 return fused(policy.extract_features(obs))[1]
@@ -504,6 +519,7 @@ class RolloutCollector:
         a step where episodes ended, ``on_episodes_end`` gets the infos and dones of those envs only
         (SB3's ``_update_info_buffer`` arguments, without visiting every env's info).
         """
+        self.env_steps_taken = 0
         assert self.last_obs is not None, "reset the env and set last_obs before collecting"
         policy, env = self.policy, self.env
         set_training_mode(policy, False)
@@ -516,26 +532,27 @@ class RolloutCollector:
         box = isinstance(policy.action_space, spaces.Box)
         low, high = (policy.action_space.low, policy.action_space.high) if box else (None, None)
         buffers = self._buffers
+        as_numpy = th.Tensor.numpy if self._on_cpu else lambda x: x.cpu().numpy()
         step = 0
-        # The forward's values and log-probs are kept as tensors and written into the buffers once per
-        # rollout (one stack per field, instead of a tensor-to-numpy conversion and a row write per step).
-        pending: tuple[list[th.Tensor], list[th.Tensor]] = ([], [])
+        # The forward's actions, values and log-probs are kept as tensors and written into the buffers
+        # once per rollout (one stack per field, instead of a row write per step).
+        pending: Outputs = ([], [], [])
         while step < limit:
             if resample_noise_every and step % resample_noise_every == 0:
                 policy.reset_noise(self.n_envs)
             if buffers is None or step >= buffers.capacity:
                 if buffers is not None:
-                    buffers.write_outputs(step - len(pending[0]), *pending)
-                    pending = ([], [])
+                    buffers.write_outputs(step - len(pending[0]), pending)
+                    pending = ([], [], [])
                 buffers = self._buffers_for(step, n_steps)
             # The policy reads the observation from its buffer row: the step's one copy of it.
             obs_row = self._write_obs(buffers, step)
             actions, values, log_probs = self.act(obs_row)
-            pending[0].append(values)
-            pending[1].append(log_probs)
-            # One copy of the actions, into their buffer row, which the env then reads.
-            actions_row, actions_np = buffers.action_rows[step]
-            actions_row.copy_(actions)
+            pending[0].append(actions)
+            pending[1].append(values)
+            pending[2].append(log_probs)
+            # A fresh array each step, as SB3 gives the env and the callbacks (it views the new actions tensor).
+            actions_np = as_numpy(actions)
             env_actions = actions_np
             if box:
                 if policy.squash_output:
@@ -543,15 +560,15 @@ class RolloutCollector:
                 else:
                     env_actions = np.clip(actions_np, low, high)
             new_obs, rewards, dones, infos = env.step(env_actions)
+            self.env_steps_taken = step + 1
             if on_step is not None and not on_step(
                 {
                     "new_obs": new_obs,
                     "rewards": rewards,
                     "dones": dones,
                     "infos": infos,
-                    # Fresh arrays, as SB3's callbacks get them (the buffer row is rewritten next rollout).
-                    "actions": (actions_np := actions_np.copy()),
-                    "clipped_actions": env_actions if box else actions_np,
+                    "actions": actions_np,
+                    "clipped_actions": env_actions,
                     "values": values,
                     "log_probs": log_probs,
                     "n_steps": step,
@@ -575,7 +592,7 @@ class RolloutCollector:
             if stop_early is not None and stop_early(step, dones):
                 break
         assert buffers is not None
-        buffers.write_outputs(step - len(pending[0]), *pending)
+        buffers.write_outputs(step - len(pending[0]), pending)
         buffers.np["last_dones"][:] = self.last_episode_starts  # the last step's dones
         with th.inference_mode():
             last_obs = (

@@ -4,18 +4,23 @@ callbacks skipping the per-step callback protocol with nothing observable change
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch as th
+from stable_baselines3 import A2C as SB3A2C
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import MlpExtractor
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from pgplug import A2C
-from pgplug.rollout import Rollout, RolloutCollector
+from pgplug.rollout import Rollout, RolloutCollector, unchecked_distributions
 
 N_ENVS = 4
 N_STEPS = 5
@@ -150,7 +155,7 @@ class ActionRecorder:
 
 
 def test_rollout_stores_the_actions_and_callbacks_keep_fresh_arrays() -> None:
-    """The env reads the actions from their buffer row; a callback's arrays survive the next rollout."""
+    """The rollout stores the actions the env got; the arrays a callback got survive the next rollout."""
     model = make_a2c().learn(N_ENVS * N_STEPS)
     collector = model._collector
     recorder = ActionRecorder()
@@ -269,3 +274,247 @@ def test_callbacks_run_with_the_users_distribution_checks() -> None:
     make_a2c().learn(2 * N_ENVS * N_STEPS, callback=recorder)
     assert recorder.seen == {before}
     assert th.distributions.Distribution._validate_args == before
+
+
+# -- review regressions: fresh env actions, custom critics, threads, interrupted learn() ----------------
+
+
+class ActionKeeper(gym.Env):
+    """Keeps every action array it is given (as an env recording its history may), and a copy taken on arrival."""
+
+    def __init__(self, action_space: gym.spaces.Space) -> None:
+        self.observation_space = gym.spaces.Box(-1, 1, (3,), np.float32)
+        self.action_space = action_space
+        self.kept: list[np.ndarray] = []
+        self.copies: list[np.ndarray] = []
+        self.t = 0
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(3, np.float32), {}
+
+    def step(self, action: np.ndarray):
+        self.kept.append(action)  # the array object itself
+        self.copies.append(action.copy())
+        self.t += 1
+        return np.full(3, self.t / 100, np.float32), 0.0, self.t >= 50, False, {}
+
+
+@pytest.mark.parametrize(
+    "action_space",
+    [gym.spaces.MultiDiscrete([3, 4]), gym.spaces.MultiBinary(2)],
+    ids=["multidiscrete", "multibinary"],
+)
+def test_env_gets_fresh_action_arrays_that_later_steps_leave_alone(action_space: gym.spaces.Space) -> None:
+    """The env's action arrays are not rows of a buffer the next rollout rewrites (as SB3: a new array per step)."""
+    n_rollouts = 4
+    env = make_vec_env(lambda: ActionKeeper(action_space), n_envs=N_ENVS, seed=0)
+    make_a2c(env).learn(n_rollouts * N_ENVS * N_STEPS, callback=None)
+    for i, monitored in enumerate(env.envs):
+        keeper = monitored.unwrapped
+        assert len(keeper.kept) == n_rollouts * N_STEPS
+        assert len({copy.tobytes() for copy in keeper.copies}) > 1  # actions vary: an overwritten one would show
+        for t, (kept, copy) in enumerate(zip(keeper.kept, keeper.copies)):
+            np.testing.assert_array_equal(kept, copy, err_msg=f"env {i}, step {t}")
+
+
+class ShiftedCriticExtractor(MlpExtractor):
+    """SB3's MLP extractor with a critic that is not ``value_net(features)``."""
+
+    def forward_critic(self, features: th.Tensor) -> th.Tensor:
+        return self.value_net(features) + 1.0
+
+
+class ShiftedCriticNetwork(th.nn.Module):
+    """SB3's documented custom network (``policy_net`` / ``value_net`` Sequentials), critic shifted likewise."""
+
+    def __init__(self, feature_dim: int) -> None:
+        super().__init__()
+        self.latent_dim_pi = self.latent_dim_vf = 16
+        self.policy_net = th.nn.Sequential(th.nn.Linear(feature_dim, 16), th.nn.ReLU())
+        self.value_net = th.nn.Sequential(th.nn.Linear(feature_dim, 16), th.nn.ReLU())
+
+    def forward(self, features: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        return self.forward_actor(features), self.forward_critic(features)
+
+    def forward_actor(self, features: th.Tensor) -> th.Tensor:
+        return self.policy_net(features)
+
+    def forward_critic(self, features: th.Tensor) -> th.Tensor:
+        return self.value_net(features) + 1.0
+
+
+class ShiftedExtractorPolicy(ActorCriticPolicy):
+    def _build_mlp_extractor(self) -> None:
+        self.mlp_extractor = ShiftedCriticExtractor(
+            self.features_dim, net_arch=self.net_arch, activation_fn=self.activation_fn, device=self.device
+        )
+
+
+class ShiftedNetworkPolicy(ActorCriticPolicy):
+    def _build_mlp_extractor(self) -> None:
+        self.mlp_extractor = ShiftedCriticNetwork(self.features_dim)
+
+
+class HalvedObservationPolicy(ActorCriticPolicy):
+    """Transforms the observation on the forward path (``predict_values`` runs BasePolicy's, without it)."""
+
+    def extract_features(self, obs: th.Tensor, features_extractor: Any = None) -> Any:
+        return super().extract_features(obs * 0.5, features_extractor)
+
+
+def learned_collector(policy_class: type[ActorCriticPolicy], env_id: str) -> RolloutCollector:
+    env = make_vec_env(env_id, n_envs=N_ENVS, seed=0)
+    model = A2C(policy_class, env, n_steps=N_STEPS, seed=0, device="cpu").learn(2 * N_ENVS * N_STEPS)
+    return model._collector
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
+@pytest.mark.parametrize("policy_class", [ShiftedExtractorPolicy, ShiftedNetworkPolicy])
+def test_values_and_last_values_run_a_custom_critic(policy_class: type[ActorCriticPolicy], env_id: str) -> None:
+    collector = learned_collector(policy_class, env_id)
+    policy = collector.policy
+    rollout = collector.collect(N_STEPS)
+    assert_last_values(rollout, collector)
+    with th.no_grad():
+        for t in range(rollout.n_steps):
+            _, values, _ = policy(rollout.observations[t])  # SB3's forward, through the custom critic
+            th.testing.assert_close(rollout.values[t], values.reshape(-1), rtol=1e-6, atol=1e-6)
+        # The shift matters: the critic's Sequential alone (what a fused copy of it computes) gives other values.
+        features = policy.extract_features(th.as_tensor(collector.last_obs))
+        unshifted = policy.value_net(policy.mlp_extractor.value_net(features)).reshape(-1)
+    assert not th.allclose(rollout.last_values, unshifted, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
+def test_last_values_of_a_policy_with_its_own_extract_features_are_predict_values(env_id: str) -> None:
+    collector = learned_collector(HalvedObservationPolicy, env_id)
+    policy = collector.policy
+    rollout = collector.collect(N_STEPS)
+    assert_last_values(rollout, collector)
+    with th.no_grad():  # the override matters: through it (as the forward runs) V(last obs) would differ
+        features = policy.extract_features(th.as_tensor(collector.last_obs))
+        through_override = policy.value_net(policy.mlp_extractor.forward_critic(features)).reshape(-1)
+    assert not th.allclose(rollout.last_values, through_override, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        ("A enters", "B enters", "A exits", "B exits"),
+        ("A enters", "B enters", "B exits", "A exits"),
+    ],
+    ids=["first-in-first-out", "last-in-first-out"],
+)
+@pytest.mark.parametrize("checks_before", [True, False], ids=["checks-on", "checks-off"])
+def test_overlapping_unchecked_distributions_in_threads_leave_the_checks_as_they_were(
+    order: tuple[str, ...], checks_before: bool
+) -> None:
+    """Two threads' ``unchecked_distributions`` overlap in a set order; afterwards the user's setting holds."""
+    turns = [threading.Event() for _ in range(len(order) + 1)]
+    inside: dict[str, bool] = {}
+
+    def take_turn(step: str) -> None:
+        assert turns[order.index(step)].wait(timeout=10), f"{step}: never its turn"
+
+    def end_turn(step: str) -> None:
+        turns[order.index(step) + 1].set()
+
+    def thread(name: str) -> None:
+        take_turn(f"{name} enters")
+        with unchecked_distributions():
+            inside[name] = th.distributions.Distribution._validate_args
+            end_turn(f"{name} enters")
+            take_turn(f"{name} exits")
+        end_turn(f"{name} exits")
+
+    th.distributions.Distribution.set_default_validate_args(checks_before)
+    try:
+        threads = [threading.Thread(target=thread, args=(name,)) for name in "AB"]
+        for t in threads:
+            t.start()
+        turns[0].set()
+        for t in threads:
+            t.join(timeout=10)
+        assert not any(t.is_alive() for t in threads) and turns[-1].is_set()
+        assert inside == {"A": False, "B": False}  # off inside each
+        assert th.distributions.Distribution._validate_args is checks_before
+    finally:
+        th.distributions.Distribution.set_default_validate_args(True)
+
+
+def test_predict_from_several_threads_leaves_the_distribution_checks_on() -> None:
+    """The reviewer's case, as a smoke test: overlaps here are up to the scheduler (the test above fixes them)."""
+    model = A2C("MlpPolicy", "Pendulum-v1", seed=0, device="cpu")
+    obs = np.zeros((1, 3), np.float32)
+    assert th.distributions.Distribution._validate_args is True
+
+    def predict_many() -> None:
+        for _ in range(300):
+            model.predict(obs)
+
+    try:
+        threads = [threading.Thread(target=predict_many) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert th.distributions.Distribution._validate_args is True
+    finally:
+        th.distributions.Distribution.set_default_validate_args(True)
+
+
+class EnvCrashed(Exception):
+    pass
+
+
+class RaiseAtStep(gym.Wrapper):
+    """Raises ``error`` at the ``at``-th ``step`` call counted over all envs sharing ``calls``."""
+
+    def __init__(self, env: gym.Env, calls: list[int], at: int, error: type[BaseException]) -> None:
+        super().__init__(env)
+        self.calls, self.at, self.error = calls, at, error
+
+    def step(self, action: Any):
+        self.calls[0] += 1
+        if self.calls[0] == self.at:
+            raise self.error
+        return self.env.step(action)
+
+
+class LastStepRecorder(VecEnvWrapper):
+    """Keeps copies of the observations and dones the vec env returned at its last completed step."""
+
+    def reset(self) -> np.ndarray:
+        return self.venv.reset()
+
+    def step_wait(self):
+        obs, rewards, dones, infos = self.venv.step_wait()
+        self.last_obs, self.last_dones = obs.copy(), dones.copy()
+        return obs, rewards, dones, infos
+
+
+# Mid-rollout: 12 vec steps completed (two rollouts and two steps), the 13th interrupted at its 3rd env.
+INTERRUPTED_AT = 12 * N_ENVS + 3
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, EnvCrashed])
+@pytest.mark.parametrize("with_callback", [False, True], ids=["callback=None", "counting-callback"])
+def test_interrupted_learn_counts_the_steps_taken_as_sb3(error: type[BaseException], with_callback: bool) -> None:
+    models: dict[str, Any] = {}
+    for name, algorithm in (("pgplug", A2C), ("sb3", SB3A2C)):
+        env = LastStepRecorder(
+            make_env(wrapper_class=RaiseAtStep, wrapper_kwargs={"calls": [0], "at": INTERRUPTED_AT, "error": error})
+        )
+        model = algorithm("MlpPolicy", env, n_steps=N_STEPS, seed=0, device="cpu")
+        with pytest.raises(error):
+            model.learn(TOTAL_TIMESTEPS, callback=CountingCallback() if with_callback else None)
+        assert model.env is env
+        np.testing.assert_array_equal(model._last_obs, env.last_obs, err_msg=name)
+        np.testing.assert_array_equal(model._last_episode_starts, env.last_dones, err_msg=name)
+        models[name] = model
+
+    pgplug_model, sb3_model = models["pgplug"], models["sb3"]
+    assert pgplug_model.num_timesteps == sb3_model.num_timesteps == 12 * N_ENVS
+    np.testing.assert_array_equal(pgplug_model._last_obs, sb3_model._last_obs)  # the same draws, the same states
