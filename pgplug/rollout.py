@@ -31,6 +31,7 @@ from pgplug.rollout_graph import ROLLOUT_GRAPH, RolloutGraph, can_reuse_rollout_
 Observation = th.Tensor | dict[str, th.Tensor]
 #: A rollout's per-step forward outputs, kept until written: (actions, values, log-probs).
 Outputs = tuple[list[th.Tensor], list[th.Tensor], list[th.Tensor]]
+_OUTPUT_FIELDS = ("actions", "values", "log_probs")
 StepHook = Callable[[dict[str, Any]], bool]
 
 
@@ -342,25 +343,28 @@ class _Buffers:
         self.obs_rows = [_map(self.tensors["observations"], lambda x, t=t: x[t]) for t in range(capacity)]
         self._cpu_fields: tuple[int, dict[str, Any]] | None = None
         self._last_values_column = self.tensors["last_values"].view(-1, 1)
-        self._output_rows: dict[str, tuple[Any, th.Tensor | None]] = dict.fromkeys(
-            ("actions", "values", "log_probs"), (None, None)
-        )
+        self._output_rows: dict[str, tuple[Any, Any]] = dict.fromkeys(_OUTPUT_FIELDS, (None, None))
 
     def write_outputs(self, start: int, outputs_by_field: Outputs) -> None:
-        """Write the forward's per-step actions, values and log-probs into rows ``start, start + 1, ...``."""
-        for name, outputs in zip(("actions", "values", "log_probs"), outputs_by_field):
+        """Write the forward's per-step actions, values and log-probs into rows ``start, start + 1, ...``.
+
+        One ``cat`` per field into the rows viewed as ``[steps·N, ...]`` (a ``stack`` is that ``cat`` plus a
+        view per step).
+        """
+        for name, outputs in zip(_OUTPUT_FIELDS, outputs_by_field):
             if not outputs:
                 continue
             first = outputs[0]
             key = (start, len(outputs), first.shape)
-            if self._output_rows[name][0] != key:  # the rows, shaped as the stacked outputs (made once for A2C)
+            cached_key, rows = self._output_rows[name]
+            if cached_key != key:  # made once for A2C, whose rollouts all start at 0 and have n_steps rows
                 rows = self.tensors[name][start : start + len(outputs)]
-                self._output_rows[name] = (key, rows.view(len(outputs), *first.shape))
-            rows = self._output_rows[name][1]
-            if (first.device, first.dtype) == (rows.device, rows.dtype):
-                th.stack(outputs, out=rows)
+                rows = rows.view(len(outputs) * first.shape[0], *first.shape[1:])
+                self._output_rows[name] = (key, rows)
+            if first.is_cpu and first.dtype is rows.dtype:
+                th.cat(outputs, out=rows)
             else:
-                rows.copy_(th.stack(outputs).reshape(rows.shape))
+                rows.copy_(th.cat(outputs).reshape(rows.shape))
 
     def write_last_values(self, values: th.Tensor) -> None:
         """Write V(last obs), shaped ``[N]`` or ``[N, 1]`` (as ``predict_values`` gives it)."""
@@ -592,14 +596,14 @@ class RolloutCollector:
             if stop_early is not None and stop_early(step, dones):
                 break
         assert buffers is not None
-        buffers.write_outputs(step - len(pending[0]), pending)
         buffers.np["last_dones"][:] = self.last_episode_starts  # the last step's dones
         with th.inference_mode():
             last_obs = (
                 self._write_obs(buffers, step) if step < buffers.capacity else obs_to_tensor(self.last_obs, self.device)
             )
-            # Written here, where the forward's code is still warm in the cache: a few microseconds less.
+            # Written here, where torch's code is still warm in the cache from the forward: microseconds less.
             buffers.write_last_values(self.values_at(last_obs))
+            buffers.write_outputs(step - len(pending[0]), pending)
         rollout = Rollout(**buffers.fields(step, self.device))
         if self._graph_steps:
             values, log_probs, entropy = zip(*self._graph_steps)
