@@ -89,6 +89,17 @@ FUNCTIONAL_CASES: dict[str, tuple[type[th.optim.Optimizer], dict[str, Any]]] = {
 }
 
 
+def step_both(
+    net_a: nn.Sequential, opt_a: th.optim.Optimizer, net_b: nn.Sequential, opt_b: th.optim.Optimizer, step: int
+) -> None:
+    """One step with the same gradients: torch's ``step()`` on ``net_a``, ``optimizer_step`` on ``net_b``."""
+    grads = random_grads(net_a, step)
+    attach(net_a, grads)
+    opt_a.step()
+    attach(net_b, grads)
+    optimizer_step(opt_b)
+
+
 def step_side_by_side(cls: type[th.optim.Optimizer], kwargs: dict[str, Any]) -> Iterator[tuple[int, int]]:
     """Steps two identical nets with identical gradients, torch's ``step()`` vs ``optimizer_step``,
     checking they stay bitwise equal; yields (step, how often ``optimizer_step`` fell back to ``step()``)."""
@@ -96,11 +107,7 @@ def step_side_by_side(cls: type[th.optim.Optimizer], kwargs: dict[str, Any]) -> 
     opt_a, opt_b = cls(net_a.parameters(), lr=0.01, **kwargs), cls(net_b.parameters(), lr=0.01, **kwargs)
     with counting_step_calls(opt_b) as calls:
         for step in range(N_STEPS):
-            grads = random_grads(net_a, step)
-            attach(net_a, grads)
-            opt_a.step()
-            attach(net_b, grads)
-            optimizer_step(opt_b)
+            step_both(net_a, opt_a, net_b, opt_b, step)
             assert_same(net_a, net_b, opt_a, opt_b)
             yield step, calls[0]
     assert not th.equal(net_a[0].weight, make_net()[0].weight)  # the steps did move the parameters
@@ -172,11 +179,7 @@ def test_step_hooks_make_it_fall_back_to_step(register: Callable[..., Callable[[
     remove = register(opt_b, lambda: hook_calls.__setitem__(0, hook_calls[0] + 1))
     try:
         for step in range(N_STEPS):
-            grads = random_grads(net_a, step)
-            attach(net_a, grads)
-            opt_a.step()
-            attach(net_b, grads)
-            optimizer_step(opt_b)
+            step_both(net_a, opt_a, net_b, opt_b, step)
             assert hook_calls[0] == step + 1
             assert_same(net_a, net_b, opt_a, opt_b)
     finally:
