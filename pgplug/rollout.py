@@ -3,8 +3,8 @@
 One collector serves every algorithm (REINFORCE, A2C and each A3C worker). It does what SB3's
 ``OnPolicyAlgorithm.collect_rollouts`` does, with the same random draws, but leaner: the policy runs
 under ``torch.inference_mode``; each step is written once into preallocated buffers (the
-observation into the row the policy reads, the forward's actions, values and log-probs in one
-stack per rollout); torch.distributions' argument checks are off around the forward passes; only
+observation into the row the policy reads, the forward's actions, values and log-probs with one
+``cat`` per field per rollout); torch.distributions' argument checks are off around the forward passes; only
 the infos of the envs whose episode ended are visited; and ``learn()`` without callbacks skips the
 per-step callback protocol, which nothing would receive. For policies with a real feature
 extractor (a CNN), the forward passes are instead recorded with their autograd graph, which the
@@ -539,7 +539,7 @@ class RolloutCollector:
         as_numpy = th.Tensor.numpy if self._on_cpu else lambda x: x.cpu().numpy()
         step = 0
         # The forward's actions, values and log-probs are kept as tensors and written into the buffers
-        # once per rollout (one stack per field, instead of a row write per step).
+        # once per rollout (one cat per field, instead of a row write per step).
         pending: Outputs = ([], [], [])
         while step < limit:
             if resample_noise_every and step % resample_noise_every == 0:
