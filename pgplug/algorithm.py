@@ -35,7 +35,7 @@ from pgplug.errors import DivergedError, IncompatibleEstimatorError, PgplugError
 from pgplug.estimator import Estimator, check_gamma, make_estimator
 from pgplug.loss import LossTerms, policy_gradient_loss
 from pgplug.optim import optimizer_step, prefer_foreach
-from pgplug.plugin_host import get_host
+from pgplug.plugin_host import call_hook, get_host
 from pgplug.rollout import Rollout, RolloutCollector, set_training_mode, unchecked_distributions
 
 SelfAlgorithm = TypeVar("SelfAlgorithm", bound="PolicyGradientAlgorithm")
@@ -393,7 +393,7 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
             self.logger.record(key, value)
         if hasattr(policy, "log_std"):
             self.logger.record("train/std", th.exp(policy.log_std).mean().item())
-        get_host().pm.hook.pgplug_after_update(algorithm=self, metrics=metrics)
+        call_hook("pgplug_after_update", algorithm=self, metrics=metrics)
         return metrics
 
     def _parameters(self) -> list[th.nn.Parameter]:
@@ -453,7 +453,6 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
             total_timesteps, callback, reset_num_timesteps, tb_log_name or self.name.upper(), progress_bar
         )
         callback.on_training_start(locals(), globals())
-        hook = get_host().pm.hook
         while self.num_timesteps < total_timesteps:
             rollout = self.collect_rollout(callback)
             if rollout is None:
@@ -463,8 +462,7 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
             if log_interval and iteration % log_interval == 0:
                 self.dump_logs(iteration)
             self.estimate(rollout)
-            if hook.pgplug_after_rollout.get_hookimpls():  # a hook call costs microseconds even with no plugin
-                hook.pgplug_after_rollout(algorithm=self, rollout=rollout)
+            call_hook("pgplug_after_rollout", algorithm=self, rollout=rollout)
             self.train(rollout)
         callback.on_training_end()
         return self
