@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 
     from pgplug import A3C  # type: ignore[attr-defined]
-    from pgplug.envs import EnvSpec
+    from pgplug.runtime.envs import EnvSpec
 
     th.set_num_threads(1)  # the main process logs and evaluates; the workers do the training
     args.out.mkdir(parents=True, exist_ok=True)

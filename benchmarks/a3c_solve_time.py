@@ -36,7 +36,7 @@ ZOO_CARTPOLE = {"ent_coef": 0.0, "learning_rate": 7e-4}
 def a3c_model(seed: int, overrides: list[str]) -> Any:
     """A3C as ``pgplug train --algo a3c --env CartPole-v1 --hyperparams ...`` would build it."""
     from pgplug import A3C  # type: ignore[attr-defined]
-    from pgplug.config import builtin_config_path, load_config_file, parse_assignments, prepare, select_entry
+    from pgplug.interop.config import builtin_config_path, load_config_file, parse_assignments, prepare, select_entry
 
     path = builtin_config_path("a3c")
     assert path is not None

@@ -30,10 +30,10 @@ from rich.console import Console
 from rich.table import Table
 
 import pgplug
-from pgplug import config as cfg
-from pgplug.bc import clone_expert
-from pgplug.envs import EnvSpec
-from pgplug.evaluation import evaluate
+from pgplug.interop import config as cfg
+from pgplug.interop.bc import clone_expert
+from pgplug.interop.evaluation import evaluate
+from pgplug.runtime.envs import EnvSpec
 
 ENV_ID = "CartPole-v1"
 

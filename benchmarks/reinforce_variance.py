@@ -35,10 +35,10 @@ from rich.table import Table
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 
-from pgplug.estimator import make_estimator
+from pgplug.contracts.registries import make_estimator
+from pgplug.contracts.rollout import Rollout
 from pgplug.plugins.estimator_math import reward_to_go
 from pgplug.plugins.reinforce import REINFORCE
-from pgplug.rollout import Rollout
 
 ENV_ID = "CartPole-v1"
 ESTIMATORS = ("full_return", "reward_to_go", "baseline")

@@ -136,7 +136,7 @@ def instrument_sb3(model: Any, timers: Timers) -> None:
 
 
 def instrument_pgplug(model: Any, timers: Timers) -> None:
-    from pgplug.rollout import RolloutCollector
+    from pgplug.runtime.collector import RolloutCollector
 
     model.env.step = timers.wrap("env", model.env.step)
     RolloutCollector.act = timers.wrap("forward", RolloutCollector.act)  # type: ignore[method-assign]

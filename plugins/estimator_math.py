@@ -1,7 +1,7 @@
 """The advantage estimators as pure functions over time-major tensors (``[T, N]``).
 
 Every function takes ``dones[t] = 1`` where step t ended an episode (see
-:func:`pgplug.estimator.episode_ends`), so episode boundaries inside a rollout, the rollout's end
+:func:`pgplug.contracts.estimator.episode_ends`), so episode boundaries inside a rollout, the rollout's end
 (bootstrap from ``last_values``) and time-limit truncations (the reward already carries γ·V) are
 handled in one place. The formulas are in design.md §2 and docs/estimators.md.
 """

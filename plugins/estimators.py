@@ -9,10 +9,11 @@ import numbers
 
 import numpy as np
 
+from pgplug.contracts.estimator import Estimate, Estimator, episode_ends
 from pgplug.errors import PgplugError
-from pgplug.estimator import Estimate, Estimator, check_unit_interval, episode_ends
-from pgplug.hookspecs import hookimpl
+from pgplug.plugin.hookspecs import hookimpl
 from pgplug.plugins import estimator_math as math
+from pgplug.validation import check_unit_interval
 
 
 class FullReturn(Estimator):

@@ -21,10 +21,11 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
-from pgplug.algorithm import PolicyGradientAlgorithm, check_positive_int
-from pgplug.estimator import Estimator, episode_ends
-from pgplug.hookspecs import hookimpl
-from pgplug.rollout import Rollout
+from pgplug.contracts.estimator import Estimator, episode_ends
+from pgplug.contracts.rollout import Rollout
+from pgplug.plugin.hookspecs import hookimpl
+from pgplug.runtime.algorithm import PolicyGradientAlgorithm
+from pgplug.validation import check_positive_int
 
 
 def complete_episode_mask(

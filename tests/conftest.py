@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from pgplug.plugin_host import PluginHost, get_host, reset_host
+from pgplug.contracts.registries import Host as PluginHost
+from pgplug.contracts.registries import get_host, reset_host
 
 # The suite runs on 2 shared cores: one torch thread per process avoids oversubscription (and A3C
 # workers set the same for themselves).

@@ -272,7 +272,7 @@ def test_refuses_cnn_policy_on_vector_observations() -> None:
 
 def test_fused_step_forward_matches_the_policy() -> None:
     """The block-diagonal actor-critic forward of the rollout loop equals SB3's own modules, and follows updates."""
-    from pgplug.rollout import FusedActorCritic
+    from pgplug.fast.fused_mlp import FusedActorCritic
 
     model = pgplug.A2C("MlpPolicy", "CartPole-v1", seed=0, policy_kwargs={"net_arch": {"pi": [32, 16], "vf": [8, 24]}})
     policy = model.policy

@@ -27,9 +27,9 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import KVWriter, Logger
 
 from pgplug import A2C, A3C
-from pgplug.envs import EnvSpec
 from pgplug.errors import IncompatibleEstimatorError, PgplugError
-from pgplug.plugins.a3c_backends import WorkerFailed
+from pgplug.plugins.a3c.backends import WorkerFailed
+from pgplug.runtime.envs import EnvSpec
 
 # ------------------------------------------------------------------------------------------------
 # Fixtures and helpers

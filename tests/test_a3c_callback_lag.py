@@ -19,8 +19,8 @@ from a3c_helpers import MARK_VARIABLE, cartpole_reporting_mark, deadline
 from stable_baselines3.common.callbacks import BaseCallback
 
 from pgplug import A3C
-from pgplug.plugins.a3c_backends import SerialBackend, WorkerFailed
-from pgplug.plugins.a3c_worker import SharedState, WorkerSpec
+from pgplug.plugins.a3c.backends import SerialBackend, WorkerFailed
+from pgplug.plugins.a3c.worker import SharedState, WorkerSpec
 
 N_WORKERS, N_ENVS, T_MAX = 2, 4, 5
 ROLLOUT = N_ENVS * T_MAX  # env steps one worker update adds to the shared counter

@@ -13,16 +13,16 @@ from sb3_contrib import RecurrentPPO
 from stable_baselines3.common.env_util import make_vec_env
 
 import pgplug
-from pgplug.bc import (
+from pgplug.errors import PgplugError
+from pgplug.interop.bc import (
     ExpertDataset,
     behavioural_cloning,
     clone_expert,
     cloning_rollout,
     collect_expert_data,
 )
-from pgplug.errors import PgplugError
-from pgplug.evaluation import evaluate
-from pgplug.loss import policy_gradient_loss
+from pgplug.interop.evaluation import evaluate
+from pgplug.runtime.loss import policy_gradient_loss
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ from rich.console import Console
 from pgplug import __version__
 from pgplug.cli import main
 from pgplug.cli.progress import RichProgressCallback, format_value
-from pgplug.config import builtin_config_path, load_config_file
-from pgplug.plugin_host import get_host
+from pgplug.contracts.registries import get_host
+from pgplug.interop.config import builtin_config_path, load_config_file
 
 FAST = ["--num-threads", "1", "--no-progress"]
 

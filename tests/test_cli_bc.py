@@ -19,7 +19,7 @@ from sb3_contrib import RecurrentPPO
 
 import pgplug
 from pgplug.cli import main
-from pgplug.evaluation import evaluate
+from pgplug.interop.evaluation import evaluate
 
 QUIET = ["--no-progress", "--eval-freq", "-1"]
 MEAN_REWARD = re.compile(r"│ mean reward │ (-?[\d.]+) ± ")

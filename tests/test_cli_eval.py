@@ -22,9 +22,9 @@ from stable_baselines3.common.env_util import make_vec_env
 
 import pgplug
 from pgplug.cli import main
-from pgplug.compat import load_vecnormalize
-from pgplug.envs import EnvSpec
-from pgplug.evaluation import evaluate
+from pgplug.interop.compat import load_vecnormalize
+from pgplug.interop.evaluation import evaluate
+from pgplug.runtime.envs import EnvSpec
 
 QUIET_TRAIN = ["--no-progress", "--eval-freq", "-1", "--n-eval-episodes", "0", "--seed", "0"]
 ROW = re.compile(r"│\s+(\d+) │\s+(-?[\d.]+) │\s+(\d+) │")

@@ -21,9 +21,9 @@ from sb3_contrib import RecurrentPPO
 from stable_baselines3.common.env_util import make_vec_env
 
 import pgplug
-from pgplug import compat
 from pgplug.errors import PgplugError, UnknownNameError
-from pgplug.evaluation import evaluate
+from pgplug.interop import compat
+from pgplug.interop.evaluation import evaluate
 
 OBS = np.random.default_rng(0).uniform(-0.5, 0.5, size=(32, 4)).astype(np.float32)
 CARTPOLE_OBS = spaces.Box(
@@ -174,7 +174,7 @@ def test_load_vecnormalize_reads_gym_era_statistics(gym_era, tmp_path) -> None:
     [
         ("reinforce", "pgplug.plugins.reinforce.REINFORCE"),
         ("a2c", "pgplug.plugins.a2c.A2C"),
-        ("a3c", "pgplug.plugins.a3c.A3C"),
+        ("a3c", "pgplug.plugins.a3c.algorithm.A3C"),
         ("sb3_a2c", "stable_baselines3.a2c.a2c.A2C"),
         ("ppo", "stable_baselines3.ppo.ppo.PPO"),
         ("ppo_lstm", "sb3_contrib.ppo_recurrent.ppo_recurrent.RecurrentPPO"),

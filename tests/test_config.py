@@ -13,10 +13,11 @@ from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 from stable_baselines3.common.torch_layers import NatureCNN
 from stable_baselines3.common.vec_env import VecFrameStack, VecNormalize, VecTransposeImage
 
-from pgplug import config as cfg
-from pgplug.envs import EnvSpec, check_atari_rom, check_env_id, is_atari, run_name
+from pgplug.contracts.registries import get_host
 from pgplug.errors import PgplugError
-from pgplug.plugin_host import get_host
+from pgplug.interop import config as cfg
+from pgplug.interop.compat import saved_statistics
+from pgplug.runtime.envs import EnvSpec, check_atari_rom, check_env_id, is_atari, run_name
 
 ENTRIES = {"CartPole-v1": {"n_envs": 8}, "atari": {"n_envs": 16}, "default": {"n_envs": 1}}
 
@@ -327,7 +328,8 @@ def test_env_spec_normalization_and_monitor_files(tmp_path):
     finally:
         env.close()
     assert sorted(p.name for p in tmp_path.glob("*.monitor.csv")) == ["0.monitor.csv", "1.monitor.csv"]
-    evaluation = spec.make_vec_env(n_envs=1, vecnormalize_path=tmp_path / "vecnormalize.pkl", training=False)
+    statistics = saved_statistics(tmp_path / "vecnormalize.pkl")
+    evaluation = spec.make_vec_env(n_envs=1, saved_statistics=statistics, training=False)
     try:
         assert not evaluation.training and not evaluation.norm_reward
         np.testing.assert_allclose(evaluation.obs_rms.mean, env.obs_rms.mean)  # the saved statistics

@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from pgplug.contracts.estimator import Estimate, Estimator
+from pgplug.contracts.registries import get_host, make_estimator
 from pgplug.errors import PgplugError, UnknownNameError
-from pgplug.estimator import Estimate, Estimator, make_estimator
-from pgplug.plugin_host import get_host
 from pgplug.plugins.estimators import ESTIMATORS, GAE, TD, Baseline, FullReturn, NStep, RewardToGo
 
 GAMMA = 0.5

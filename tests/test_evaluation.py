@@ -16,7 +16,7 @@ from stable_baselines3.common.vec_env import VecFrameStack
 
 import pgplug
 from pgplug.errors import PgplugError
-from pgplug.evaluation import (
+from pgplug.interop.evaluation import (
     EvaluationResult,
     atari_game,
     atari_reference_scores,

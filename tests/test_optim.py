@@ -18,7 +18,7 @@ from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 from torch import nn
 from torch.optim import optimizer as torch_optimizer
 
-from pgplug.optim import optimizer_step, prefer_foreach
+from pgplug.fast.optim import optimizer_step, prefer_foreach
 
 N_STEPS = 5
 

@@ -30,11 +30,11 @@ import pgplug
 import pgplug.toy_envs  # registers pgplug/CueMemory-v0 and pgplug/CartPoleNoVel-v1
 from pgplug import A2C, A3C, REINFORCE
 from pgplug.cli import main
-from pgplug.cli.train import base_hyperparams
-from pgplug.config import builtin_config_path, load_config_file, select_entry
-from pgplug.loss import policy_gradient_loss
-from pgplug.recurrent import LSTM_STATES, RecurrentRolloutCollector, zero_states
-from pgplug.rollout import Rollout, RolloutCollector
+from pgplug.cli.settings import base_hyperparams
+from pgplug.contracts.rollout import Rollout
+from pgplug.interop.config import builtin_config_path, load_config_file, select_entry
+from pgplug.runtime.loss import policy_gradient_loss
+from pgplug.runtime.recurrent import LSTM_STATES, RecurrentRolloutCollector, collector_for, zero_states
 
 CUE = "pgplug/CueMemory-v0"
 NO_VEL = "pgplug/CartPoleNoVel-v1"
@@ -55,8 +55,10 @@ def lstm_policy(env: VecEnv, policy_kwargs: dict[str, Any]) -> RecurrentActorCri
     return policy
 
 
-def collector_for(env: VecEnv, policy: RecurrentActorCriticPolicy, gamma: float = 0.99) -> RecurrentRolloutCollector:
-    collector = RolloutCollector.for_policy(policy, env, gamma)
+def recurrent_collector(
+    env: VecEnv, policy: RecurrentActorCriticPolicy, gamma: float = 0.99
+) -> RecurrentRolloutCollector:
+    collector = collector_for(policy, env, gamma)
     assert isinstance(collector, RecurrentRolloutCollector)
     collector.last_obs = env.reset()
     return collector
@@ -100,7 +102,7 @@ def test_training_pass_recomputes_what_the_actors_computed(variant: str) -> None
     pairs each step's advantage with that step's log-prob (env-major replay, time-major estimates)."""
     env = make_vec_env(CUE, n_envs=2, seed=0)
     policy = lstm_policy(env, LSTM_VARIANTS[variant])
-    collector = collector_for(env, policy)
+    collector = recurrent_collector(env, policy)
     generator = th.Generator().manual_seed(0)
     for episode_start in (6, 4, 2):  # stream steps 0..23 in rollouts of 8; episodes start at 0, 6, 12, 18
         rollout = collector.collect(8)
@@ -144,7 +146,7 @@ def test_training_pass_replays_dict_observations_and_continuous_actions(
 ) -> None:
     env = make_vec_env(env_id, n_envs=2, seed=0, wrapper_class=wrapper)
     model = A2C(policy, env, seed=0, policy_kwargs={"lstm_hidden_size": 8})
-    collector = collector_for(env, model.policy)
+    collector = recurrent_collector(env, model.policy)
     for _ in range(3):
         rollout = collector.collect(n_steps)
         assert rollout is not None
@@ -157,7 +159,7 @@ def test_training_pass_replays_dict_observations_and_continuous_actions(
 def test_states_reset_at_episode_starts_and_carry_across_rollouts() -> None:
     env = make_vec_env(CUE, n_envs=2, seed=0)
     policy = lstm_policy(env, {"lstm_hidden_size": 8})
-    collector = collector_for(env, policy)
+    collector = recurrent_collector(env, policy)
     first = collector.collect(8)
     assert first is not None
     assert all(th.equal(s, th.zeros_like(s)) for s in all_states(first.extras[LSTM_STATES]))
@@ -198,7 +200,7 @@ def test_truncation_bootstrap_and_last_values_continue_the_critic_states() -> No
     gamma = 0.9
     env = make_vec_env(CUE, n_envs=2, seed=0, wrapper_class=TimeLimit, wrapper_kwargs={"max_episode_steps": 4})
     policy = lstm_policy(env, {"lstm_hidden_size": 8})
-    collector = collector_for(env, policy, gamma)
+    collector = recurrent_collector(env, policy, gamma)
     rollout = collector.collect(6)
     assert rollout is not None
     assert rollout.episode_starts.T.tolist() == [[1, 0, 0, 0, 1, 0]] * 2

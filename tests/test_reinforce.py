@@ -16,7 +16,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from pgplug import PgplugError, hookimpl
-from pgplug.plugin_host import PluginHost
+from pgplug.contracts.registries import Host as PluginHost
 from pgplug.plugins.estimators import Baseline
 from pgplug.plugins.reinforce import REINFORCE, complete_episode_mask
 

@@ -20,7 +20,9 @@ from stable_baselines3.common.torch_layers import MlpExtractor
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from pgplug import A2C
-from pgplug.rollout import Rollout, RolloutCollector, unchecked_distributions
+from pgplug.contracts.rollout import Rollout
+from pgplug.fast.torch_internals import unchecked_distributions
+from pgplug.runtime.collector import RolloutCollector
 
 N_ENVS = 4
 N_STEPS = 5

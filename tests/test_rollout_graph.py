@@ -15,8 +15,8 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.torch_layers import NatureCNN
 
 import pgplug
-from pgplug.rollout import RolloutCollector
-from pgplug.rollout_graph import ROLLOUT_GRAPH, can_reuse_rollout_graph
+from pgplug.fast.rollout_graph import ROLLOUT_GRAPH, can_reuse_rollout_graph
+from pgplug.runtime.collector import RolloutCollector
 
 
 class NoisyImages(gym.Env):

@@ -23,8 +23,8 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
 
-from pgplug.algorithm import PolicyGradientAlgorithm
-from pgplug.plugin_host import get_host
+from pgplug.contracts.registries import get_host
+from pgplug.runtime.algorithm import PolicyGradientAlgorithm
 
 # Algorithms that train in worker processes get the same SB3-interface checks in their own test
 # file (tests/test_a3c.py), with process-aware budgets; here each check runs in-process.

@@ -12,7 +12,7 @@ from shared_optimizer_child import step_shared_optimizer
 from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 
 from pgplug.errors import PgplugError
-from pgplug.plugins.shared_optimizers import share_optimizer_state
+from pgplug.plugins.a3c.shared_optimizers import share_optimizer_state
 
 OptimizerFactory = Callable[[list[th.nn.Parameter]], th.optim.Optimizer]
 

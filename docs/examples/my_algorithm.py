@@ -3,7 +3,8 @@
 from typing import Any
 
 from pgplug import hookimpl
-from pgplug.algorithm import PolicyGradientAlgorithm, check_positive_int
+from pgplug.runtime.algorithm import PolicyGradientAlgorithm
+from pgplug.validation import check_positive_int
 
 
 class VPG(PolicyGradientAlgorithm):

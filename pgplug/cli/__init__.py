@@ -48,7 +48,7 @@ def add_plugin_option(parser: argparse.ArgumentParser) -> None:
 
 def load_plugins(argv: Sequence[str]) -> None:
     """Load the ``--plugin`` modules named anywhere on the command line."""
-    from pgplug.plugin_host import get_host
+    from pgplug.contracts.registries import get_host
 
     pre = argparse.ArgumentParser(add_help=False)
     add_plugin_option(pre)
@@ -59,7 +59,7 @@ def load_plugins(argv: Sequence[str]) -> None:
 
 
 def build_parser() -> tuple[ArgumentParser, dict[str, ModuleType]]:
-    from pgplug.plugin_host import get_host
+    from pgplug.contracts.registries import get_host
 
     host = get_host()
     parser = ArgumentParser(
@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_plugins(argv)
         parser, modules = build_parser()
         args = parser.parse_args(argv)
-        from pgplug.plugin_host import get_host
+        from pgplug.contracts.registries import get_host
 
         get_host().pm.hook.pgplug_configure(args=args, command=args.command)
         return modules[args.command].run(args)

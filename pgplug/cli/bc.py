@@ -3,7 +3,7 @@
 The expert is any zip :func:`pgplug.load` opens (SB3 PPO, a pgplug run, a gym-era file). The student
 is a new model of ``--algo`` with the config's hyperparameters for the env (the same machinery as
 ``pgplug train``), trained on the expert's (state, action) pairs with the policy-gradient loss at
-Ψ = 1 (:mod:`pgplug.bc`). The run folder ``<log-folder>/<algo>/<env>_bc_<k>/`` holds the model and
+Ψ = 1 (:mod:`pgplug.interop.bc`). The run folder ``<log-folder>/<algo>/<env>_bc_<k>/`` holds the model and
 ``config.yml`` as a training run does, so ``pgplug train -i`` fine-tunes it with rewards, plus
 ``bc.yml`` with the cloning settings and results.
 """
@@ -18,38 +18,17 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from pgplug.cli.evaluate import describe_space, find_run_files, open_model, positive_int
-from pgplug.cli.train import (
-    add_config_arguments,
-    env_spec,
-    new_run_dir,
-    results_table,
-    save_model,
-    saved_algorithm,
-    saved_config,
-    settle,
-    timesteps,
-    uses_workers,
-)
-from pgplug.envs import CONFIG_FILE, run_name
+from pgplug.cli.models import load_expert, saved_algorithm
+from pgplug.cli.options import add_config_arguments, non_negative_int, positive_float, positive_int, timesteps
+from pgplug.cli.output import results_table
+from pgplug.cli.run_folder import CONFIG_FILE, find_run_files, new_run_dir, save_model
+from pgplug.cli.settings import RunRequest, env_spec, saved_config, settle, uses_workers
 from pgplug.errors import PgplugError
+from pgplug.interop import compat
+from pgplug.runtime.envs import run_name
 
 HELP = "clone an expert (any loadable .zip) into a new model by behavioural cloning, evaluate and save it"
 BC_FILE = "bc.yml"
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"not a positive number: {text!r}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    return 0 if text.strip() == "0" else positive_int(text)
 
 
 def add_arguments(parser: argparse.ArgumentParser, host) -> None:
@@ -68,23 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
     )
     parser.add_argument("--device", default="auto", help="the student's torch device (default: auto)")
     parser.add_argument("--num-threads", type=int, default=-1, help="torch threads (-1: torch's default)")
-    # What 'pgplug train' reads from its own flags, fixed here: a fresh model, the config's estimator.
-    parser.set_defaults(
-        trained_agent=None, bc_warmstart=None, estimator=None, estimator_kwargs=[], n_workers=None, n_timesteps=None
-    )
-
-
-def load_expert(path: str | Path, env: Any) -> tuple[Any, str]:
-    """Open the expert (on the CPU) and check that it plays ``env``'s observations and actions."""
-    expert, algo = open_model(path, device="cpu", make_env=lambda: env)
-    if expert.observation_space != env.observation_space or expert.action_space != env.action_space:
-        raise PgplugError(
-            f"the expert {path} ({algo}) plays observations {describe_space(expert.observation_space)} and actions "
-            f"{describe_space(expert.action_space)}, but the student's env gives "
-            f"{describe_space(env.observation_space)} and {describe_space(env.action_space)}: "
-            "use the expert's env id, frame_stack and normalize"
-        )
-    return expert, algo
 
 
 def mean_std(result: Any) -> str:
@@ -92,13 +54,17 @@ def mean_std(result: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pgplug.bc import behavioural_cloning, collect_expert_data
-    from pgplug.evaluation import evaluate
+    from pgplug.interop.bc import behavioural_cloning, collect_expert_data
+    from pgplug.interop.evaluation import evaluate
 
     console = Console()
     expert_path = Path(args.expert)
     saved_algorithm(expert_path)  # a broken or off-policy file fails before anything is built
-    settings = settle(args, require_timesteps=False)
+    # A fresh student of the config's estimator: what 'pgplug train' would build with no -i or --estimator.
+    settings = settle(
+        RunRequest(algo=args.algo, env=args.env, hyperparams=args.hyperparams, conf_file=args.conf_file),
+        require_timesteps=False,
+    )
     if args.num_threads > 0:
         import torch
 
@@ -121,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     envs: list = []
     model: Any = None
     try:
-        env = spec.make_vec_env(vecnormalize_path=expert_stats, training=False)
+        env = spec.make_vec_env(saved_statistics=compat.saved_statistics(expert_stats), training=False)
         envs.append(env)
         expert, expert_algo = load_expert(expert_path, env)
         model = settings.cls(
@@ -133,7 +99,10 @@ def run(args: argparse.Namespace) -> int:
         players = {"expert": expert, "bc": model} if args.n_eval_episodes else {}
         for label, player in players.items():  # on envs seeded alike: the same episode starts
             eval_env = spec.make_vec_env(
-                n_envs=1, start_index=spec.n_envs, vecnormalize_path=expert_stats, training=False
+                n_envs=1,
+                start_index=spec.n_envs,
+                saved_statistics=compat.saved_statistics(expert_stats),
+                training=False,
             )
             envs.append(eval_env)
             evaluations[label] = evaluate(

@@ -43,7 +43,7 @@ def plugin_table(host) -> Table:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pgplug.plugin_host import get_host
+    from pgplug.contracts.registries import get_host
 
     Console().print(plugin_table(get_host()))
     return 0

@@ -13,46 +13,27 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import re
 import secrets
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 from rich.console import Console
-from rich.table import Table
 
-from pgplug import compat
-from pgplug import config as cfg
-from pgplug.envs import CONFIG_FILE, VECNORMALIZE_FILE, EnvSpec, check_atari_rom, check_env_id, is_atari, run_name
-from pgplug.errors import PgplugError
+from pgplug.cli.models import load_expert
+from pgplug.cli.options import add_config_arguments, timesteps
+from pgplug.cli.output import results_table
+from pgplug.cli.run_folder import CONFIG_FILE, VECNORMALIZE_FILE, new_run_dir, save_model
+from pgplug.cli.settings import RunRequest, Settings, env_spec, saved_config, settle, uses_workers
+from pgplug.interop import compat
+from pgplug.interop import config as cfg
+from pgplug.runtime.envs import EnvSpec, run_name
 
 HELP = "train an algorithm on a gymnasium env"
-#: What ``config.yml`` records besides the hyperparameters (dropped when ``-i`` reads it back).
-RECORD_KEYS = ("seed", "env")
 INTERRUPTED_EXIT_CODE = 130
-
-
-def timesteps(text: str) -> int:
-    """``-n`` accepts ``100000``, ``100_000`` and ``1e5``."""
-    try:
-        value = float(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of timesteps: {text!r}") from None
-    if not value.is_integer() or value < 1:
-        raise argparse.ArgumentTypeError(f"not a positive whole number of timesteps: {text!r}")
-    return int(value)
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, hyperparams_help: str) -> None:
-    """Where a run's hyperparameters come from and where it is saved (shared by ``train`` and ``bc``)."""
-    parser.add_argument("-params", "--hyperparams", nargs="+", default=[], metavar="KEY=VALUE", help=hyperparams_help)
-    parser.add_argument("-conf", "--conf-file", help="YAML config to read instead of the built-in configs/<algo>.yml")
-    parser.add_argument("-f", "--log-folder", default="logs", help="root folder of the runs (default: logs)")
 
 
 def add_arguments(parser: argparse.ArgumentParser, host) -> None:
@@ -103,232 +84,10 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
     )
     parser.add_argument("--verbose", type=int, default=0, help="SB3 verbosity: 0 quiet, 1 training logs")
     parser.add_argument("--no-progress", action="store_true", help="no live progress display")
-    parser.add_argument("--n-workers", type=int, help="worker processes, for algorithms that have them (a3c)")
-
-
-# -- hyperparameters -----------------------------------------------------------------------------
-
-
-@dataclass
-class Settings:
-    """What the command line and the configs decided for one run."""
-
-    cls: type
-    env_id: str
-    atari: bool
-    run_config: cfg.RunConfig
-    overrides: dict[str, Any]
-    source: str
-    trained_agent: Path | None
-    #: ``-i`` named another algorithm's zip: a new model starts from its weights
-    warm_start: Path | None = None
-    #: the algorithm that saved the ``-i`` zip, as :func:`pgplug.compat.detect_algorithm` names it
-    source_algorithm: str | None = None
-    bc_expert: Path | None = None
-
-
-def check_trained_agent(path: str | None) -> Path | None:
-    if path is None:
-        return None
-    trained = Path(path)
-    if trained.suffix != ".zip" or not trained.is_file():
-        raise PgplugError(f"--trained-agent {path!r} is not a saved model (.zip file)")
-    return trained
-
-
-def base_hyperparams(args: argparse.Namespace, env_id: str, atari: bool, trained: Path | None) -> tuple[dict, str]:
-    """The config entry for this run and a description of where it came from."""
-    if trained is not None and (trained.parent / CONFIG_FILE).is_file():
-        path = trained.parent / CONFIG_FILE
-        hyperparams = cfg.read_yaml_mapping(path)
-        for key in RECORD_KEYS:
-            hyperparams.pop(key, None)
-        return hyperparams, str(path)
-    path = Path(args.conf_file) if args.conf_file else cfg.builtin_config_path(args.algo)
-    if path is None:
-        return {}, f"no configs/{args.algo}.yml: the algorithm's defaults"
-    policy = cfg.parse_assignments(args.hyperparams).get("policy")
-    entry, hyperparams = cfg.select_entry(cfg.load_config_file(path), env_id, atari, policy)
-    return hyperparams, f"entry {entry!r} of {path}" if entry else f"no entry for {env_id!r} in {path}: defaults"
-
-
-def command_line_hyperparams(args: argparse.Namespace, cls: type, base: dict[str, Any]) -> dict[str, Any]:
-    """``--hyperparams``, ``--estimator``, ``--estimator-kwargs`` and ``--n-workers`` as hyperparameters."""
-    overrides = cfg.parse_assignments(args.hyperparams)
-    if args.estimator is not None:
-        if args.estimator != base.get("estimator"):
-            overrides.setdefault("estimator_kwargs", {})  # the config's kwargs belong to its own estimator
-        overrides["estimator"] = args.estimator
-    if args.estimator_kwargs:
-        kwargs = overrides.get("estimator_kwargs", base.get("estimator_kwargs")) or {}
-        if not isinstance(kwargs, dict):
-            raise PgplugError(f"estimator_kwargs must be a mapping, got {kwargs!r}")
-        overrides["estimator_kwargs"] = {**kwargs, **cfg.parse_assignments(args.estimator_kwargs, "estimator argument")}
-    if args.n_workers is not None:
-        if "n_workers" not in cfg.constructor_keys(cls):
-            from pgplug.plugin_host import get_host
-
-            with_workers = [e.name for e in get_host().algorithms if "n_workers" in cfg.constructor_keys(e.cls)]
-            names = ", ".join(with_workers) or "none"
-            raise PgplugError(f"--n-workers does not apply to {args.algo}; algorithms with workers: {names}")
-        overrides["n_workers"] = args.n_workers
-    return overrides
-
-
-def saved_algorithm(path: Path) -> str | None:
-    """The algorithm that saved a model zip (read without unpickling); a broken or off-policy file fails here."""
-    info = compat.read_zip(path)
-    compat.check_actor_critic(info)
-    return compat.detect_algorithm(info)
-
-
-def continues(algo: str, source_algorithm: str | None) -> bool:
-    """Whether ``algo`` opens a zip of ``source_algorithm`` as its own (same algorithm, or SB3's A2C for a2c)."""
-    return source_algorithm in (None, algo) or algo in compat.counterparts_of(source_algorithm)
-
-
-def class_path(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def source_architecture(cls: type, source: Path, base: dict[str, Any]) -> dict[str, Any]:
-    """``policy`` and ``policy_kwargs`` (as config data) that rebuild ``source``'s policy for ``cls``.
-
-    The config's optimizer settings are kept: the new algorithm trains with its own optimizer.
-    """
-    policy_class, policy_kwargs = compat.policy_architecture(source)
-    aliases = getattr(cls, "policy_aliases", {})
-    policy = next((name for name, alias in aliases.items() if alias is policy_class), class_path(policy_class))
-    optimizer = {
-        k: v for k, v in (base.get("policy_kwargs") or {}).items() if k in ("optimizer_class", "optimizer_kwargs")
-    }
-    kwargs = {k: class_path(v) if isinstance(v, type) else v for k, v in policy_kwargs.items()}
-    return {"policy": policy, "policy_kwargs": {**optimizer, **kwargs}}
-
-
-def check_bc_expert(path: str | None, trained_agent: str | None) -> Path | None:
-    if path is None:
-        return None
-    if trained_agent is not None:
-        raise PgplugError("--bc-warmstart clones an expert into a new model, so it cannot be combined with -i")
-    expert = Path(path)
-    saved_algorithm(expert)
-    return expert
-
-
-def settle(args: argparse.Namespace, require_timesteps: bool = True) -> Settings:
-    """Check the command line and merge the hyperparameters, before anything is built.
-
-    :param require_timesteps: fail when neither ``-n`` nor the config gives a training budget
-    """
-    from pgplug.plugin_host import get_host
-
-    cls = get_host().algorithms.get(args.algo)
-    env_id = check_env_id(args.env)
-    atari = is_atari(env_id)
-    if atari:
-        check_atari_rom(env_id)
-    trained = check_trained_agent(args.trained_agent)
-    source_algorithm = None if trained is None else saved_algorithm(trained)
-    warm_start = None
-    if trained is not None and not continues(args.algo, source_algorithm):
-        if source_algorithm == "ppo_lstm":
-            raise PgplugError(
-                f"{trained} is a RecurrentPPO (LSTM) model, which {args.algo} cannot run; "
-                "evaluate it with 'pgplug eval' or continue it with sb3-contrib"
-            )
-        warm_start, trained = trained, None
-    bc_expert = check_bc_expert(args.bc_warmstart, args.trained_agent)
-    base, source = base_hyperparams(args, env_id, atari, trained)
-    overrides = command_line_hyperparams(args, cls, base)
-    if trained is not None and {"policy", "policy_kwargs"} & overrides.keys():
-        raise PgplugError("policy and policy_kwargs cannot change when continuing training with -i")
-    if warm_start is not None and {"policy", "policy_kwargs"} & overrides.keys():
-        raise PgplugError("policy and policy_kwargs come from the -i model when warm-starting from its weights")
-    architecture = {} if warm_start is None else source_architecture(cls, warm_start, base)
-    run_config = cfg.prepare(cls, {**base, **overrides, **architecture}, args.algo, atari)
-    if args.n_timesteps is not None:
-        run_config.n_timesteps = args.n_timesteps
-    if run_config.n_timesteps is None and require_timesteps:
-        raise PgplugError(f"no n_timesteps for {env_id!r} ({source}); pass -n N")
-    estimator = run_config.algorithm_kwargs.get("estimator") or getattr(cls, "default_estimator", None)
-    if isinstance(estimator, str) and hasattr(cls, "resolve_estimator"):
-        cls.resolve_estimator(estimator, run_config.algorithm_kwargs.get("estimator_kwargs"))
-    return Settings(cls, env_id, atari, run_config, overrides, source, trained, warm_start, source_algorithm, bc_expert)
-
-
-def env_spec(settings: Settings, seed: int | None, vec_env: str = "dummy") -> EnvSpec:
-    """The run's env recipe, from the merged hyperparameters."""
-    rc = settings.run_config
-    return EnvSpec(
-        settings.env_id,
-        n_envs=rc.n_envs,
-        seed=seed,
-        frame_stack=rc.frame_stack,
-        normalize=rc.normalize,
-        wrappers=rc.env_wrappers,
-        atari=settings.atari,
-        vec_env=vec_env,
-    )
-
-
-# -- run folder ----------------------------------------------------------------------------------
-
-
-def new_run_dir(log_folder: str | Path, algo: str, name: str) -> Path:
-    """``<log_folder>/<algo>/<name>_<k>`` with k one more than the highest existing run."""
-    base = Path(log_folder) / algo
-    pattern = re.compile(rf"{re.escape(name)}_(\d+)")
-    existing = [int(m.group(1)) for p in base.glob("*") if (m := pattern.fullmatch(p.name))] if base.is_dir() else []
-    run = max(existing, default=0) + 1
-    while True:
-        run_dir = base / f"{name}_{run}"
-        try:
-            run_dir.mkdir(parents=True)
-            return run_dir
-        except FileExistsError:
-            run += 1
-
-
-def to_plain(value: Any) -> Any:
-    """YAML-safe data: mappings, lists, numbers, strings and None; anything else as its repr."""
-    if isinstance(value, dict):
-        return {str(k): to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_plain(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy and torch scalars
-        value = value.item()
-    return value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
-
-
-def saved_config(settings: Settings, model: Any, seed: int) -> dict[str, Any]:
-    """The hyperparameters actually used, as plain YAML data (what ``config.yml`` records)."""
-    saved = {"env": settings.env_id, **settings.run_config.raw}
-    saved["n_envs"] = settings.run_config.n_envs
-    saved["n_timesteps"] = settings.run_config.n_timesteps
-    estimator = getattr(model, "estimator", None)
-    if estimator is not None and hasattr(estimator, "params"):
-        saved["estimator"] = estimator.name
-        saved["estimator_kwargs"] = estimator.params()
-    saved["seed"] = seed
-    return to_plain(saved)
-
-
-def save_model(model: Any, run_dir: Path, name: str) -> Path:
-    path = run_dir / f"{name}.zip"
-    model.save(path)
-    vec_normalize = model.get_vec_normalize_env()
-    if vec_normalize is not None:
-        vec_normalize.save(str(run_dir / VECNORMALIZE_FILE))
-    return path
+    parser.add_argument("--n-workers", type=int, help="worker processes, for algorithms that have them")
 
 
 # -- model and callbacks -------------------------------------------------------------------------
-
-
-def uses_workers(cls: type) -> bool:
-    """Worker algorithms (A3C) build their envs in each worker from a picklable factory."""
-    return "n_workers" in cfg.constructor_keys(cls)
 
 
 def build_model(settings: Settings, env: Any, common: dict[str, Any]) -> Any:
@@ -353,9 +112,8 @@ def build_model(settings: Settings, env: Any, common: dict[str, Any]) -> Any:
 
 
 def bc_warm_start(model: Any, expert_path: Path, n_steps: int, seed: int) -> str:
-    """Clone the expert into the new model on its own env (:func:`pgplug.bc.clone_expert`); says how it went."""
-    from pgplug.bc import clone_expert
-    from pgplug.cli.bc import load_expert
+    """Clone the expert into the new model on its own env (:func:`pgplug.interop.bc.clone_expert`); says how it went."""
+    from pgplug.interop.bc import clone_expert
 
     expert, expert_algorithm = load_expert(expert_path, model.get_env())
     result = clone_expert(model, expert, n_steps=n_steps, seed=seed)
@@ -410,7 +168,10 @@ def final_evaluation(model: Any, spec: EnvSpec, run_dir: Path, settings: Setting
     from stable_baselines3.common.evaluation import evaluate_policy
 
     env = spec.make_vec_env(
-        n_envs=1, start_index=spec.n_envs + 1, vecnormalize_path=run_dir / VECNORMALIZE_FILE, training=False
+        n_envs=1,
+        start_index=spec.n_envs + 1,
+        saved_statistics=compat.saved_statistics(run_dir / VECNORMALIZE_FILE),
+        training=False,
     )
     try:
         return evaluate_policy(model, env, n_eval_episodes=n_episodes, deterministic=not settings.atari, warn=False)
@@ -440,15 +201,6 @@ def best_evaluation_rows(callbacks: list[Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def results_table(title: str, rows: list[tuple[str, str]]) -> Table:
-    table = Table(title=title, title_justify="left", show_header=False)
-    table.add_column(style="bold", no_wrap=True)
-    table.add_column(overflow="fold")
-    for key, value in rows:
-        table.add_row(key, value)
-    return table
-
-
 # -- the command ---------------------------------------------------------------------------------
 
 
@@ -456,7 +208,20 @@ def run(args: argparse.Namespace) -> int:
     from pgplug.cli.progress import RichProgressCallback
 
     console = Console()
-    settings = settle(args)
+    settings = settle(
+        RunRequest(
+            algo=args.algo,
+            env=args.env,
+            hyperparams=args.hyperparams,
+            conf_file=args.conf_file,
+            estimator=args.estimator,
+            estimator_kwargs=args.estimator_kwargs,
+            n_workers=args.n_workers,
+            n_timesteps=args.n_timesteps,
+            trained_agent=args.trained_agent,
+            bc_warmstart=args.bc_warmstart,
+        )
+    )
     if args.num_threads > 0:
         import torch
 
@@ -473,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
         if uses_workers(settings.cls):
             env = spec
         else:
-            env = spec.make_vec_env(monitor_dir=run_dir, vecnormalize_path=trained_stats)
+            env = spec.make_vec_env(monitor_dir=run_dir, saved_statistics=compat.saved_statistics(trained_stats))
             owned_envs.append(env)
         common = dict(seed=seed, verbose=args.verbose, device=args.device)
         if args.tensorboard_log:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from pgplug import Estimate, Estimator, PgplugError, hookimpl
-from pgplug.estimator import episode_ends
+from pgplug.contracts.estimator import episode_ends
 from pgplug.plugins.estimator_math import gae_advantage
 
 

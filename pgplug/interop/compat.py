@@ -24,7 +24,9 @@ import re
 import warnings
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.utils import FloatSchedule
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
+from pgplug.contracts.registries import get_host
 from pgplug.errors import PgplugError, UnknownNameError, one_line
 
 #: Algorithms from Stable-Baselines3 and sb3-contrib that :func:`load` opens, by the name ``algo`` takes
@@ -203,8 +206,6 @@ def _policy_class_name(info: ModelZip) -> tuple[str, str]:
 
 def algorithm_names() -> list[str]:
     """Every valid ``algo``: the registered pgplug algorithms and the SB3 / sb3-contrib ones."""
-    from pgplug.plugin_host import get_host
-
     return sorted({entry.name for entry in get_host().algorithms} | set(SB3_ALGORITHMS))
 
 
@@ -213,8 +214,6 @@ def algorithm_class(name: str) -> type[BaseAlgorithm]:
     if name in SB3_ALGORITHMS:
         module, cls = SB3_ALGORITHMS[name]
         return getattr(importlib.import_module(module), cls)
-    from pgplug.plugin_host import get_host
-
     if name not in {entry.name for entry in get_host().algorithms}:
         raise UnknownNameError("algo", name, algorithm_names())
     return get_host().algorithms.get(name)
@@ -277,7 +276,8 @@ def choose_algorithm(info: ModelZip, algo: str | None) -> str:
     if detected is not None and algo not in fits:
         raise PgplugError(
             f"{info.path} was saved by {detected}, so algo={algo!r} cannot open it; valid here: "
-            f"{', '.join(sorted(fits))} (to start another algorithm from its weights use pgplug.compat.warm_start)"
+            f"{', '.join(sorted(fits))} (to start another algorithm from its weights, use"
+            " pgplug.interop.compat.warm_start)"
         )
     return algo
 
@@ -424,11 +424,17 @@ def load(
 
 def counterparts_of(sb3_name: str | None) -> list[str]:
     """Registered pgplug algorithms that open ``sb3_name``'s zips as their own (their ``sb3_counterpart``)."""
-    from pgplug.plugin_host import get_host
-
     if sb3_name is None:
         return []
     return [e.name for e in get_host().algorithms if getattr(e.cls, "sb3_counterpart", None) == sb3_name]
+
+
+def saved_statistics(path: str | Path | None) -> Callable[[VecEnv], VecNormalize] | None:
+    """For :meth:`pgplug.runtime.envs.EnvSpec.make_vec_env`: wrap an env in the ``VecNormalize`` statistics
+    saved at ``path`` (None when there is no such file)."""
+    if path is None or not Path(path).is_file():
+        return None
+    return partial(load_vecnormalize, path)
 
 
 def load_vecnormalize(path: str | Path, venv: VecEnv) -> VecNormalize:
@@ -481,7 +487,7 @@ def warm_start(model: BaseAlgorithm, source: str | Path | BaseAlgorithm, **load_
         mismatch = sorted(state.keys() ^ target.keys()) or [k for k in state if state[k].shape != target[k].shape]
         raise PgplugError(
             f"cannot warm-start from {label}: its policy architecture differs (first mismatch: {mismatch[0]!r}); "
-            f"build the model with pgplug.compat.policy_architecture({str(label)!r})"
+            f"build the model with pgplug.interop.compat.policy_architecture({str(label)!r})"
         )
     with th.no_grad():
         model.policy.load_state_dict({k: v.to(target[k].device) for k, v in state.items()})
@@ -500,5 +506,6 @@ __all__ = [
     "load_vecnormalize",
     "policy_architecture",
     "read_zip",
+    "saved_statistics",
     "warm_start",
 ]

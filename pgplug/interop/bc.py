@@ -2,7 +2,7 @@
 
 The policy gradient is ∇ mean(log π(a_t|s_t) · Ψ_t). With the expert's actions and Ψ_t = 1 it is
 ∇ mean log π(a_expert|s), the gradient of the expert data's log-likelihood: behavioural cloning
-is the same loss (:func:`pgplug.loss.policy_gradient_loss`) on a rollout whose advantages are all
+is the same loss (:func:`pgplug.runtime.loss.policy_gradient_loss`) on a rollout whose advantages are all
 ones, without the entropy and critic terms. Warm-starting an A2C/A3C run this way and then
 fine-tuning with rewards is the classic "pretrain by imitation, improve by RL" recipe.
 """
@@ -20,9 +20,11 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import VecEnv
 
+from pgplug.contracts.rollout import Rollout
 from pgplug.errors import PgplugError
-from pgplug.loss import policy_gradient_loss
-from pgplug.rollout import Rollout, obs_to_tensor, unchecked_distributions
+from pgplug.fast.torch_internals import unchecked_distributions
+from pgplug.runtime.collector import obs_to_tensor
+from pgplug.runtime.loss import policy_gradient_loss
 
 Observations = np.ndarray | dict[str, np.ndarray]
 
@@ -93,7 +95,7 @@ def collect_expert_data(
     if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
         raise PgplugError(f"n_steps must be a positive integer, got {n_steps!r}")
     if not isinstance(expert, BaseAlgorithm):
-        from pgplug.compat import load
+        from pgplug.interop.compat import load
 
         expert = load(expert, device="cpu")
     venv = _as_vec_env(env, seed)
@@ -167,8 +169,8 @@ def behavioural_cloning(
 ) -> CloningResult:
     """Train ``model``'s policy to imitate ``dataset``: maximise mean log π(a_expert|s), in place.
 
-    Each minibatch is a :class:`~pgplug.rollout.Rollout` with advantages Ψ = 1 and no returns, fed to
-    :func:`pgplug.loss.policy_gradient_loss` with ``ent_coef=0``: exactly the policy-gradient loss.
+    Each minibatch is a :class:`~pgplug.contracts.rollout.Rollout` with advantages Ψ = 1 and no returns, fed to
+    :func:`pgplug.runtime.loss.policy_gradient_loss` with ``ent_coef=0``: exactly the policy-gradient loss.
     A fresh Adam optimizer is used, so the model's own optimizer state is untouched for the RL phase
     that follows. The value head is not trained.
 

@@ -9,7 +9,6 @@ checks as the built-in ones.
 
 from __future__ import annotations
 
-import importlib
 import importlib.resources
 import inspect
 import re
@@ -21,6 +20,7 @@ from typing import Any
 import yaml
 
 from pgplug.errors import PgplugError
+from pgplug.validation import check_positive_int, import_dotted
 
 #: Keys that configure the environment or the run rather than the algorithm's constructor.
 ENV_KEYS: tuple[str, ...] = ("n_envs", "n_timesteps", "frame_stack", "normalize", "env_wrapper")
@@ -163,8 +163,6 @@ def check_keys(cls: type, hyperparams: Mapping[str, Any], algo: str) -> None:
 
 def positive_int(key: str, value: Any) -> int:
     """A positive integer; YAML's ``1e5`` (a float) counts when it is whole."""
-    from pgplug.algorithm import check_positive_int
-
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return check_positive_int(key, value)
@@ -226,23 +224,6 @@ _CLASS_BASES: dict[str, str] = {
     "policy": "stable_baselines3.common.policies.BasePolicy",
     "env_wrapper": "gymnasium.Wrapper",
 }
-
-
-def import_dotted(path: str) -> Any:
-    """``package.module.Name`` → the object, by import and attribute lookup only."""
-    if path.startswith(("nn.", "th.")):
-        path = "torch." + path
-    module_name, _, attr = path.rpartition(".")
-    if not module_name:
-        raise PgplugError(f"{path!r} is not a dotted import path such as 'package.module.Class'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise PgplugError(f"cannot import {module_name!r} for {path!r}: {exc}") from exc
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise PgplugError(f"module {module_name!r} has no attribute {attr!r}") from None
 
 
 def resolve_class(key: str, value: Any) -> type:

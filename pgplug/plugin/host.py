@@ -1,10 +1,14 @@
 """The plugin host: one pluggy ``PluginManager`` and the registries its hooks fill.
 
 Plugins come from three places, all registered the same way and called through the same hooks:
-the built-in modules listed in :data:`pgplug.plugins.BUILTIN_PLUGINS`, the ``pgplug`` entry-point
-group of installed distributions, and local modules named with ``--plugin`` or ``PGPLUG_PLUGINS``.
-A plugin is checked when it is registered (unknown hooks, bad hook arguments, name clashes), so a
-mistake is one ``PgplugError`` naming the plugin, and the host is left as it was before.
+the built-in modules the host is given (:data:`pgplug.contracts.registries.BUILTIN_PLUGINS`), the
+``pgplug`` entry-point group of installed distributions, and local modules named with ``--plugin``
+or ``PGPLUG_PLUGINS``. A plugin is checked when it is registered (unknown hooks, bad hook
+arguments, name clashes, classes that do not fit their kind), so a mistake is one ``PgplugError``
+naming the plugin, and the host is left as it was before.
+
+The host knows no contract: the registry kinds (estimators, objectives, ...) are given to it by the
+layer that defines them, so loading plugins imports nothing of the training stack by itself.
 """
 
 from __future__ import annotations
@@ -26,9 +30,9 @@ from typing import Any
 
 import pluggy
 
-from pgplug import hookspecs
 from pgplug.errors import PgplugError, PluginClashError, one_line
-from pgplug.registry import Registry
+from pgplug.plugin import hookspecs
+from pgplug.plugin.registry import Registry, RegistryKind
 
 ENTRY_POINT_GROUP = "pgplug"
 PLUGINS_ENV_VAR = "PGPLUG_PLUGINS"
@@ -91,28 +95,37 @@ def _import_error(what: str, exc: BaseException, path: Path | None = None) -> Pg
 
 
 class PluginHost:
-    """Owns the plugin manager and builds the estimator and algorithm registries from its hooks.
+    """Owns the plugin manager and builds a registry of each given kind from its hook.
 
+    :param kinds: the registries to build (each kind names its ``pgplug_register_*`` hook and base class)
+    :param builtins: modules to register first, as ``built-in`` plugins
     :param load_entry_points: load the installed plugins of the ``pgplug`` entry-point group
     :param load_env: read ``PGPLUG_PLUGINS`` (modules or ``.py`` files, ``os.pathsep``-separated)
         and ``PGPLUG_DISABLE_PLUGINS`` (comma-separated plugin or distribution names to skip)
     :param blocked: plugin names never to register (as ``PGPLUG_DISABLE_PLUGINS``)
     """
 
-    def __init__(self, *, load_entry_points: bool = True, load_env: bool = True, blocked: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        kinds: Iterable[RegistryKind] = (),
+        builtins: Iterable[str] = (),
+        *,
+        load_entry_points: bool = True,
+        load_env: bool = True,
+        blocked: Iterable[str] = (),
+    ) -> None:
         self.pm = PluginManager(ENTRY_POINT_GROUP)
         self.pm.add_hookspecs(hookspecs)
+        self.kinds = tuple(kinds)
         self._sources: dict[str, str] = {}
         self._versions: dict[str, str] = {}
         self._local_specs: dict[str, str] = {}
-        self._registries: dict[str, Registry] = {}
+        self._registries: dict[RegistryKind, Registry] = {}
         self._registries_key: tuple[tuple[str, int], ...] | None = None
         blocked = [*blocked, *(_split(os.environ.get(DISABLE_ENV_VAR, ""), ",") if load_env else [])]
         for name in blocked:
             self.pm.set_blocked(name)
-        from pgplug.plugins import BUILTIN_PLUGINS
-
-        for module_name in BUILTIN_PLUGINS:
+        for module_name in builtins:
             self.register(importlib.import_module(module_name), name=module_name, source=BUILTIN_SOURCE)
         if load_entry_points:
             self._load_entry_points()
@@ -235,12 +248,13 @@ class PluginHost:
 
     # -- registries -------------------------------------------------------------------------
 
-    def _build(self, hook_name: str, kind: str, base: type) -> Registry:
+    def _build(self, kind: RegistryKind) -> Registry:
         """Call each implementation of a ``register`` hook on its own, so each class knows its plugin.
 
         Implementations run in registration order, so a clash names the earlier plugin first.
         """
-        registry: Registry = Registry(kind, base)
+        hook_name = kind.hook
+        registry: Registry = Registry(kind.kind, kind.base)
         for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
             if impl.wrapper or impl.hookwrapper:
                 continue
@@ -260,33 +274,30 @@ class PluginHost:
         return registry
 
     def _build_registries(self) -> None:
-        from pgplug.algorithm import PolicyGradientAlgorithm
-        from pgplug.estimator import Estimator
-
-        self._registries = {
-            "estimators": self._build("pgplug_register_estimators", "estimator", Estimator),
-            "algorithms": self._build("pgplug_register_algorithms", "algorithm", PolicyGradientAlgorithm),
-        }
+        self._registries = {kind: self._build(kind) for kind in self.kinds}
         self._registries_key = self._plugins_key()
 
     def _plugins_key(self) -> tuple[tuple[str, int], ...]:
         return tuple((name, id(plugin)) for name, plugin in self.pm.list_name_plugin() if plugin is not None)
 
-    def _registry(self, which: str) -> Registry:
+    def registry(self, kind: RegistryKind) -> Registry:
+        """The registered classes of ``kind`` by name (a kind the host was not given is a ``KeyError``)."""
         # Rebuilt when plugins changed behind the host's back (``pm.set_blocked``, ``pm.register``).
         if self._registries_key != self._plugins_key():
             self._build_registries()
-        return self._registries[which]
+        return self._registries[kind]
 
-    @property
-    def estimators(self) -> Registry:
-        """Registered estimator classes by name."""
-        return self._registry("estimators")
+    def call(self, hook_name: str, **kwargs: Any) -> list[Any]:
+        """Call hook ``hook_name``, skipping the call when no plugin implements it.
 
-    @property
-    def algorithms(self) -> Registry:
-        """Registered algorithm classes by name."""
-        return self._registry("algorithms")
+        For hooks called every update: an empty pluggy call still costs microseconds.
+        """
+        caller = getattr(self.pm.hook, hook_name)
+        return caller(**kwargs) if caller.get_hookimpls() else []
+
+    def implements(self, hook_name: str) -> bool:
+        """Whether any registered plugin implements hook ``hook_name``."""
+        return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
 
     def source_of(self, plugin_name: str) -> str:
         """Where a plugin came from: ``built-in``, a distribution name, ``local file ...``."""
@@ -316,29 +327,3 @@ class PluginHost:
             for name, plugin in self.pm.list_name_plugin()
             if plugin is not None
         ]
-
-
-_host: PluginHost | None = None
-
-
-def get_host() -> PluginHost:
-    """The process-wide plugin host, built on first use."""
-    global _host
-    if _host is None:
-        _host = PluginHost()
-    return _host
-
-
-def call_hook(name: str, **kwargs: Any) -> list[Any]:
-    """Call hook ``name`` of the process-wide host, skipping the call when no plugin implements it.
-
-    For hooks called every update: an empty pluggy call still costs microseconds.
-    """
-    caller = getattr(get_host().pm.hook, name)
-    return caller(**kwargs) if caller.get_hookimpls() else []
-
-
-def reset_host() -> None:
-    """Forget the process-wide host (tests use it to start from a clean set of plugins)."""
-    global _host
-    _host = None

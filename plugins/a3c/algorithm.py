@@ -20,16 +20,16 @@ from stable_baselines3.common.type_aliases import MaybeCallback, Schedule
 from stable_baselines3.common.utils import safe_mean
 from stable_baselines3.common.vec_env import VecEnv
 
-from pgplug.algorithm import PolicyGradientAlgorithm, check_learning_rate, check_positive_int
-from pgplug.envs import EnvSpec
+from pgplug.contracts.estimator import Estimator
+from pgplug.contracts.registries import get_host
+from pgplug.contracts.rollout import Rollout
 from pgplug.errors import PgplugError
-from pgplug.estimator import Estimator
-from pgplug.hookspecs import hookimpl
-from pgplug.plugin_host import get_host
-from pgplug.plugins.a3c_backends import ProcessBackend, SerialBackend, WorkerBackend, check_start_method, warm_up
-from pgplug.plugins.a3c_worker import Message, VecEnvFactory, WorkerSpec
-from pgplug.plugins.shared_optimizers import share_optimizer_state
-from pgplug.rollout import Rollout
+from pgplug.plugins.a3c.backends import ProcessBackend, SerialBackend, WorkerBackend, check_start_method, warm_up
+from pgplug.plugins.a3c.shared_optimizers import share_optimizer_state
+from pgplug.plugins.a3c.worker import Message, VecEnvFactory, WorkerSpec
+from pgplug.runtime.algorithm import PolicyGradientAlgorithm
+from pgplug.runtime.envs import EnvSpec
+from pgplug.validation import check_learning_rate, check_positive_int
 
 BACKENDS = ("process", "serial")
 
@@ -200,7 +200,7 @@ class A3C(PolicyGradientAlgorithm):
         return model
 
     def collect_rollout(self, callback: BaseCallback) -> Rollout | None:
-        raise NotImplementedError("A3C's workers collect their own rollouts; see pgplug.plugins.a3c_worker")
+        raise NotImplementedError("A3C's workers collect their own rollouts; see pgplug.plugins.a3c.worker")
 
     def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
         if isinstance(callback, list):
@@ -356,11 +356,6 @@ class _UpdateStats:
     def reset_window(self) -> None:
         self.window.clear()
         self.updates_since_dump = 0
-
-
-@hookimpl
-def pgplug_register_algorithms(register) -> None:
-    register(A3C)
 
 
 __all__ = ["A3C", "CounterProgressBar"]

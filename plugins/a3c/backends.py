@@ -1,6 +1,6 @@
 """How A3C's workers are started and watched: in-process (serial, for debugging) or as local processes.
 
-A backend runs :class:`~pgplug.plugins.a3c_worker.Worker` loops and hands their messages to the
+A backend runs :class:`~pgplug.plugins.a3c.worker.Worker` loops and hands their messages to the
 main process; the algorithm never touches processes directly, so a cluster backend on a
 distributed engine can be added without changing the algorithm.
 """
@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 from pgplug.errors import PgplugError
-from pgplug.plugins.a3c_worker import Message, SharedState, Worker, WorkerSpec, worker_process_main
+from pgplug.plugins.a3c.worker import Message, SharedState, Worker, WorkerSpec, worker_process_main
 
 
 class WorkerFailed(RuntimeError):
@@ -100,7 +100,7 @@ class SerialBackend:
 
 #: What the forkserver imports once, so that each worker forked from it starts without importing
 #: torch, SB3 and pgplug again (about 1.4 s per worker with ``spawn``).
-FORKSERVER_PRELOAD = ["pgplug.plugins.a3c_worker"]
+FORKSERVER_PRELOAD = ["pgplug.plugins.a3c.worker"]
 
 
 def check_start_method(start_method: str) -> str:

@@ -1,7 +1,7 @@
 """The hooks a pgplug plugin can implement.
 
-Built-in estimators and algorithms implement these exactly as a third-party plugin does.
-Every hook is prefixed ``pgplug_`` and receives its arguments by keyword.
+Built-in estimators, objectives, algorithms and worker backends implement these exactly as a
+third-party plugin does. Every hook is prefixed ``pgplug_`` and receives its arguments by keyword.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def pgplug_register_estimators(register: Callable[[type], None]) -> None:
 
 @hookspec
 def pgplug_register_algorithms(register: Callable[[type], None]) -> None:
-    """Register algorithms (subclasses of :class:`pgplug.algorithm.PolicyGradientAlgorithm`).
+    """Register algorithms (subclasses of :class:`pgplug.contracts.algorithm.Algorithm`, usually through
+    :class:`pgplug.runtime.algorithm.PolicyGradientAlgorithm`).
 
     :param register: call it once per algorithm class; the class carries its ``name``.
     """
@@ -55,9 +56,10 @@ def pgplug_configure(args: argparse.Namespace, command: str) -> None:
 def pgplug_after_rollout(algorithm: Any, rollout: Any) -> None:
     """Observe a rollout after the estimator has filled its advantages and returns.
 
-    :param algorithm: the algorithm that collected it (main process only).
-    :param rollout: the :class:`pgplug.rollout.Rollout`; treat it as read-only, and copy what you keep:
-        its tensors are views of buffers the next rollout reuses.
+    :param algorithm: the algorithm that collected it. Always called in the main process: A3C calls it
+        there for each worker rollout, from a copy the worker sends when some plugin implements this hook.
+    :param rollout: the :class:`pgplug.contracts.rollout.Rollout`; treat it as read-only, and copy what
+        you keep: its tensors are views of buffers the next rollout reuses.
     """
 
 
@@ -65,6 +67,7 @@ def pgplug_after_rollout(algorithm: Any, rollout: Any) -> None:
 def pgplug_after_update(algorithm: Any, metrics: dict[str, float]) -> None:
     """Observe one gradient update.
 
-    :param algorithm: the algorithm that made the update (main process only).
+    :param algorithm: the algorithm that made the update. Always called in the main process: A3C calls it
+        there for every worker update, from the workers' reports.
     :param metrics: the losses and statistics the update logged.
     """

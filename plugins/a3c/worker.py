@@ -25,11 +25,11 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.common.vec_env import VecEnv
 
-from pgplug.algorithm import compute_gradients
+from pgplug.contracts.estimator import Estimator
 from pgplug.errors import PgplugError, one_line
-from pgplug.estimator import Estimator
-from pgplug.optim import optimizer_step, prefer_foreach
-from pgplug.rollout import RolloutCollector
+from pgplug.fast.optim import optimizer_step, prefer_foreach
+from pgplug.runtime.algorithm import compute_gradients
+from pgplug.runtime.recurrent import collector_for
 
 #: A picklable callable building a worker's vec env: ``factory(n_envs, seed) -> VecEnv``.
 VecEnvFactory = Callable[[int, int], VecEnv]
@@ -111,7 +111,7 @@ class Worker:
         self.rank, self.spec, self.global_policy, self.shared, self.send = rank, spec, global_policy, shared, send
         self.env = spec.env_factory(spec.n_envs, spec.worker_seed(rank))
         self.local_policy = self._local_copy(global_policy)
-        self.collector = RolloutCollector.for_policy(
+        self.collector = collector_for(
             self.local_policy,
             self.env,
             spec.gamma,
@@ -274,7 +274,7 @@ def worker_process_main(
     worker = None
     try:
         if plugin_specs:
-            from pgplug.plugin_host import get_host
+            from pgplug.contracts.registries import get_host
 
             for plugin in plugin_specs:
                 get_host().load_local(plugin)

@@ -10,7 +10,6 @@ at a time-limit truncation the reward already carries γ·V(terminal observation
 from __future__ import annotations
 
 import inspect
-import numbers
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -19,6 +18,8 @@ import numpy as np
 import torch as th
 
 from pgplug.errors import PgplugError
+from pgplug.plugin.registry import RegistryKind
+from pgplug.validation import check_gamma
 
 ArrayLike = np.ndarray | th.Tensor
 
@@ -41,17 +42,6 @@ def as_tensor(x: ArrayLike | None) -> th.Tensor | None:
 def episode_ends(episode_starts: th.Tensor, last_dones: th.Tensor) -> th.Tensor:
     """``done[t] = 1`` where step t ended an episode: ``episode_starts[t+1]``, and ``last_dones`` at T−1."""
     return th.cat([episode_starts[1:], last_dones.reshape(1, -1)], dim=0)
-
-
-def check_unit_interval(name: str, value: object) -> float:
-    """``value`` as a float if it is a real number in [0, 1] (numpy scalars included), else a one-line error."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
-        raise PgplugError(f"{name} must be a number in [0, 1], got {value!r}")
-    return float(value)
-
-
-def check_gamma(gamma: float) -> float:
-    return check_unit_interval("gamma", gamma)
 
 
 class Estimator(ABC):
@@ -117,21 +107,5 @@ class Estimator(ABC):
         return f"{type(self).__name__}({args})"
 
 
-def make_estimator(spec: str | Estimator, kwargs: dict[str, Any] | None = None) -> Estimator:
-    """An estimator from a registered name (plus its keyword arguments) or an instance."""
-    if isinstance(spec, Estimator):
-        if kwargs:
-            raise PgplugError("estimator_kwargs are only used with an estimator name, not an instance")
-        return spec
-    from pgplug.plugin_host import get_host
-
-    cls = get_host().estimators.get(spec)
-    try:
-        return cls(**(kwargs or {}))
-    except TypeError as exc:
-        variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-        params = inspect.signature(cls.__init__).parameters.values()
-        valid = [p.name for p in params if p.name != "self" and p.kind not in variadic]
-        raise PgplugError(
-            f"bad estimator_kwargs {kwargs!r} for estimator {spec!r}: {exc}; valid keys: {', '.join(valid) or '(none)'}"
-        ) from exc
+#: The estimator registry: filled by ``pgplug_register_estimators``.
+ESTIMATORS = RegistryKind("estimator", "pgplug_register_estimators", Estimator)

@@ -31,12 +31,17 @@ from stable_baselines3.common.policies import (
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
+from pgplug.contracts.algorithm import Algorithm
+from pgplug.contracts.estimator import Estimator
+from pgplug.contracts.registries import call_hook, get_host, make_estimator
+from pgplug.contracts.rollout import Rollout
 from pgplug.errors import DivergedError, IncompatibleEstimatorError, PgplugError, one_line
-from pgplug.estimator import Estimator, check_gamma, make_estimator
-from pgplug.loss import LossTerms, policy_gradient_loss
-from pgplug.optim import optimizer_step, prefer_foreach
-from pgplug.plugin_host import call_hook, get_host
-from pgplug.rollout import Rollout, RolloutCollector, set_training_mode, unchecked_distributions
+from pgplug.fast.optim import optimizer_step, prefer_foreach
+from pgplug.fast.torch_internals import set_training_mode, unchecked_distributions
+from pgplug.runtime.collector import RolloutCollector
+from pgplug.runtime.loss import LossTerms, policy_gradient_loss
+from pgplug.runtime.recurrent import collector_for
+from pgplug.validation import check_gamma, check_learning_rate
 
 SelfAlgorithm = TypeVar("SelfAlgorithm", bound="PolicyGradientAlgorithm")
 
@@ -118,26 +123,6 @@ def check_policy_fits(policy_class: type, observation_space: spaces.Space, polic
         )
 
 
-def check_learning_rate(value: float | Schedule) -> float | Schedule:
-    """A constant learning rate must be a float32-representable number ≥ 0 (the optimizers compute in float32)."""
-    if callable(value):
-        return value
-    limit = float(th.finfo(th.float32).max)
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float, np.floating, np.integer))
-        or not 0 <= value <= limit
-    ):
-        raise PgplugError(f"learning_rate must be a number between 0 and {limit:.3g} or a schedule, got {value!r}")
-    return value
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise PgplugError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def estimator_json(estimator: Estimator) -> dict[str, Any] | Estimator:
     """``{"name", "kwargs"}`` for a registered estimator with JSON arguments; else the instance (pickled)."""
     registry = get_host().estimators
@@ -151,12 +136,12 @@ def estimator_json(estimator: Estimator) -> dict[str, Any] | Estimator:
     return estimator
 
 
-class PolicyGradientAlgorithm(BaseAlgorithm):
+class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
     """Shared base of pgplug's on-policy algorithms (an SB3 ``BaseAlgorithm``).
 
     :param policy: the policy model (``MlpPolicy``, ``CnnPolicy``, ``MultiInputPolicy`` or a class)
     :param env: the environment (a gymnasium id, an env or an SB3 ``VecEnv``)
-    :param estimator: a registered estimator name or an :class:`~pgplug.estimator.Estimator`
+    :param estimator: a registered estimator name or an :class:`~pgplug.contracts.estimator.Estimator`
     :param estimator_kwargs: keyword arguments of the named estimator (e.g. ``{"gae_lambda": 0.95}``)
     :param ent_coef: entropy coefficient in the loss
     :param vf_coef: value-loss coefficient (used when the estimator trains a critic)
@@ -164,24 +149,16 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
     :param normalize_advantage: standardise Ψ in each update
     """
 
-    name: ClassVar[str]
-    default_estimator: ClassVar[str]
-    #: False for algorithms that cut episodes into fixed-length rollouts (A2C, A3C).
-    accepts_episode_estimators: ClassVar[bool] = True
     default_log_interval: ClassVar[int] = 1
     #: True for algorithms that make exactly one gradient step per rollout, with the weights that
     #: collected it: their update may then differentiate the rollout's own forward passes
-    #: (:mod:`pgplug.rollout_graph`). Leave False when ``train`` steps more than once per rollout.
+    #: (:mod:`pgplug.fast.rollout_graph`). Leave False when ``train`` steps more than once per rollout.
     reuse_rollout_graph: ClassVar[bool] = False
-    #: The SB3 algorithm (a :func:`pgplug.compat.algorithm_names` name such as ``sb3_a2c``) whose zips
-    #: this class opens as its own, with :meth:`estimator_for_sb3_data` giving the matching estimator.
-    sb3_counterpart: ClassVar[str | None] = None
-
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpPolicy": ActorCriticPolicy,
         "CnnPolicy": ActorCriticCnnPolicy,
         "MultiInputPolicy": MultiInputActorCriticPolicy,
-        # sb3-contrib's recurrent policies (pgplug.recurrent carries their states)
+        # sb3-contrib's recurrent policies (pgplug.runtime.recurrent carries their states)
         "MlpLstmPolicy": RecurrentActorCriticPolicy,
         "CnnLstmPolicy": RecurrentActorCriticCnnPolicy,
         "MultiInputLstmPolicy": RecurrentMultiInputActorCriticPolicy,
@@ -318,7 +295,7 @@ class PolicyGradientAlgorithm(BaseAlgorithm):
         """Collect a rollout with the shared lean loop, keeping SB3's ``_last_obs`` bookkeeping."""
         assert self.env is not None
         if self._collector is None or self._collector.env is not self.env or self._collector.policy is not self.policy:
-            self._collector = RolloutCollector.for_policy(
+            self._collector = collector_for(
                 self.policy,
                 self.env,
                 self.gamma,

@@ -15,13 +15,21 @@ import torch as th
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from sb3_contrib.common.recurrent.type_aliases import RNNStates
 
-from pgplug.rollout import Observation, RolloutCollector, unchecked_distributions
+from pgplug.contracts.rollout import Observation
+from pgplug.fast.torch_internals import unchecked_distributions
+from pgplug.runtime.collector import RolloutCollector
 
 LSTM_STATES = "lstm_states"
 
 
 def is_recurrent(policy: Any) -> bool:
     return isinstance(policy, RecurrentActorCriticPolicy)
+
+
+def collector_for(policy: Any, env: Any, gamma: float, **kwargs: Any) -> RolloutCollector:
+    """The collector that fits ``policy``: the recurrent one for sb3-contrib's LSTM policies."""
+    collector_class = RecurrentRolloutCollector if is_recurrent(policy) else RolloutCollector
+    return collector_class(policy, env, gamma, **kwargs)
 
 
 def zero_states(policy: RecurrentActorCriticPolicy, n_envs: int) -> RNNStates:

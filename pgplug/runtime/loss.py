@@ -14,16 +14,10 @@ import torch as th
 import torch.nn.functional as F
 from stable_baselines3.common.policies import ActorCriticPolicy
 
-from pgplug.recurrent import LSTM_STATES
-from pgplug.rollout import (
-    Observation,
-    Rollout,
-    categorical_entropy,
-    categorical_log_prob,
-    latents,
-    runs_sb3_categorical,
-)
-from pgplug.rollout_graph import ROLLOUT_GRAPH
+from pgplug.contracts.rollout import Observation, Rollout
+from pgplug.fast.categorical import categorical_entropy, categorical_log_prob, latents, runs_sb3_categorical
+from pgplug.fast.rollout_graph import ROLLOUT_GRAPH
+from pgplug.runtime.recurrent import LSTM_STATES
 
 
 @dataclass

@@ -10,18 +10,15 @@ import difflib
 import importlib
 import os
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 
-from pgplug.config import import_dotted
 from pgplug.errors import PgplugError
-
-VECNORMALIZE_FILE = "vecnormalize.pkl"
-#: The hyperparameters a run used, saved next to its model (read back by ``-i`` and ``eval``).
-CONFIG_FILE = "config.yml"
+from pgplug.validation import import_dotted
 
 
 def _register_atari() -> None:
@@ -164,14 +161,15 @@ class EnvSpec:
         n_envs: int | None = None,
         start_index: int = 0,
         monitor_dir: str | Path | None = None,
-        vecnormalize_path: str | Path | None = None,
+        saved_statistics: Callable[[Any], Any] | None = None,
         training: bool = True,
     ):
         """Build the ``VecEnv``: Monitor (+ csv files in ``monitor_dir``), wrappers, VecNormalize, frame stack.
 
         :param n_envs: override the spec's ``n_envs`` (e.g. a single env for evaluation)
         :param start_index: rank of the first env, for distinct seeds and monitor files across workers
-        :param vecnormalize_path: load saved ``VecNormalize`` statistics from this file
+        :param saved_statistics: wraps the env in a ``VecNormalize`` with saved statistics (see
+            :func:`pgplug.interop.compat.saved_statistics`); used instead of the spec's ``normalize``
         :param training: False for evaluation: frozen normalization statistics, raw rewards
         """
         from stable_baselines3.common.env_util import make_vec_env
@@ -183,8 +181,6 @@ class EnvSpec:
             VecNormalize,
             VecTransposeImage,
         )
-
-        from pgplug.compat import load_vecnormalize
 
         if self.atari:
             _register_atari()  # this may be a fresh worker process
@@ -204,8 +200,8 @@ class EnvSpec:
             )
         except gym.error.DependencyNotInstalled as exc:
             raise PgplugError(f"env {self.env_id!r} needs a missing package: {str(exc).splitlines()[0]}") from exc
-        if vecnormalize_path is not None and Path(vecnormalize_path).is_file():
-            env = load_vecnormalize(vecnormalize_path, env)  # gym-era pickles too
+        if saved_statistics is not None:
+            env = saved_statistics(env)
             env.training = training
             if not training:
                 env.norm_reward = False

@@ -1,4 +1,9 @@
-"""Name → class registries for estimators and algorithms, in the manner of hatch's plugin manager."""
+"""Name → class registries, in the manner of hatch's plugin manager.
+
+A :class:`RegistryKind` says what one registration hook fills; the contract that defines the base
+class declares its kind (tox's model: the registry lives with its contract), and the plugin host
+builds a :class:`Registry` for each kind it is given, without knowing any of them.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +29,20 @@ class Entry(Generic[T]):
         """The first line of the class docstring."""
         doc = (self.cls.__doc__ or "").strip()
         return doc.splitlines()[0] if doc else ""
+
+
+@dataclass(frozen=True)
+class RegistryKind:
+    """One kind of registered class: what it is called, the hook that registers it, the base it must subclass.
+
+    :param kind: singular noun for messages (``estimator``)
+    :param hook: the ``pgplug_register_*`` hook whose ``register`` argument fills it
+    :param base: every registered class must subclass it
+    """
+
+    kind: str
+    hook: str
+    base: type
 
 
 class Registry(Generic[T]):

@@ -1,0 +1,66 @@
+"""Opening saved models for the CLI: any zip :func:`pgplug.load` opens, checked against the env it will play."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+from pgplug.errors import PgplugError
+from pgplug.interop import compat
+
+
+def saved_algorithm(path: Path) -> str | None:
+    """The algorithm that saved a model zip (read without unpickling); a broken or off-policy file fails here."""
+    info = compat.read_zip(path)
+    compat.check_actor_critic(info)
+    return compat.detect_algorithm(info)
+
+
+def spaces_readable(info: compat.ModelZip) -> bool:
+    """Whether the zip's pickled spaces unpickle (gym-era ones do, through the gym → gymnasium shim)."""
+    for key in ("observation_space", "action_space"):
+        blob = info.pickled(key)
+        if blob is None:
+            continue
+        try:
+            compat.compat_loads(blob)
+        except Exception:
+            return False
+    return True
+
+
+def open_model(
+    path: str | Path, algo: str | None = None, device: str = "auto", make_env: Callable[[], Any] | None = None
+) -> tuple[Any, str]:
+    """Load any zip :func:`pgplug.load` opens; the algorithm's name too (the detected one, or ``algo``).
+
+    :param make_env: builds the env whose spaces replace saved spaces that cannot be unpickled
+    """
+    info = compat.read_zip(path)
+    compat.check_actor_critic(info)
+    name = compat.choose_algorithm(info, algo)
+    env = make_env() if make_env is not None and not spaces_readable(info) else None
+    return compat.load(info.path, env=env, algo=algo, device=device), name
+
+
+def describe_space(space: gym.Space) -> str:
+    """A space on one short line: ``Box(12,) float32`` (a Box's repr prints its bounds over many lines)."""
+    if isinstance(space, gym.spaces.Box):
+        return f"Box{space.shape} {space.dtype}"
+    return " ".join(str(space).split())
+
+
+def load_expert(path: str | Path, env: Any) -> tuple[Any, str]:
+    """Open the expert (on the CPU) and check that it plays ``env``'s observations and actions."""
+    expert, algo = open_model(path, device="cpu", make_env=lambda: env)
+    if expert.observation_space != env.observation_space or expert.action_space != env.action_space:
+        raise PgplugError(
+            f"the expert {path} ({algo}) plays observations {describe_space(expert.observation_space)} and actions "
+            f"{describe_space(expert.action_space)}, but the student's env gives "
+            f"{describe_space(env.observation_space)} and {describe_space(env.action_space)}: "
+            "use the expert's env id, frame_stack and normalize"
+        )
+    return expert, algo

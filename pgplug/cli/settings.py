@@ -1,0 +1,235 @@
+"""What a training run is made of: the algorithm, the env and the merged hyperparameters, settled up front.
+
+``pgplug train`` and ``pgplug bc`` both describe the run they want as a :class:`RunRequest`; :func:`settle`
+checks it and merges the config entry, the command line's overrides and, for ``-i``, the saved run's
+own config into :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pgplug.cli.models import saved_algorithm
+from pgplug.cli.run_folder import CONFIG_FILE
+from pgplug.contracts.registries import get_host
+from pgplug.errors import PgplugError
+from pgplug.interop import compat
+from pgplug.interop import config as cfg
+from pgplug.runtime.envs import EnvSpec, check_atari_rom, check_env_id, is_atari
+
+#: What ``config.yml`` records besides the hyperparameters (dropped when ``-i`` reads it back).
+RECORD_KEYS = ("seed", "env")
+
+
+@dataclass
+class RunRequest:
+    """What the command line asks of a run.
+
+    :param algo: the algorithm's registered name
+    :param env: the gymnasium env id
+    :param hyperparams: ``key=value`` overrides (YAML values)
+    :param conf_file: a config file to read instead of the built-in ``configs/<algo>.yml``
+    :param estimator: the estimator's name, overriding the config's
+    :param estimator_kwargs: ``key=value`` estimator arguments
+    :param n_workers: workers, for algorithms that have them
+    :param n_timesteps: the training budget, overriding the config's
+    :param trained_agent: a zip to continue (or, of another algorithm, to warm-start from)
+    :param bc_warmstart: an expert zip to clone into the new model first
+    """
+
+    algo: str
+    env: str
+    hyperparams: list[str] = field(default_factory=list)
+    conf_file: str | None = None
+    estimator: str | None = None
+    estimator_kwargs: list[str] = field(default_factory=list)
+    n_workers: int | None = None
+    n_timesteps: int | None = None
+    trained_agent: str | None = None
+    bc_warmstart: str | None = None
+
+
+@dataclass
+class Settings:
+    """What the command line and the configs decided for one run."""
+
+    cls: type
+    env_id: str
+    atari: bool
+    run_config: cfg.RunConfig
+    overrides: dict[str, Any]
+    source: str
+    trained_agent: Path | None
+    #: ``-i`` named another algorithm's zip: a new model starts from its weights
+    warm_start: Path | None = None
+    #: the algorithm that saved the ``-i`` zip, as :func:`pgplug.interop.compat.detect_algorithm` names it
+    source_algorithm: str | None = None
+    bc_expert: Path | None = None
+
+
+def check_trained_agent(path: str | None) -> Path | None:
+    if path is None:
+        return None
+    trained = Path(path)
+    if trained.suffix != ".zip" or not trained.is_file():
+        raise PgplugError(f"--trained-agent {path!r} is not a saved model (.zip file)")
+    return trained
+
+
+def base_hyperparams(request: RunRequest, env_id: str, atari: bool, trained: Path | None) -> tuple[dict, str]:
+    """The config entry for this run and a description of where it came from."""
+    if trained is not None and (trained.parent / CONFIG_FILE).is_file():
+        path = trained.parent / CONFIG_FILE
+        hyperparams = cfg.read_yaml_mapping(path)
+        for key in RECORD_KEYS:
+            hyperparams.pop(key, None)
+        return hyperparams, str(path)
+    path = Path(request.conf_file) if request.conf_file else cfg.builtin_config_path(request.algo)
+    if path is None:
+        return {}, f"no configs/{request.algo}.yml: the algorithm's defaults"
+    policy = cfg.parse_assignments(request.hyperparams).get("policy")
+    entry, hyperparams = cfg.select_entry(cfg.load_config_file(path), env_id, atari, policy)
+    return hyperparams, f"entry {entry!r} of {path}" if entry else f"no entry for {env_id!r} in {path}: defaults"
+
+
+def command_line_hyperparams(request: RunRequest, cls: type, base: dict[str, Any]) -> dict[str, Any]:
+    """``--hyperparams``, ``--estimator``, ``--estimator-kwargs`` and ``--n-workers`` as hyperparameters."""
+    overrides = cfg.parse_assignments(request.hyperparams)
+    if request.estimator is not None:
+        if request.estimator != base.get("estimator"):
+            overrides.setdefault("estimator_kwargs", {})  # the config's kwargs belong to its own estimator
+        overrides["estimator"] = request.estimator
+    if request.estimator_kwargs:
+        kwargs = overrides.get("estimator_kwargs", base.get("estimator_kwargs")) or {}
+        if not isinstance(kwargs, dict):
+            raise PgplugError(f"estimator_kwargs must be a mapping, got {kwargs!r}")
+        overrides["estimator_kwargs"] = {
+            **kwargs,
+            **cfg.parse_assignments(request.estimator_kwargs, "estimator argument"),
+        }
+    if request.n_workers is not None:
+        if "n_workers" not in cfg.constructor_keys(cls):
+            with_workers = [e.name for e in get_host().algorithms if "n_workers" in cfg.constructor_keys(e.cls)]
+            names = ", ".join(with_workers) or "none"
+            raise PgplugError(f"--n-workers does not apply to {request.algo}; algorithms with workers: {names}")
+        overrides["n_workers"] = request.n_workers
+    return overrides
+
+
+def continues(algo: str, source_algorithm: str | None) -> bool:
+    """Whether ``algo`` opens a zip of ``source_algorithm`` as its own (same algorithm, or SB3's A2C for a2c)."""
+    return source_algorithm in (None, algo) or algo in compat.counterparts_of(source_algorithm)
+
+
+def class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def source_architecture(cls: type, source: Path, base: dict[str, Any]) -> dict[str, Any]:
+    """``policy`` and ``policy_kwargs`` (as config data) that rebuild ``source``'s policy for ``cls``.
+
+    The config's optimizer settings are kept: the new algorithm trains with its own optimizer.
+    """
+    policy_class, policy_kwargs = compat.policy_architecture(source)
+    aliases = getattr(cls, "policy_aliases", {})
+    policy = next((name for name, alias in aliases.items() if alias is policy_class), class_path(policy_class))
+    optimizer = {
+        k: v for k, v in (base.get("policy_kwargs") or {}).items() if k in ("optimizer_class", "optimizer_kwargs")
+    }
+    kwargs = {k: class_path(v) if isinstance(v, type) else v for k, v in policy_kwargs.items()}
+    return {"policy": policy, "policy_kwargs": {**optimizer, **kwargs}}
+
+
+def check_bc_expert(path: str | None, trained_agent: str | None) -> Path | None:
+    if path is None:
+        return None
+    if trained_agent is not None:
+        raise PgplugError("--bc-warmstart clones an expert into a new model, so it cannot be combined with -i")
+    expert = Path(path)
+    saved_algorithm(expert)
+    return expert
+
+
+def settle(request: RunRequest, require_timesteps: bool = True) -> Settings:
+    """Check the command line and merge the hyperparameters, before anything is built.
+
+    :param require_timesteps: fail when neither ``-n`` nor the config gives a training budget
+    """
+    cls = get_host().algorithms.get(request.algo)
+    env_id = check_env_id(request.env)
+    atari = is_atari(env_id)
+    if atari:
+        check_atari_rom(env_id)
+    trained = check_trained_agent(request.trained_agent)
+    source_algorithm = None if trained is None else saved_algorithm(trained)
+    warm_start = None
+    if trained is not None and not continues(request.algo, source_algorithm):
+        if source_algorithm == "ppo_lstm":
+            raise PgplugError(
+                f"{trained} is a RecurrentPPO (LSTM) model, which {request.algo} cannot run; "
+                "evaluate it with 'pgplug eval' or continue it with sb3-contrib"
+            )
+        warm_start, trained = trained, None
+    bc_expert = check_bc_expert(request.bc_warmstart, request.trained_agent)
+    base, source = base_hyperparams(request, env_id, atari, trained)
+    overrides = command_line_hyperparams(request, cls, base)
+    if trained is not None and {"policy", "policy_kwargs"} & overrides.keys():
+        raise PgplugError("policy and policy_kwargs cannot change when continuing training with -i")
+    if warm_start is not None and {"policy", "policy_kwargs"} & overrides.keys():
+        raise PgplugError("policy and policy_kwargs come from the -i model when warm-starting from its weights")
+    architecture = {} if warm_start is None else source_architecture(cls, warm_start, base)
+    run_config = cfg.prepare(cls, {**base, **overrides, **architecture}, request.algo, atari)
+    if request.n_timesteps is not None:
+        run_config.n_timesteps = request.n_timesteps
+    if run_config.n_timesteps is None and require_timesteps:
+        raise PgplugError(f"no n_timesteps for {env_id!r} ({source}); pass -n N")
+    estimator = run_config.algorithm_kwargs.get("estimator") or getattr(cls, "default_estimator", None)
+    if isinstance(estimator, str) and hasattr(cls, "resolve_estimator"):
+        cls.resolve_estimator(estimator, run_config.algorithm_kwargs.get("estimator_kwargs"))
+    return Settings(cls, env_id, atari, run_config, overrides, source, trained, warm_start, source_algorithm, bc_expert)
+
+
+def env_spec(settings: Settings, seed: int | None, vec_env: str = "dummy") -> EnvSpec:
+    """The run's env recipe, from the merged hyperparameters."""
+    rc = settings.run_config
+    return EnvSpec(
+        settings.env_id,
+        n_envs=rc.n_envs,
+        seed=seed,
+        frame_stack=rc.frame_stack,
+        normalize=rc.normalize,
+        wrappers=rc.env_wrappers,
+        atari=settings.atari,
+        vec_env=vec_env,
+    )
+
+
+def to_plain(value: Any) -> Any:
+    """YAML-safe data: mappings, lists, numbers, strings and None; anything else as its repr."""
+    if isinstance(value, dict):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy and torch scalars
+        value = value.item()
+    return value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
+
+
+def saved_config(settings: Settings, model: Any, seed: int) -> dict[str, Any]:
+    """The hyperparameters actually used, as plain YAML data (what ``config.yml`` records)."""
+    saved = {"env": settings.env_id, **settings.run_config.raw}
+    saved["n_envs"] = settings.run_config.n_envs
+    saved["n_timesteps"] = settings.run_config.n_timesteps
+    estimator = getattr(model, "estimator", None)
+    if estimator is not None and hasattr(estimator, "params"):
+        saved["estimator"] = estimator.name
+        saved["estimator_kwargs"] = estimator.params()
+    saved["seed"] = seed
+    return to_plain(saved)
+
+
+def uses_workers(cls: type) -> bool:
+    """Worker algorithms (A3C) build their envs in each worker from a picklable factory."""
+    return "n_workers" in cfg.constructor_keys(cls)

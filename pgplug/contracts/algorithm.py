@@ -1,0 +1,34 @@
+"""The algorithm contract: what every registered algorithm declares about itself.
+
+An algorithm decides how data is collected and how the update uses it. The registry holds classes
+that subclass :class:`Algorithm`; pgplug's own base, :class:`pgplug.runtime.algorithm.PolicyGradientAlgorithm`,
+adds the SB3 machinery (policies, vec envs, logger, callbacks, save/load) on top of it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC
+from typing import ClassVar
+
+from pgplug.plugin.registry import RegistryKind
+
+
+class Algorithm(ABC):
+    """The class attributes every algorithm declares.
+
+    :cvar name: the registered name (``--algo``, ``pgplug.load(algo=...)``)
+    :cvar default_estimator: the estimator used when none is given
+    :cvar accepts_episode_estimators: False for algorithms that cut episodes into fixed-length rollouts
+        (A2C, A3C): they refuse estimators that need complete episodes
+    :cvar sb3_counterpart: the SB3 algorithm (a :func:`pgplug.interop.compat.algorithm_names` name such as
+        ``sb3_a2c``) whose zips this class opens as its own
+    """
+
+    name: ClassVar[str]
+    default_estimator: ClassVar[str]
+    accepts_episode_estimators: ClassVar[bool] = True
+    sb3_counterpart: ClassVar[str | None] = None
+
+
+#: The algorithm registry: filled by ``pgplug_register_algorithms``.
+ALGORITHMS = RegistryKind("algorithm", "pgplug_register_algorithms", Algorithm)

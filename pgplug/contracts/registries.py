@@ -1,0 +1,89 @@
+"""The process-wide plugin host and the registries it fills, one per contract.
+
+Each contract declares its registry kind next to its base class (:data:`~pgplug.contracts.estimator.ESTIMATORS`,
+...); this module hands those kinds and the built-in plugin modules to the generic
+:class:`~pgplug.plugin.host.PluginHost`, and looks classes up by name.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from pgplug.contracts.algorithm import ALGORITHMS
+from pgplug.contracts.estimator import ESTIMATORS, Estimator
+from pgplug.errors import PgplugError
+from pgplug.plugin.host import PluginHost
+from pgplug.plugin.registry import Registry
+
+#: pgplug's built-in plugins. They are ordinary plugins, registered through the same hooks as any
+#: entry-point or local plugin (as pytest keeps its list of default plugins).
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "pgplug.plugins.estimators",
+    "pgplug.plugins.reinforce",
+    "pgplug.plugins.a2c",
+    "pgplug.plugins.a3c",
+)
+KINDS = (ESTIMATORS, ALGORITHMS)
+
+
+class Host(PluginHost):
+    """The plugin host with pgplug's registries, one property per contract."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(KINDS, BUILTIN_PLUGINS, **kwargs)
+
+    @property
+    def estimators(self) -> Registry:
+        """Registered estimator classes by name."""
+        return self.registry(ESTIMATORS)
+
+    @property
+    def algorithms(self) -> Registry:
+        """Registered algorithm classes by name."""
+        return self.registry(ALGORITHMS)
+
+
+_host: Host | None = None
+
+
+def get_host() -> Host:
+    """The process-wide plugin host, built on first use."""
+    global _host
+    if _host is None:
+        _host = Host()
+    return _host
+
+
+def reset_host() -> None:
+    """Forget the process-wide host (tests use it to start from a clean set of plugins)."""
+    global _host
+    _host = None
+
+
+def call_hook(name: str, **kwargs: Any) -> list[Any]:
+    """Call hook ``name`` of the process-wide host, skipping the call when no plugin implements it."""
+    return get_host().call(name, **kwargs)
+
+
+def construct(registry: Registry, name: str, kwargs: dict[str, Any] | None, what: str) -> Any:
+    """An instance of the class registered as ``name``, with a one-line error for arguments it does not take."""
+    cls = registry.get(name)
+    try:
+        return cls(**(kwargs or {}))
+    except TypeError as exc:
+        variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        params = inspect.signature(cls.__init__).parameters.values()
+        valid = [p.name for p in params if p.name != "self" and p.kind not in variadic]
+        raise PgplugError(
+            f"bad {what}_kwargs {kwargs!r} for {what} {name!r}: {exc}; valid keys: {', '.join(valid) or '(none)'}"
+        ) from exc
+
+
+def make_estimator(spec: str | Estimator, kwargs: dict[str, Any] | None = None) -> Estimator:
+    """An estimator from a registered name (plus its keyword arguments) or an instance."""
+    if isinstance(spec, Estimator):
+        if kwargs:
+            raise PgplugError("estimator_kwargs are only used with an estimator name, not an instance")
+        return spec
+    return construct(get_host().estimators, spec, kwargs, "estimator")

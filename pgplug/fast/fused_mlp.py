@@ -1,0 +1,113 @@
+"""SB3's separate actor and critic MLPs run as one block-diagonal MLP: half the ops of a small policy's step."""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import torch as th
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import MlpExtractor
+
+_ELEMENTWISE = (th.nn.Tanh, th.nn.ReLU)
+
+
+class FusedActorCritic:
+    """SB3's separate actor and critic MLPs (and heads) run as one MLP with block-diagonal weights.
+
+    The step forward of a small policy is bound by per-op overhead, not arithmetic: one
+    ``[h_pi + h_vf]``-wide layer instead of two halves the ops. The weights are rebuilt when an
+    update changes a parameter (its version counter moves), so the fused copy never goes stale.
+    Only plain ``Linear``/``Tanh``/``ReLU`` stacks of equal depth are fused; others run as they are.
+    """
+
+    _cache: weakref.WeakKeyDictionary[th.nn.Module, FusedActorCritic | None] = weakref.WeakKeyDictionary()
+
+    def __init__(self, policy: ActorCriticPolicy, stages: list[tuple[str, Any, Any]]) -> None:
+        self.stages = stages  # ("linear", actor Linear, critic Linear) or ("act", module class, None)
+        self.params = [p for _, a, c in stages if isinstance(a, th.nn.Linear) for m in (a, c) for p in m.parameters()]
+        self.n_logits = policy.action_net.out_features
+        self._key: tuple[int, ...] | None = None
+        self._layers: list[tuple[th.Tensor, th.Tensor] | type] = []
+        self._copies: list[tuple[th.Tensor, th.Tensor]] = []  # (block of a fused weight, the parameter it copies)
+
+    @classmethod
+    def of(cls, policy: ActorCriticPolicy) -> FusedActorCritic | None:
+        if policy not in cls._cache:
+            cls._cache[policy] = cls._build(policy)
+        return cls._cache[policy]
+
+    @classmethod
+    def _build(cls, policy: ActorCriticPolicy) -> FusedActorCritic | None:
+        extractor = policy.mlp_extractor
+        if type(extractor) is not MlpExtractor:  # a subclass may compute its latents otherwise
+            return None
+        pi, vf = extractor.policy_net, extractor.value_net
+        if not (
+            policy.share_features_extractor and isinstance(pi, th.nn.Sequential) and isinstance(vf, th.nn.Sequential)
+        ):
+            return None
+        if (
+            len(pi) != len(vf)
+            or not isinstance(policy.action_net, th.nn.Linear)
+            or not isinstance(policy.value_net, th.nn.Linear)
+        ):
+            return None
+        stages: list[tuple[str, Any, Any]] = []
+        for a, c in zip(pi, vf):
+            if type(a) is th.nn.Linear and type(c) is th.nn.Linear and a.bias is not None and c.bias is not None:
+                stages.append(("linear", a, c))
+            elif type(a) is type(c) and type(a) in _ELEMENTWISE:
+                stages.append(("act", type(a), None))
+            else:
+                return None
+        if policy.action_net.bias is None or policy.value_net.bias is None:
+            return None
+        stages.append(("linear", policy.action_net, policy.value_net))
+        return cls(policy, stages)
+
+    def _weights(self) -> list[tuple[th.Tensor, th.Tensor] | type]:
+        key = tuple(p._version for p in self.params)
+        if key != self._key:
+            with th.inference_mode():  # the fused copies are inference tensors: built and refreshed in that mode
+                self._refresh(key)
+        return self._layers
+
+    def _refresh(self, key: tuple[int, ...]) -> None:
+        first = self.params[0]
+        if self._copies and (self._copies[0][0].device, self._copies[0][0].dtype) == (first.device, first.dtype):
+            for fused, param in self._copies:  # refresh in place: no allocation, no zeroing
+                fused.copy_(param)
+        else:
+            self._assemble()
+        self._key = key
+
+    def _assemble(self) -> None:
+        """Allocate the fused weights and note which block of them each parameter fills."""
+        layers: list[tuple[th.Tensor, th.Tensor] | type] = []
+        copies: list[tuple[th.Tensor, th.Tensor]] = []
+        split = False  # False while both halves still read the same input
+        for kind, a, c in self.stages:
+            if kind == "act":
+                layers.append(a)
+                continue
+            weight = (th.block_diag(a.weight, c.weight) if split else th.cat([a.weight, c.weight])).detach()
+            bias = th.cat([a.bias, c.bias]).detach()
+            rows, cols = a.out_features, a.in_features
+            actor_block, critic_block = (
+                (weight[:rows, :cols], weight[rows:, cols:]) if split else weight.split([rows, c.out_features])
+            )
+            copies += [(actor_block, a.weight), (critic_block, c.weight), (bias[:rows], a.bias), (bias[rows:], c.bias)]
+            layers.append((weight, bias))
+            split = True
+        self._layers, self._copies = layers, copies
+
+    def __call__(self, features: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """Logits and values from the features, as ``action_net(latent_pi)`` and ``value_net(latent_vf)``."""
+        x = features
+        for layer in self._weights():
+            if isinstance(layer, tuple):
+                x = th.nn.functional.linear(x, *layer)
+            else:
+                x = th.tanh(x) if layer is th.nn.Tanh else th.relu(x)
+        return x[:, : self.n_logits], x[:, self.n_logits :]

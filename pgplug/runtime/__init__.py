@@ -1,0 +1,1 @@
+"""The runtime: rollout collection, the policy runner seam, the gradient step and the SB3 algorithm base."""
