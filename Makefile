@@ -21,7 +21,7 @@ lint: $(VENV)/.installed
 # import-linter reads the installed package: in the source tree the built-in plugins live in plugins/, and
 # only an install makes them the subpackage pgplug.plugins, so the contracts are checked on a scratch copy.
 lint-imports: $(VENV)/.installed
-	rm -rf build/importlint
+	rm -rf build  # also setuptools' own build/lib, which would ship deleted modules
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation --target build/importlint . 2>/dev/null
 	cd build && PYTHONPATH=importlint $(BIN)/lint-imports --no-cache ../pyproject.toml
 

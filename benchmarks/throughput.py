@@ -136,12 +136,10 @@ def instrument_sb3(model: Any, timers: Timers) -> None:
 
 
 def instrument_pgplug(model: Any, timers: Timers) -> None:
-    from pgplug.runtime.collector import RolloutCollector
-
     model.env.step = timers.wrap("env", model.env.step)
-    RolloutCollector.act = timers.wrap("forward", RolloutCollector.act)  # type: ignore[method-assign]
-    # V(last obs) and timeout bootstraps:
-    RolloutCollector.values_at = timers.wrap("forward", RolloutCollector.values_at)  # type: ignore[method-assign]
+    runner = model.runner  # the policy runner the collector steps with: the instance attributes win
+    runner.act = timers.wrap("forward", runner.act)
+    runner.values = timers.wrap("forward", runner.values)  # V(last obs) and timeout bootstraps
     model.estimate = timers.wrap("update", model.estimate)
     model.train = timers.wrap("update", model.train)
 

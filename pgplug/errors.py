@@ -27,6 +27,10 @@ class IncompatibleEstimatorError(PgplugError):
     """An estimator the algorithm cannot use (e.g. one that needs complete episodes in A2C)."""
 
 
+class IncompatibleObjectiveError(PgplugError):
+    """An objective the algorithm cannot minimise, or one that takes no estimator given an estimator."""
+
+
 class DivergedError(PgplugError):
     """The loss became NaN or infinite: the policy's outputs or the data are no longer finite."""
 

@@ -15,6 +15,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
 from pgplug.contracts.estimator import Estimator
+from pgplug.contracts.objective import Objective
 from pgplug.contracts.rollout import Rollout
 from pgplug.plugin.hookspecs import hookimpl
 from pgplug.runtime.algorithm import PolicyGradientAlgorithm
@@ -38,6 +39,9 @@ class A2C(PolicyGradientAlgorithm):
     :param estimator: ``nstep`` (default, n=None), ``td``, ``gae`` or any estimator that does not
         need complete episodes
     :param estimator_kwargs: the estimator's arguments, e.g. ``{"gae_lambda": 0.95}``
+    :param objective: the objective the update minimises (default ``policy_gradient``)
+    :param objective_kwargs: the objective's arguments besides this algorithm's own settings
+    :param fast_paths: pgplug's speed paths (True), SB3's own code (False), or ``PGPLUG_FAST_PATHS`` (None)
     """
 
     name = "a2c"
@@ -64,6 +68,9 @@ class A2C(PolicyGradientAlgorithm):
         normalize_advantage: bool = False,
         estimator: str | Estimator = "nstep",
         estimator_kwargs: dict[str, Any] | None = None,
+        objective: str | Objective | None = None,
+        objective_kwargs: dict[str, Any] | None = None,
+        fast_paths: bool | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -83,6 +90,9 @@ class A2C(PolicyGradientAlgorithm):
             normalize_advantage=normalize_advantage,
             estimator=estimator,
             estimator_kwargs=estimator_kwargs,
+            objective=objective,
+            objective_kwargs=objective_kwargs,
+            fast_paths=fast_paths,
             use_sde=use_sde,
             sde_sample_freq=sde_sample_freq,
             stats_window_size=stats_window_size,

@@ -22,6 +22,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
 from pgplug.contracts.estimator import Estimator, episode_ends
+from pgplug.contracts.objective import Objective
 from pgplug.contracts.rollout import Rollout
 from pgplug.plugin.hookspecs import hookimpl
 from pgplug.runtime.algorithm import PolicyGradientAlgorithm
@@ -61,6 +62,9 @@ class REINFORCE(PolicyGradientAlgorithm):
         an env-dependent scale, and centring them acts as a batch-mean baseline)
     :param estimator: ``reward_to_go`` (default), ``full_return``, ``baseline`` or any other
     :param estimator_kwargs: the estimator's arguments
+    :param objective: the objective the update minimises (default ``policy_gradient``)
+    :param objective_kwargs: the objective's arguments besides this algorithm's own settings
+    :param fast_paths: pgplug's speed paths (True), SB3's own code (False), or ``PGPLUG_FAST_PATHS`` (None)
     """
 
     name = "reinforce"
@@ -82,6 +86,9 @@ class REINFORCE(PolicyGradientAlgorithm):
         normalize_advantage: bool = True,
         estimator: str | Estimator = "reward_to_go",
         estimator_kwargs: dict[str, Any] | None = None,
+        objective: str | Objective | None = None,
+        objective_kwargs: dict[str, Any] | None = None,
+        fast_paths: bool | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -101,6 +108,9 @@ class REINFORCE(PolicyGradientAlgorithm):
             normalize_advantage=normalize_advantage,
             estimator=estimator,
             estimator_kwargs=estimator_kwargs,
+            objective=objective,
+            objective_kwargs=objective_kwargs,
+            fast_paths=fast_paths,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
             policy_kwargs=policy_kwargs,

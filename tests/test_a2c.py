@@ -116,6 +116,7 @@ PARITY_CASES = {
 
 
 @pytest.mark.parametrize("case", list(PARITY_CASES))
+@pytest.mark.both_paths
 def test_matches_sb3_a2c_update_for_update(case: str) -> None:
     env_id, sb3_kwargs, pg_kwargs, env_kwargs = PARITY_CASES[case]
     sb3_run, pg_run = train_both(env_id, sb3_kwargs, pg_kwargs, env_kwargs)
@@ -123,6 +124,7 @@ def test_matches_sb3_a2c_update_for_update(case: str) -> None:
 
 
 @pytest.mark.parametrize("sde_sample_freq", [-1, 2])
+@pytest.mark.both_paths
 def test_matches_sb3_a2c_with_gsde(sde_sample_freq: int) -> None:
     """gSDE exploration (noise matrix resampled per rollout, or every 2 steps as SB3 does)."""
     kwargs = {"use_sde": True, "sde_sample_freq": sde_sample_freq}
@@ -149,6 +151,7 @@ def test_truncation_case_really_truncates() -> None:
     assert len(ended) >= N_ENVS * 10 and all(ended)
 
 
+@pytest.mark.both_paths
 def test_cnn_policy_trains_on_atari_like_sb3() -> None:
     """CnnPolicy on real Pong frames (ale-py ships the ROM): a few updates, close to SB3's."""
     models = []
@@ -174,6 +177,7 @@ def test_cnn_policy_trains_on_atari_like_sb3() -> None:
     assert actions.shape == (2,) and pg_model.action_space.contains(int(actions[0]))
 
 
+@pytest.mark.both_paths
 def test_vecnormalize_round_trip(tmp_path) -> None:
     env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=2, seed=0))
     model = pgplug.A2C("MlpPolicy", env, seed=0)
@@ -231,6 +235,7 @@ def test_stop_training_on_reward_threshold() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.both_paths
 def test_learns_cartpole() -> None:
     # The zoo's CartPole-v1 settings (n_envs 8, ent_coef 0.0, A2C defaults otherwise). At 100k steps
     # seeds 0, 1 and 2 all evaluate at 496-500 (checked when this test was written; A2C on CartPole

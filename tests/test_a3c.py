@@ -112,6 +112,7 @@ PARITY_CASES: dict[str, tuple[str, int, dict[str, Any], dict[str, Any]]] = {
 
 
 @pytest.mark.parametrize("case", PARITY_CASES)
+@pytest.mark.both_paths
 def test_serial_a3c_matches_a2c_update_for_update(case: str) -> None:
     """Sync → rollout → estimate → backward → clip → shared step is A2C's update when nothing is concurrent.
 
@@ -152,6 +153,7 @@ def test_serial_a3c_matches_a2c_update_for_update(case: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.both_paths
 def test_two_workers_learn_cartpole() -> None:
     """Two Hogwild workers learn CartPole: an evaluation of the global weights reaches a mean of 400.
 
@@ -181,6 +183,7 @@ def test_two_workers_learn_cartpole() -> None:
     assert evaluation.best_mean_reward >= 400
 
 
+@pytest.mark.both_paths
 def test_cnn_policy_updates_on_pong() -> None:
     """Atari ids get SB3's Atari pipeline (84×84 grey, 4 stacked frames) and CnnPolicy trains in the workers."""
     model = A3C("CnnPolicy", "PongNoFrameskip-v4", n_workers=2, n_envs_per_worker=2, t_max=5, seed=0)

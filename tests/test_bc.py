@@ -13,6 +13,7 @@ from sb3_contrib import RecurrentPPO
 from stable_baselines3.common.env_util import make_vec_env
 
 import pgplug
+from pgplug.contracts.registries import make_objective
 from pgplug.errors import PgplugError
 from pgplug.interop.bc import (
     ExpertDataset,
@@ -22,7 +23,7 @@ from pgplug.interop.bc import (
     collect_expert_data,
 )
 from pgplug.interop.evaluation import evaluate
-from pgplug.runtime.loss import policy_gradient_loss
+from pgplug.runtime.runners import runner_for
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +64,14 @@ def test_cloning_loss_is_minus_the_mean_log_likelihood_of_the_expert_actions(env
     if isinstance(model.action_space, spaces.Discrete):
         acts = acts.long()
     rollout = cloning_rollout(obs, acts)
-    assert rollout.returns is None and th.equal(rollout.advantages, th.ones(16, 1))
-    terms = policy_gradient_loss(model.policy, rollout, ent_coef=0.0, vf_coef=0.0)
+    assert rollout.returns is None and rollout.advantages is None  # Ψ = 1 is the objective's
+    for fast in (True, False):
+        batch = runner_for(model.policy, fast=fast).evaluate_rollout(rollout, differentiate_entropy=False)
+        terms = make_objective("behavioural_cloning").loss(batch)
+        assert_minus_mean_log_likelihood(model, obs, acts, terms)
+
+
+def assert_minus_mean_log_likelihood(model, obs, acts, terms) -> None:
     expected = -model.policy.get_distribution(obs).log_prob(acts).mean()
     th.testing.assert_close(terms.loss, expected, rtol=0, atol=1e-6)
     assert terms.value_loss is None
@@ -121,6 +128,7 @@ def test_dict_observations_clone_to_a_high_accuracy(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.both_paths
 def test_cloning_a_ppo_expert_reaches_most_of_its_return_and_a2c_fine_tunes_on(expert_path: Path) -> None:
     expert = pgplug.load(expert_path)
     expert_score = evaluate(expert, "CartPole-v1", n_episodes=10, seed=100).mean

@@ -210,6 +210,7 @@ def test_pgplug_zips_record_their_algorithm_and_estimator_as_json(pgplug_zips) -
 
 
 @pytest.mark.parametrize("name", ["reinforce", "a2c", "a3c"])
+@pytest.mark.both_paths
 def test_sb3_a2c_loads_pgplug_zips_and_predicts_the_same(name: str, pgplug_zips) -> None:
     path, original = pgplug_zips[name]
     model = sb3.A2C.load(path)

@@ -12,6 +12,7 @@ import pgplug
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
 @pytest.mark.parametrize("deterministic", [True, False])
+@pytest.mark.both_paths
 def test_predict_matches_sb3(env_id: str, deterministic: bool) -> None:
     """Same weights, same seed: the same actions for batched and single observations; eval mode after."""
     ours = pgplug.A2C("MlpPolicy", env_id, seed=0, device="cpu")

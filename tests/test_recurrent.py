@@ -31,10 +31,14 @@ import pgplug.toy_envs  # registers pgplug/CueMemory-v0 and pgplug/CartPoleNoVel
 from pgplug import A2C, A3C, REINFORCE
 from pgplug.cli import main
 from pgplug.cli.settings import base_hyperparams
+from pgplug.contracts.objective import LossTerms
+from pgplug.contracts.registries import make_objective
 from pgplug.contracts.rollout import Rollout
 from pgplug.interop.config import builtin_config_path, load_config_file, select_entry
-from pgplug.runtime.loss import policy_gradient_loss
-from pgplug.runtime.recurrent import LSTM_STATES, RecurrentRolloutCollector, collector_for, zero_states
+from pgplug.runtime.collector import RolloutCollector
+from pgplug.runtime.policy_runner import PolicyRunner
+from pgplug.runtime.recurrent import RecurrentRunner, zero_states
+from pgplug.runtime.runners import runner_for
 
 CUE = "pgplug/CueMemory-v0"
 NO_VEL = "pgplug/CartPoleNoVel-v1"
@@ -56,24 +60,31 @@ def lstm_policy(env: VecEnv, policy_kwargs: dict[str, Any]) -> RecurrentActorCri
 
 
 def recurrent_collector(
-    env: VecEnv, policy: RecurrentActorCriticPolicy, gamma: float = 0.99
-) -> RecurrentRolloutCollector:
-    collector = collector_for(policy, env, gamma)
-    assert isinstance(collector, RecurrentRolloutCollector)
+    env: VecEnv, policy: RecurrentActorCriticPolicy, gamma: float = 0.99, fast: bool = True
+) -> RolloutCollector:
+    runner = runner_for(policy, fast=fast)
+    assert isinstance(runner, RecurrentRunner) and runner.fast == fast
+    collector = RolloutCollector(runner, env, gamma)
     collector.last_obs = env.reset()
     return collector
+
+
+def policy_gradient_terms(runner: PolicyRunner, rollout: Rollout, **settings: Any) -> LossTerms:
+    """The policy-gradient objective's loss on ``rollout``, as an update computes it."""
+    with th.no_grad():
+        return make_objective("policy_gradient", settings).loss(runner.evaluate_rollout(rollout, False))
 
 
 def replay(
     policy: RecurrentActorCriticPolicy, rollout: Rollout, states: RNNStates | None = None
 ) -> tuple[th.Tensor, th.Tensor]:
-    """Values and log-probs ``[T, N]`` of the training pass: ``pgplug.loss``'s env-major replay from ``states``."""
+    """Values and log-probs ``[T, N]`` of the training pass: the recurrent runner's env-major replay from ``states``."""
     flat = rollout.flat
     with th.no_grad():
         values, log_prob, _ = policy.evaluate_actions(
             flat(rollout.observations, env_major=True, masked=False),
             flat(rollout.actions, env_major=True, masked=False),
-            rollout.extras[LSTM_STATES] if states is None else states,
+            rollout.recurrent_states if states is None else states,
             flat(rollout.episode_starts, env_major=True, masked=False),
         )
     shape = (rollout.rewards.shape[1], rollout.n_steps)
@@ -95,14 +106,15 @@ def clone_rollout(rollout: Rollout) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "reference"])
 @pytest.mark.parametrize("variant", LSTM_VARIANTS)
-def test_training_pass_recomputes_what_the_actors_computed(variant: str) -> None:
+def test_training_pass_recomputes_what_the_actors_computed(variant: str, fast: bool) -> None:
     """Rollouts of 8 steps over 6-step episodes: episodes start mid-rollout and run on into the next
     rollout. The replay from the stored states gives the actors' log-probs and values, and the loss
     pairs each step's advantage with that step's log-prob (env-major replay, time-major estimates)."""
     env = make_vec_env(CUE, n_envs=2, seed=0)
     policy = lstm_policy(env, LSTM_VARIANTS[variant])
-    collector = recurrent_collector(env, policy)
+    collector = recurrent_collector(env, policy, fast=fast)
     generator = th.Generator().manual_seed(0)
     for episode_start in (6, 4, 2):  # stream steps 0..23 in rollouts of 8; episodes start at 0, 6, 12, 18
         rollout = collector.collect(8)
@@ -114,7 +126,7 @@ def test_training_pass_recomputes_what_the_actors_computed(variant: str) -> None
 
         rollout.advantages = th.randn(rollout.rewards.shape, generator=generator)
         rollout.returns = th.randn(rollout.rewards.shape, generator=generator)
-        terms = policy_gradient_loss(policy, rollout, ent_coef=0.0, vf_coef=0.5)
+        terms = policy_gradient_terms(collector.runner, rollout, ent_coef=0.0, vf_coef=0.5)
         expected_policy_loss = -(rollout.advantages * rollout.log_probs).mean()
         th.testing.assert_close(terms.policy_loss, expected_policy_loss, rtol=1e-6, atol=1e-6)
         assert terms.value_loss is not None
@@ -162,13 +174,13 @@ def test_states_reset_at_episode_starts_and_carry_across_rollouts() -> None:
     collector = recurrent_collector(env, policy)
     first = collector.collect(8)
     assert first is not None
-    assert all(th.equal(s, th.zeros_like(s)) for s in all_states(first.extras[LSTM_STATES]))
-    end_of_first = [s.clone() for s in all_states(collector.lstm_states)]
+    assert all(th.equal(s, th.zeros_like(s)) for s in all_states(first.recurrent_states))
+    end_of_first = [s.clone() for s in all_states(collector.runner.states)]
 
     second = collector.collect(8)
     assert second is not None
     # Carry: the second rollout starts from the states the first one ended with, and they are not zero.
-    stored = all_states(second.extras[LSTM_STATES])
+    stored = all_states(second.recurrent_states)
     assert all(th.equal(a, b) for a, b in zip(stored, end_of_first, strict=True))
     assert all(s.abs().sum() > 0 for s in stored)
 
@@ -185,8 +197,8 @@ def test_states_reset_at_episode_starts_and_carry_across_rollouts() -> None:
         th.testing.assert_close(log_prob, second.log_probs[4:, i], rtol=0, atol=1e-6)
     # ... and whatever the states before it: replaying from random states changes only the steps before 4.
     random_states = RNNStates(
-        tuple(th.randn_like(s) for s in second.extras[LSTM_STATES].pi),
-        tuple(th.randn_like(s) for s in second.extras[LSTM_STATES].vf),
+        tuple(th.randn_like(s) for s in second.recurrent_states.pi),
+        tuple(th.randn_like(s) for s in second.recurrent_states.vf),
     )
     values, log_probs = replay(policy, second, random_states)
     th.testing.assert_close(log_probs[4:], second.log_probs[4:], rtol=0, atol=1e-6)
@@ -237,6 +249,7 @@ def cue_score(model: Any, seed: int = 100) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.both_paths
 def test_a2c_lstm_solves_cue_memory_where_feed_forward_cannot() -> None:
     """Budget: with 8 envs × 6 steps, the LSTM scored 1.0 on seeds 0, 1 and 2 at 10k steps (5k solved only
     2 of 3); the feed-forward policy scored 0.2, −0.08 and 0.12 at 10k. One seed is tested."""
@@ -250,6 +263,7 @@ def test_a2c_lstm_solves_cue_memory_where_feed_forward_cannot() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.both_paths
 def test_a3c_lstm_workers_solve_cue_memory_where_feed_forward_cannot() -> None:
     """Two worker processes × 4 envs, t_max 6, each keeping its LSTM states across rollouts and syncs.
 
@@ -306,8 +320,9 @@ def test_reinforce_lstm_masked_loss_replays_each_complete_episode() -> None:
         th.testing.assert_close(log_prob, rollout.log_probs[:length, i], rtol=0, atol=1e-6)
         log_probs.append(log_prob)
     assert th.cat(log_probs).std() > 0.01
-    with th.no_grad():
-        terms = policy_gradient_loss(policy, rollout, model.ent_coef, model.vf_coef, normalize_advantage=True)
+    terms = policy_gradient_terms(
+        model.runner, rollout, ent_coef=model.ent_coef, vf_coef=model.vf_coef, normalize_advantage=True
+    )
     # The loss flattens env-major, so the mean pairs env-major log-probs with env-major advantages.
     env_major_advantages = rollout.flat(rollout.advantages, env_major=True)
     env_major_advantages = (env_major_advantages - env_major_advantages.mean()) / (env_major_advantages.std() + 1e-8)
@@ -322,6 +337,7 @@ def test_reinforce_lstm_masked_loss_replays_each_complete_episode() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.both_paths
 def test_reinforce_lstm_learns_cue_memory() -> None:
     """Budget: 20k steps (8 envs, lr 3e-3) scored 1.0 on seeds 0, 1 and 2 (10k: 2 of 3). One seed is tested."""
     model = REINFORCE("MlpLstmPolicy", make_vec_env(CUE, n_envs=8, seed=0), learning_rate=3e-3, seed=0,
@@ -335,6 +351,7 @@ def test_reinforce_lstm_learns_cue_memory() -> None:
 
 
 @pytest.mark.parametrize(("env_id", "t_max"), [(CUE, 5), (NO_VEL, 8)])
+@pytest.mark.both_paths
 def test_serial_a3c_lstm_matches_a2c_update_for_update(env_id: str, t_max: int) -> None:
     """With one worker and one env, A3C's worker keeps its LSTM states across rollouts and weight syncs
     as A2C's collector does: 50 updates later the parameters are equal, bitwise. (CueMemory's 6-step

@@ -206,6 +206,7 @@ def test_only_critic_estimators_bootstrap_time_limit_truncations(
 
 
 @pytest.mark.parametrize("estimator", ["full_return", "reward_to_go", "baseline"])
+@pytest.mark.both_paths
 def test_each_episode_estimator_trains(estimator: str) -> None:
     model = REINFORCE("MlpPolicy", "CartPole-v1", estimator=estimator, seed=0)
     before = params(model, value_head=False)
@@ -282,6 +283,7 @@ def test_save_load_round_trip_predicts_the_same_and_learns_on(tmp_path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.both_paths
 def test_baseline_learns_cartpole() -> None:
     # configs/reinforce.yml's CartPole-v1 settings. Evaluation means after 30k steps for seeds
     # 0, 1, 2: 454, 500, 500 (and >= 420 after 50k for seeds 0-6), far above the 150 asserted.

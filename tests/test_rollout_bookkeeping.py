@@ -82,7 +82,7 @@ def assert_outputs_stored_row_by_row(rollout: Rollout, recorder: StepRecorder) -
 def fresh_collector() -> RolloutCollector:
     """A bare collector over a fresh A2C policy and env, reset and ready to collect."""
     model = make_a2c()
-    collector = RolloutCollector(model.policy, model.env, model.gamma)
+    collector = RolloutCollector(model.runner, model.env, model.gamma)
     collector.last_obs = model.env.reset()
     return collector
 
@@ -95,6 +95,7 @@ def stop_after(n: int) -> Callable[[int, np.ndarray], bool]:
 # -- learn() without callbacks ------------------------------------------------------------------
 
 
+@pytest.mark.both_paths
 def test_learn_without_callback_equals_learn_with_a_counting_callback() -> None:
     silent = make_a2c().learn(TOTAL_TIMESTEPS, callback=None)
     counting = CountingCallback()
@@ -503,6 +504,7 @@ INTERRUPTED_AT = 12 * N_ENVS + 3
 
 @pytest.mark.parametrize("error", [KeyboardInterrupt, EnvCrashed])
 @pytest.mark.parametrize("with_callback", [False, True], ids=["callback=None", "counting-callback"])
+@pytest.mark.both_paths
 def test_interrupted_learn_counts_the_steps_taken_as_sb3(error: type[BaseException], with_callback: bool) -> None:
     models: dict[str, Any] = {}
     for name, algorithm in (("pgplug", A2C), ("sb3", SB3A2C)):

@@ -15,8 +15,8 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.torch_layers import NatureCNN
 
 import pgplug
-from pgplug.fast.rollout_graph import ROLLOUT_GRAPH, can_reuse_rollout_graph
-from pgplug.runtime.collector import RolloutCollector
+from pgplug.fast.rollout_graph import can_reuse_rollout_graph
+from pgplug.runtime.runners import runner_for
 
 
 class NoisyImages(gym.Env):
@@ -55,8 +55,10 @@ def flat_params(model: Any) -> th.Tensor:
 
 
 @pytest.mark.parametrize("continuous", [False, True])
-def test_cnn_a2c_matches_sb3_with_the_rollout_graph(continuous: bool) -> None:
-    """Same seed and settings as SB3's A2C: the same actions at every step and allclose weights after 12 updates."""
+@pytest.mark.both_paths
+def test_cnn_a2c_matches_sb3_with_the_rollout_graph(continuous: bool, fast_paths: bool) -> None:
+    """Same seed and settings as SB3's A2C: the same actions at every step and allclose weights after 12 updates
+    (with the fast paths, the update differentiates the rollout's own forward passes; without, SB3's code runs)."""
     kwargs = {"n_steps": 5, "ent_coef": 0.01, "seed": 0, "device": "cpu", "policy_kwargs": SMALL_CNN}
     ours = pgplug.A2C("CnnPolicy", image_env(continuous), **kwargs)
     theirs = sb3.A2C("CnnPolicy", image_env(continuous), **kwargs)
@@ -77,7 +79,7 @@ def test_cnn_a2c_matches_sb3_with_the_rollout_graph(continuous: bool) -> None:
     ours.learn(120, callback=Record("ours"))
     th.manual_seed(5)
     theirs.learn(120, callback=Record("theirs"))
-    assert ours._collector is not None and ours._collector.keep_graph
+    assert ours.runner.fast == fast_paths and getattr(ours.runner, "keep_graph", False) == fast_paths
     for a, b in zip(actions["ours"], actions["theirs"], strict=True):
         np.testing.assert_allclose(a.reshape(b.shape), b, rtol=1e-5, atol=1e-6)
     assert not th.equal(flat_params(ours), initial)  # the updates moved the weights
@@ -90,11 +92,12 @@ def test_the_graph_is_used_once_and_dropped_on_abort() -> None:
     model.learn(8)
     _, callback = model._setup_learn(100, None, False, "t", False)
     rollout = model.collect_rollout(callback)
-    assert rollout is not None and ROLLOUT_GRAPH in rollout.extras
-    assert rollout.extras[ROLLOUT_GRAPH].values.requires_grad
+    runner = model.runner
+    assert rollout is not None and runner._graph is not None and runner._graph[0] is rollout
+    assert runner._graph[1].values.requires_grad
     model.estimate(rollout)
     model.train(rollout)
-    assert ROLLOUT_GRAPH not in rollout.extras
+    assert runner._graph is None
     model.train(rollout)  # no "backward through the graph a second time": the forward ran again
 
     class StopAt(BaseCallback):
@@ -104,7 +107,7 @@ def test_the_graph_is_used_once_and_dropped_on_abort() -> None:
     stopper = StopAt()
     stopper.init_callback(model)
     assert model.collect_rollout(stopper) is None
-    assert model._collector is not None and model._collector._graph_steps == []
+    assert runner._graph_steps == [] and runner._graph is None
 
 
 class DropoutCNN(NatureCNN):
@@ -134,8 +137,11 @@ def test_only_algorithms_that_update_once_per_rollout_ask_for_it() -> None:
     cnn = {"policy_kwargs": SMALL_CNN, "seed": 0, "device": "cpu"}
     a2c = pgplug.A2C("CnnPolicy", image_env(False), n_steps=2, **cnn)
     a2c.learn(4)
-    assert a2c._collector is not None and a2c._collector.keep_graph
-    assert not RolloutCollector(a2c.policy, a2c.env, 0.99).keep_graph
+    assert a2c.runner.keep_graph
+    assert not runner_for(a2c.policy, fast=True).keep_graph
     reinforce = pgplug.REINFORCE("CnnPolicy", image_env(False), n_episodes=2, **cnn)
     reinforce.learn(24)
-    assert reinforce._collector is not None and not reinforce._collector.keep_graph
+    assert not reinforce.runner.keep_graph
+    # With the fast paths off, SB3's own code runs: no graph is kept.
+    reference = pgplug.A2C("CnnPolicy", image_env(False), n_steps=2, fast_paths=False, **cnn)
+    assert not reference.runner.fast and not getattr(reference.runner, "keep_graph", False)

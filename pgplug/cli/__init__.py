@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from types import ModuleType
 
 from pgplug import __version__
 from pgplug.errors import PgplugError, one_line
+from pgplug.runtime.runners import FAST_PATHS_ENV_VAR
 
 COMMANDS: dict[str, str] = {
     "train": "pgplug.cli.train",
@@ -23,6 +26,8 @@ COMMANDS: dict[str, str] = {
     "bc": "pgplug.cli.bc",
     "list": "pgplug.cli.list_plugins",
 }
+#: The commands that run a policy, and so take ``--no-fast-paths``.
+RUNS_POLICIES = ("train", "eval", "bc")
 
 
 class UsageError(PgplugError):
@@ -44,6 +49,31 @@ def add_plugin_option(parser: argparse.ArgumentParser) -> None:
         metavar="MODULE_OR_FILE",
         help="load a plugin module or .py file first (repeatable; PGPLUG_PLUGINS works too)",
     )
+
+
+def add_fast_paths_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-fast-paths",
+        action="store_true",
+        help=f"run SB3's own code instead of pgplug's speed paths (as {FAST_PATHS_ENV_VAR}=0 does)",
+    )
+
+
+@contextmanager
+def fast_paths_switch(off: bool) -> Iterator[None]:
+    """``--no-fast-paths``: ``PGPLUG_FAST_PATHS=0`` while the command runs (worker processes inherit it)."""
+    if not off:
+        yield
+        return
+    previous = os.environ.get(FAST_PATHS_ENV_VAR)
+    os.environ[FAST_PATHS_ENV_VAR] = "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(FAST_PATHS_ENV_VAR, None)
+        else:
+            os.environ[FAST_PATHS_ENV_VAR] = previous
 
 
 def load_plugins(argv: Sequence[str]) -> None:
@@ -76,6 +106,8 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ModuleType]]:
         sub.set_defaults(command=name)  # an alias runs, and is reported to plugins as, its command
         module.add_arguments(sub, host)
         add_plugin_option(sub)
+        if name in RUNS_POLICIES:
+            add_fast_paths_option(sub)
         host.pm.hook.pgplug_addoption(parser=sub, command=name)
         modules[name] = module
     return parser, modules
@@ -91,7 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pgplug.contracts.registries import get_host
 
         get_host().pm.hook.pgplug_configure(args=args, command=args.command)
-        return modules[args.command].run(args)
+        with fast_paths_switch(getattr(args, "no_fast_paths", False)):
+            return modules[args.command].run(args)
     except PgplugError as exc:
         print(f"pgplug: error: {one_line(exc)}", file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1

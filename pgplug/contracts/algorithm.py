@@ -20,6 +20,11 @@ class Algorithm(ABC):
     :cvar default_estimator: the estimator used when none is given
     :cvar accepts_episode_estimators: False for algorithms that cut episodes into fixed-length rollouts
         (A2C, A3C): they refuse estimators that need complete episodes
+    :cvar supported_estimators: the estimators it can use: None for any (subject to
+        ``accepts_episode_estimators``), or a set of names
+    :cvar default_objective: the objective used when none is given
+    :cvar supported_objectives: the objectives its update can minimise: None for any, or a set of names
+        (an update that steps several times on one rollout needs a ratio objective, say)
     :cvar sb3_counterpart: the SB3 algorithm (a :func:`pgplug.interop.compat.algorithm_names` name such as
         ``sb3_a2c``) whose zips this class opens as its own
     """
@@ -27,6 +32,9 @@ class Algorithm(ABC):
     name: ClassVar[str]
     default_estimator: ClassVar[str]
     accepts_episode_estimators: ClassVar[bool] = True
+    supported_estimators: ClassVar[frozenset[str] | None] = None
+    default_objective: ClassVar[str] = "policy_gradient"
+    supported_objectives: ClassVar[frozenset[str] | None] = None
     sb3_counterpart: ClassVar[str | None] = None
 
 

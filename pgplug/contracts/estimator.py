@@ -9,14 +9,14 @@ at a time-limit truncation the reward already carries γ·V(terminal observation
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch as th
 
+from pgplug.contracts.parameters import Parametrised
 from pgplug.errors import PgplugError
 from pgplug.plugin.registry import RegistryKind
 from pgplug.validation import check_gamma
@@ -44,7 +44,7 @@ def episode_ends(episode_starts: th.Tensor, last_dones: th.Tensor) -> th.Tensor:
     return th.cat([episode_starts[1:], last_dones.reshape(1, -1)], dim=0)
 
 
-class Estimator(ABC):
+class Estimator(Parametrised, ABC):
     """Base class of advantage estimators; subclasses set the class attributes and ``estimate``."""
 
     name: ClassVar[str]
@@ -96,15 +96,6 @@ class Estimator(ABC):
         gamma: float,
     ) -> Estimate:
         """Compute Ψ_t (and critic targets) from float32 tensors of shape ``[T, N]`` / ``[N]``."""
-
-    def params(self) -> dict[str, Any]:
-        """The constructor arguments, for display, logging and saved configs."""
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return {n: getattr(self, n) for n in names if hasattr(self, n)}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
-        return f"{type(self).__name__}({args})"
 
 
 #: The estimator registry: filled by ``pgplug_register_estimators``.

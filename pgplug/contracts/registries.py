@@ -12,6 +12,7 @@ from typing import Any
 
 from pgplug.contracts.algorithm import ALGORITHMS
 from pgplug.contracts.estimator import ESTIMATORS, Estimator
+from pgplug.contracts.objective import OBJECTIVES, Objective
 from pgplug.errors import PgplugError
 from pgplug.plugin.host import PluginHost
 from pgplug.plugin.registry import Registry
@@ -20,11 +21,12 @@ from pgplug.plugin.registry import Registry
 #: entry-point or local plugin (as pytest keeps its list of default plugins).
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "pgplug.plugins.estimators",
+    "pgplug.plugins.objectives",
     "pgplug.plugins.reinforce",
     "pgplug.plugins.a2c",
     "pgplug.plugins.a3c",
 )
-KINDS = (ESTIMATORS, ALGORITHMS)
+KINDS = (ESTIMATORS, OBJECTIVES, ALGORITHMS)
 
 
 class Host(PluginHost):
@@ -37,6 +39,11 @@ class Host(PluginHost):
     def estimators(self) -> Registry:
         """Registered estimator classes by name."""
         return self.registry(ESTIMATORS)
+
+    @property
+    def objectives(self) -> Registry:
+        """Registered objective classes by name."""
+        return self.registry(OBJECTIVES)
 
     @property
     def algorithms(self) -> Registry:
@@ -87,3 +94,12 @@ def make_estimator(spec: str | Estimator, kwargs: dict[str, Any] | None = None) 
             raise PgplugError("estimator_kwargs are only used with an estimator name, not an instance")
         return spec
     return construct(get_host().estimators, spec, kwargs, "estimator")
+
+
+def make_objective(spec: str | Objective, kwargs: dict[str, Any] | None = None) -> Objective:
+    """An objective from a registered name (plus its keyword arguments) or an instance."""
+    if isinstance(spec, Objective):
+        if kwargs:
+            raise PgplugError("objective_kwargs are only used with an objective name, not an instance")
+        return spec
+    return construct(get_host().objectives, spec, kwargs, "objective")

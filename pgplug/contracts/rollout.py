@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch as th
@@ -31,7 +31,9 @@ class Rollout:
     advantages: th.Tensor | None = None
     returns: th.Tensor | None = None
     mask: th.Tensor | None = None  # [T, N] bool: the steps the update uses (None = all)
-    extras: dict[str, Any] = field(default_factory=dict)
+    #: A recurrent policy's states when the rollout began (sb3-contrib's ``RNNStates``): the update replays
+    #: each env's sequence from them. None for feed-forward policies.
+    recurrent_states: Any = None
 
     @property
     def n_steps(self) -> int:

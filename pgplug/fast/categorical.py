@@ -13,6 +13,7 @@ from stable_baselines3.common.distributions import CategoricalDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 from pgplug.contracts.rollout import Observation
+from pgplug.fast.torch_internals import has_forward_hooks
 
 
 def sample_categorical(logits: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
@@ -56,15 +57,14 @@ def categorical_entropy(log_pmf: th.Tensor) -> th.Tensor:
 def runs_sb3_categorical(policy: ActorCriticPolicy, method: str) -> bool:
     """True when ``policy.<method>`` is SB3's own ``ActorCriticPolicy`` code over a plain categorical.
 
-    Then pgplug may run the same ops itself (:meth:`RolloutCollector.act`,
-    :func:`pgplug.runtime.loss.evaluate_actions`); any other policy is called as it is.
+    Then pgplug may run the same ops itself (:meth:`pgplug.runtime.fast_runners.FastRunner.act`,
+    :meth:`pgplug.runtime.fast_runners.FastRunner.evaluate_rollout`); any other policy is called as it is.
     """
     return (
         getattr(type(policy), method) is getattr(ActorCriticPolicy, method)
         and type(policy)._get_action_dist_from_latent is ActorCriticPolicy._get_action_dist_from_latent
         and type(policy.action_dist) is CategoricalDistribution
-        and not policy._forward_hooks
-        and not policy._forward_pre_hooks
+        and not has_forward_hooks(policy)
     )
 
 

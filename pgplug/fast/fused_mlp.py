@@ -9,6 +9,8 @@ import torch as th
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import MlpExtractor
 
+from pgplug.fast.torch_internals import tensor_version
+
 _ELEMENTWISE = (th.nn.Tanh, th.nn.ReLU)
 
 
@@ -27,7 +29,7 @@ class FusedActorCritic:
         self.stages = stages  # ("linear", actor Linear, critic Linear) or ("act", module class, None)
         self.params = [p for _, a, c in stages if isinstance(a, th.nn.Linear) for m in (a, c) for p in m.parameters()]
         self.n_logits = policy.action_net.out_features
-        self._key: tuple[int, ...] | None = None
+        self._key: tuple[int | None, ...] | None = None
         self._layers: list[tuple[th.Tensor, th.Tensor] | type] = []
         self._copies: list[tuple[th.Tensor, th.Tensor]] = []  # (block of a fused weight, the parameter it copies)
 
@@ -67,13 +69,13 @@ class FusedActorCritic:
         return cls(policy, stages)
 
     def _weights(self) -> list[tuple[th.Tensor, th.Tensor] | type]:
-        key = tuple(p._version for p in self.params)
-        if key != self._key:
+        key = tuple(tensor_version(p) for p in self.params)
+        if key != self._key or None in key:
             with th.inference_mode():  # the fused copies are inference tensors: built and refreshed in that mode
                 self._refresh(key)
         return self._layers
 
-    def _refresh(self, key: tuple[int, ...]) -> None:
+    def _refresh(self, key: tuple[int | None, ...]) -> None:
         first = self.params[0]
         if self._copies and (self._copies[0][0].device, self._copies[0][0].dtype) == (first.device, first.dtype):
             for fused, param in self._copies:  # refresh in place: no allocation, no zeroing

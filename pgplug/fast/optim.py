@@ -15,9 +15,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch as th
-from torch.optim import optimizer as torch_optimizer
 from torch.optim.adam import adam
 from torch.optim.rmsprop import rmsprop
+
+from pgplug.fast.torch_internals import foreach_norms, foreach_scale_, has_step_hooks
 
 
 def prefer_foreach(optimizer: th.optim.Optimizer) -> None:
@@ -84,11 +85,9 @@ _PLAIN_MODES = ("differentiable", "capturable", "fused")
 
 def _functional_update(optimizer: th.optim.Optimizer) -> Callable[..., None] | None:
     update = _FUNCTIONAL.get(type(optimizer))
-    if update is None or optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks:
+    if update is None or has_step_hooks(optimizer):
         return None
     if "step" in optimizer.__dict__:  # step() wrapped on the instance (an LR scheduler's counter, a user's wrapper)
-        return None
-    if torch_optimizer._global_optimizer_pre_hooks or torch_optimizer._global_optimizer_post_hooks:
         return None
     if any(group.get(mode) for group in optimizer.param_groups for mode in _PLAIN_MODES):
         return None
@@ -127,3 +126,20 @@ def optimizer_step(optimizer: th.optim.Optimizer, grads: Sequence[th.Tensor | No
         for group, pairs in zip(groups, batches):
             if pairs:
                 update(group, [p for p, _ in pairs], [g for _, g in pairs], state)
+
+
+def clip_grad_norm(params: list[th.nn.Parameter], max_norm: float) -> None:
+    """``th.nn.utils.clip_grad_norm_(params, max_norm)``, op for op, so the result is bitwise the same.
+
+    When every gradient shares one device and dtype (the usual case) it skips torch's per-call
+    regrouping and wrappers, which cost more than the clipping itself for a small policy.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    if len({(g.device, g.dtype) for g in grads}) > 1 or grads[0].device.type not in ("cpu", "cuda"):
+        th.nn.utils.clip_grad_norm_(params, max_norm)
+        return
+    with th.no_grad():
+        total_norm = th.linalg.vector_norm(th.stack(foreach_norms(grads)), 2.0)
+        foreach_scale_(grads, th.clamp(max_norm / (total_norm + 1e-6), max=1.0))

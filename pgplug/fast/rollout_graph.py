@@ -3,8 +3,8 @@
 A2C and A3C update once per rollout, on the weights that collected it, so the rollout's forward
 pass, kept with its autograd graph, *is* the update's forward pass: for a CNN that is a third of the
 update's time, for the price of recording the graph during the rollout. An algorithm opts in
-(``PolicyGradientAlgorithm.reuse_rollout_graph``); the collector then keeps the graph only for a
-policy where it is safe and worth it (:func:`can_reuse_rollout_graph`). The loss uses it once.
+(``PolicyGradientAlgorithm.reuse_rollout_graph``); the fast runner then keeps the graph only for a
+policy where it is safe and worth it (:func:`can_reuse_rollout_graph`), and the update uses it once.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import torch as th
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor, MlpExtractor, NatureCNN
 
-#: ``Rollout.extras`` key of the :class:`RolloutGraph` a collector keeps for the update.
-ROLLOUT_GRAPH = "rollout_graph"
+from pgplug.fast.torch_internals import has_forward_hooks
 
 _CONVOLUTIONS = (th.nn.Conv1d, th.nn.Conv2d, th.nn.Conv3d)
 # Leaves whose output does not depend on training mode (rollouts run in eval mode, updates in training mode).
@@ -67,8 +66,8 @@ def can_reuse_rollout_graph(policy: BasePolicy) -> bool:
     ):
         return False
     modules = list(policy.modules())[1:]  # the policy itself is checked above
-    if any(module._forward_hooks or module._forward_pre_hooks for module in [policy, *modules]):
+    if any(has_forward_hooks(module) for module in [policy, *modules]):
         return False
-    if not all(type(m) in _COMPOSITIONS or (type(m) in _MODE_FREE_LEAVES and not m._modules) for m in modules):
+    if not all(type(m) in _COMPOSITIONS or (type(m) in _MODE_FREE_LEAVES and not list(m.children())) for m in modules):
         return False
     return any(isinstance(module, _CONVOLUTIONS) for module in modules)

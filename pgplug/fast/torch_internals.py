@@ -56,3 +56,60 @@ def set_training_mode(policy: BasePolicy, mode: bool) -> None:
         return
     for module in modules:
         module.__dict__["training"] = mode  # what nn.Module.train assigns, without __setattr__'s checks
+
+
+def has_forward_hooks(module: th.nn.Module) -> bool:
+    """Whether calling ``module`` would run hooks that a fast path calling its parts directly would skip.
+
+    Counts the module's own hooks and torch's global module hooks; where torch keeps them elsewhere than
+    this module knows, it answers True, and the caller runs the module as it is.
+    """
+    from torch.nn.modules import module as module_internals
+
+    global_hooks = ("_global_forward_hooks", "_global_forward_pre_hooks")
+    try:
+        return bool(
+            module._forward_hooks
+            or module._forward_pre_hooks
+            or any(getattr(module_internals, name) for name in global_hooks)
+        )
+    except AttributeError:
+        return True
+
+
+def tensor_version(tensor: th.Tensor) -> int | None:
+    """The tensor's in-place version counter (bumped by every in-place update), None where torch has none."""
+    return getattr(tensor, "_version", None)
+
+
+def has_step_hooks(optimizer: th.optim.Optimizer) -> bool:
+    """Whether ``optimizer.step()`` would run hooks (its own or global ones) that a functional update would skip."""
+    from torch.optim import optimizer as optimizer_internals
+
+    try:
+        return bool(
+            optimizer._optimizer_step_pre_hooks
+            or optimizer._optimizer_step_post_hooks
+            or optimizer_internals._global_optimizer_pre_hooks
+            or optimizer_internals._global_optimizer_post_hooks
+        )
+    except AttributeError:
+        return True
+
+
+def foreach_norms(tensors: list[th.Tensor]) -> list[th.Tensor]:
+    """The 2-norm of each tensor, in one multi-tensor kernel where torch has it."""
+    foreach_norm = getattr(th, "_foreach_norm", None)
+    if foreach_norm is None:
+        return [th.linalg.vector_norm(t, 2.0) for t in tensors]
+    return list(foreach_norm(tensors, 2.0))
+
+
+def foreach_scale_(tensors: list[th.Tensor], factor: th.Tensor) -> None:
+    """Multiply each tensor in place by ``factor``, in one multi-tensor kernel where torch has it."""
+    foreach_mul_ = getattr(th, "_foreach_mul_", None)
+    if foreach_mul_ is None:
+        for t in tensors:
+            t.mul_(factor)
+    else:
+        foreach_mul_(tensors, factor)

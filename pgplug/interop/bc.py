@@ -1,10 +1,11 @@
-"""Behavioural cloning: the policy-gradient loss with Ψ_t = 1 on an expert's states and actions.
+"""Behavioural cloning: the policy gradient with Ψ_t = 1 on an expert's states and actions.
 
 The policy gradient is ∇ mean(log π(a_t|s_t) · Ψ_t). With the expert's actions and Ψ_t = 1 it is
-∇ mean log π(a_expert|s), the gradient of the expert data's log-likelihood: behavioural cloning
-is the same loss (:func:`pgplug.runtime.loss.policy_gradient_loss`) on a rollout whose advantages are all
-ones, without the entropy and critic terms. Warm-starting an A2C/A3C run this way and then
-fine-tuning with rewards is the classic "pretrain by imitation, improve by RL" recipe.
+∇ mean log π(a_expert|s), the gradient of the expert data's log-likelihood: behavioural cloning is
+the registered ``behavioural_cloning`` objective (the policy-gradient term with Ψ = 1, no entropy or
+critic term), stepped by the same :func:`pgplug.runtime.gradient.gradient_step` as every algorithm.
+Warm-starting an A2C/A3C run this way and then fine-tuning with rewards is the classic "pretrain by
+imitation, improve by RL" recipe.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import VecEnv
 
+from pgplug.contracts.registries import make_objective
 from pgplug.contracts.rollout import Rollout
 from pgplug.errors import PgplugError
-from pgplug.fast.torch_internals import unchecked_distributions
 from pgplug.runtime.collector import obs_to_tensor
-from pgplug.runtime.loss import policy_gradient_loss
+from pgplug.runtime.gradient import gradient_step
+from pgplug.runtime.runners import resolve_fast_paths, runner_for
+from pgplug.validation import check_positive_int
 
 Observations = np.ndarray | dict[str, np.ndarray]
 
@@ -92,8 +95,7 @@ def collect_expert_data(
     :param deterministic: record the expert's most likely actions
     :param seed: seed of the env when it is built from an id
     """
-    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
-        raise PgplugError(f"n_steps must be a positive integer, got {n_steps!r}")
+    n_steps = check_positive_int("n_steps", n_steps)
     if not isinstance(expert, BaseAlgorithm):
         from pgplug.interop.compat import load
 
@@ -136,7 +138,8 @@ class CloningResult:
 
 
 def cloning_rollout(observations: Any, actions: th.Tensor) -> Rollout:
-    """A one-env, time-major rollout of ``B`` expert steps with Ψ = 1 and no critic target."""
+    """A one-env, time-major rollout of ``B`` expert steps: no rewards, estimates or critic targets (Ψ = 1 is the
+    objective's)."""
     steps = actions.shape[0]
     observations = (
         {k: v.unsqueeze(1) for k, v in observations.items()}
@@ -153,8 +156,6 @@ def cloning_rollout(observations: Any, actions: th.Tensor) -> Rollout:
         log_probs=zeros,
         last_values=th.zeros(1),
         last_dones=th.zeros(1),
-        advantages=th.ones(steps, 1),
-        returns=None,
     )
 
 
@@ -169,10 +170,10 @@ def behavioural_cloning(
 ) -> CloningResult:
     """Train ``model``'s policy to imitate ``dataset``: maximise mean log π(a_expert|s), in place.
 
-    Each minibatch is a :class:`~pgplug.contracts.rollout.Rollout` with advantages Ψ = 1 and no returns, fed to
-    :func:`pgplug.runtime.loss.policy_gradient_loss` with ``ent_coef=0``: exactly the policy-gradient loss.
-    A fresh Adam optimizer is used, so the model's own optimizer state is untouched for the RL phase
-    that follows. The value head is not trained.
+    Each minibatch is a :class:`~pgplug.contracts.rollout.Rollout` of expert steps, minimised under the
+    ``behavioural_cloning`` objective (Ψ = 1) by the shared gradient step. A fresh Adam optimizer is
+    used, so the model's own optimizer state is untouched for the RL phase that follows. The value head
+    is not trained. The model's ``fast_paths`` setting (or ``PGPLUG_FAST_PATHS``) applies.
 
     :param model: a pgplug (or SB3) model with a non-recurrent ``ActorCriticPolicy``
     :param dataset: from :func:`collect_expert_data` (or :meth:`ExpertDataset.load`)
@@ -185,41 +186,34 @@ def behavioural_cloning(
     policy = model.policy
     if not isinstance(policy, ActorCriticPolicy) or hasattr(policy, "lstm_actor"):
         raise PgplugError(f"behavioural cloning needs a non-recurrent ActorCriticPolicy, got {type(policy).__name__}")
-    for name, value in (("n_epochs", n_epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise PgplugError(f"{name} must be a positive integer, got {value!r}")
+    n_epochs, batch_size = check_positive_int("n_epochs", n_epochs), check_positive_int("batch_size", batch_size)
     if len(dataset) == 0:
         raise PgplugError("the expert dataset is empty")
     observations = obs_to_tensor(dataset.observations, policy.device)
     actions = _policy_actions(policy, dataset.actions)
-    optimizer = th.optim.Adam(policy.parameters(), lr=learning_rate)
+    params = list(policy.parameters())
+    optimizer = th.optim.Adam(params, lr=learning_rate)
+    runner = runner_for(policy, fast=resolve_fast_paths(getattr(model, "fast_paths", None)))
+    objective = make_objective("behavioural_cloning")
     generator = np.random.default_rng(seed)
     losses: list[float] = []
     n_updates = 0
-    policy.set_training_mode(True)
-    with unchecked_distributions():
-        for _ in range(int(n_epochs)):
-            order = th.as_tensor(generator.permutation(len(dataset)), device=policy.device)
-            epoch_losses = []
-            for start in range(0, len(dataset), int(batch_size)):
-                index = order[start : start + int(batch_size)]
-                batch_obs = (
-                    {k: v[index] for k, v in observations.items()}
-                    if isinstance(observations, dict)
-                    else observations[index]
-                )
-                terms = policy_gradient_loss(
-                    policy, cloning_rollout(batch_obs, actions[index]), ent_coef=0.0, vf_coef=0.0
-                )
-                optimizer.zero_grad()
-                terms.loss.backward()
-                if max_grad_norm is not None:
-                    th.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
-                optimizer.step()
-                n_updates += 1
-                epoch_losses.append(terms.policy_loss.item())
-            losses.append(float(np.mean(epoch_losses)))
-    policy.set_training_mode(False)
+    for _ in range(n_epochs):
+        order = th.as_tensor(generator.permutation(len(dataset)), device=policy.device)
+        epoch_losses = []
+        for start in range(0, len(dataset), batch_size):
+            index = order[start : start + batch_size]
+            batch_obs = (
+                {k: v[index] for k, v in observations.items()}
+                if isinstance(observations, dict)
+                else observations[index]
+            )
+            rollout = cloning_rollout(batch_obs, actions[index])
+            terms = gradient_step(runner, objective, rollout, optimizer, params, max_grad_norm)
+            n_updates += 1
+            epoch_losses.append(terms.policy_loss.item())
+        losses.append(float(np.mean(epoch_losses)))
+    runner.set_training_mode(False)
     return CloningResult(losses, n_updates, _accuracy(policy, observations, actions))
 
 

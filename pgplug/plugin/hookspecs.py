@@ -26,6 +26,14 @@ def pgplug_register_estimators(register: Callable[[type], None]) -> None:
 
 
 @hookspec
+def pgplug_register_objectives(register: Callable[[type], None]) -> None:
+    """Register objectives, the losses updates minimise (subclasses of :class:`pgplug.contracts.objective.Objective`).
+
+    :param register: call it once per objective class; the class carries its ``name``.
+    """
+
+
+@hookspec
 def pgplug_register_algorithms(register: Callable[[type], None]) -> None:
     """Register algorithms (subclasses of :class:`pgplug.contracts.algorithm.Algorithm`, usually through
     :class:`pgplug.runtime.algorithm.PolicyGradientAlgorithm`).

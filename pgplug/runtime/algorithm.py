@@ -1,12 +1,14 @@
-"""The base every pgplug algorithm shares: estimator plumbing, the learn loop and the gradient step.
+"""The base every pgplug algorithm shares: estimator and objective plumbing, the learn loop, the SB3 face.
 
 An algorithm plugin subclasses :class:`PolicyGradientAlgorithm`, sets ``name`` and says how it
-collects a rollout; the estimator, the loss and the SB3 machinery (policies, vec envs, logger,
-callbacks, save/load) are shared here.
+collects a rollout; the estimator, the objective, the gradient step, the policy runner and the SB3
+machinery (policies, vec envs, logger, callbacks, save/load) are shared here.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 from abc import abstractmethod
 from typing import Any, ClassVar, TypeVar
@@ -32,15 +34,16 @@ from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
 from pgplug.contracts.algorithm import Algorithm
+from pgplug.contracts.compatibility import check_fits, compatible_estimators, compatible_objectives
 from pgplug.contracts.estimator import Estimator
-from pgplug.contracts.registries import call_hook, get_host, make_estimator
+from pgplug.contracts.objective import LossTerms, Objective
+from pgplug.contracts.registries import call_hook, get_host, make_estimator, make_objective
 from pgplug.contracts.rollout import Rollout
-from pgplug.errors import DivergedError, IncompatibleEstimatorError, PgplugError, one_line
-from pgplug.fast.optim import optimizer_step, prefer_foreach
-from pgplug.fast.torch_internals import set_training_mode, unchecked_distributions
+from pgplug.errors import PgplugError, one_line
 from pgplug.runtime.collector import RolloutCollector
-from pgplug.runtime.loss import LossTerms, policy_gradient_loss
-from pgplug.runtime.recurrent import collector_for
+from pgplug.runtime.gradient import gradient_step
+from pgplug.runtime.policy_runner import PolicyRunner
+from pgplug.runtime.runners import resolve_fast_paths, runner_for
 from pgplug.validation import check_gamma, check_learning_rate
 
 SelfAlgorithm = TypeVar("SelfAlgorithm", bound="PolicyGradientAlgorithm")
@@ -54,60 +57,6 @@ def explained_variance(values: th.Tensor, returns: th.Tensor) -> float:
     if var_returns == 0:
         return float("nan")
     return float(1.0 - th.var(returns - values, correction=0) / var_returns)
-
-
-def clip_grad_norm(params: list[th.nn.Parameter], max_norm: float) -> None:
-    """``th.nn.utils.clip_grad_norm_(params, max_norm)``, op for op, so the result is bitwise the same.
-
-    When every gradient shares one device and dtype (the usual case) it skips torch's per-call
-    regrouping and wrappers, which cost more than the clipping itself for a small policy.
-    """
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    if len({(g.device, g.dtype) for g in grads}) > 1 or grads[0].device.type not in ("cpu", "cuda"):
-        th.nn.utils.clip_grad_norm_(params, max_norm)
-        return
-    with th.no_grad():
-        total_norm = th.linalg.vector_norm(th.stack(th._foreach_norm(grads, 2.0)), 2.0)
-        th._foreach_mul_(grads, th.clamp(max_norm / (total_norm + 1e-6), max=1.0))
-
-
-def compute_gradients(
-    policy: ActorCriticPolicy,
-    params: list[th.nn.Parameter],
-    rollout: Rollout,
-    *,
-    ent_coef: float,
-    vf_coef: float,
-    normalize_advantage: bool,
-    max_grad_norm: float | None,
-) -> LossTerms:
-    """Everything of a gradient step before the optimizer: the loss, fresh gradients in ``params``, clipping.
-
-    Shared by every learner (``PolicyGradientAlgorithm.train`` and each A3C worker), so they step
-    on the same gradients. A loss that is not finite stops training with one line: the rollout's
-    sampler skips ``torch.multinomial``'s checks, so this is where a diverged policy is caught.
-    """
-    set_training_mode(policy, True)
-    with unchecked_distributions():
-        terms = policy_gradient_loss(policy, rollout, ent_coef, vf_coef, normalize_advantage)
-    if not th.isfinite(terms.loss):
-        raise DivergedError(
-            f"the loss is {terms.loss.item()}: training diverged (lower learning_rate or max_grad_norm, "
-            "or check the observations and rewards for NaN/inf)"
-        )
-    # What optimizer.zero_grad() does (set_to_none), minus its per-call profiler and dynamo wrappers.
-    for param in params:
-        param.grad = None
-    terms.loss.backward()
-    if max_grad_norm is not None:
-        clip_grad_norm(params, max_grad_norm)
-    return terms
-
-
-def _mode_already_set(mode: bool) -> None:
-    """Stands in for ``policy.set_training_mode`` inside ``predict`` once the flags are set."""
 
 
 def check_policy_fits(policy_class: type, observation_space: spaces.Space, policy_kwargs: dict[str, Any]) -> None:
@@ -136,6 +85,22 @@ def estimator_json(estimator: Estimator) -> dict[str, Any] | Estimator:
     return estimator
 
 
+@functools.cache
+def constructor_parameters(cls: type) -> frozenset[str]:
+    """The keyword arguments ``cls(...)`` names (its ``__init__``'s parameters but ``self``)."""
+    return frozenset(p for p in inspect.signature(cls.__init__).parameters if p != "self")
+
+
+def loss_metrics(terms: LossTerms, rollout: Rollout) -> dict[str, float]:
+    """What an update logs (as ``train/<name>``): the loss terms and, with a critic, the explained variance."""
+    metrics = {"entropy_loss": terms.entropy_loss.item(), "policy_loss": terms.policy_loss.item()}
+    if terms.value_loss is not None and rollout.returns is not None:
+        metrics["value_loss"] = terms.value_loss.item()
+        metrics["explained_variance"] = explained_variance(rollout.flat(rollout.values), rollout.flat(rollout.returns))
+    metrics.update({name: float(value) for name, value in terms.metrics.items()})
+    return metrics
+
+
 class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
     """Shared base of pgplug's on-policy algorithms (an SB3 ``BaseAlgorithm``).
 
@@ -147,6 +112,12 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
     :param vf_coef: value-loss coefficient (used when the estimator trains a critic)
     :param max_grad_norm: gradient-norm clipping threshold (None: no clipping)
     :param normalize_advantage: standardise Ψ in each update
+    :param objective: the loss the update minimises: a registered objective name (default: the class's
+        ``default_objective``, ``policy_gradient``) or an :class:`~pgplug.contracts.objective.Objective`
+    :param objective_kwargs: arguments of the named objective besides the algorithm's own settings, which
+        it receives under their names (``ent_coef``, ``vf_coef``, ``normalize_advantage``) at every update
+    :param fast_paths: take pgplug's speed paths (True), run SB3's own code (False), or let the
+        ``PGPLUG_FAST_PATHS`` environment variable decide (None, the default: on unless it says 0)
     """
 
     default_log_interval: ClassVar[int] = 1
@@ -178,6 +149,9 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
         normalize_advantage: bool = False,
         estimator: str | Estimator | None = None,
         estimator_kwargs: dict[str, Any] | None = None,
+        objective: str | Objective | None = None,
+        objective_kwargs: dict[str, Any] | None = None,
+        fast_paths: bool | None = None,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
         stats_window_size: int = 100,
@@ -210,7 +184,12 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
         self.vf_coef = float(vf_coef)
         self.max_grad_norm = max_grad_norm
         self.normalize_advantage = normalize_advantage
+        resolve_fast_paths(fast_paths)  # a bad value (or PGPLUG_FAST_PATHS) is refused before anything runs
+        self.fast_paths = fast_paths
+        self.objective = objective or self.default_objective
+        self.objective_kwargs = dict(objective_kwargs or {})
         self.estimator = self.resolve_estimator(estimator or self.default_estimator, estimator_kwargs)
+        check_fits(type(self), self.objective_for_update(), self.estimator)
         self._collector: RolloutCollector | None = None
 
     # -- estimator ----------------------------------------------------------------------------
@@ -218,19 +197,40 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
     @classmethod
     def compatible_estimators(cls) -> list[str]:
         """Names of the registered estimators this algorithm can use."""
-        return [
-            e.name for e in get_host().estimators if cls.accepts_episode_estimators or not e.cls.needs_complete_episodes
-        ]
+        return compatible_estimators(cls)
+
+    @classmethod
+    def compatible_objectives(cls) -> list[str]:
+        """Names of the registered objectives this algorithm can minimise."""
+        return compatible_objectives(cls)
 
     @classmethod
     def resolve_estimator(cls, spec: str | Estimator, kwargs: dict[str, Any] | None = None) -> Estimator:
+        """The estimator ``spec`` names, refused in one line if it does not fit this algorithm."""
         estimator = make_estimator(spec, kwargs)
-        if estimator.needs_complete_episodes and not cls.accepts_episode_estimators:
-            raise IncompatibleEstimatorError(
-                f"estimator {estimator.name!r} needs complete episodes, which {cls.name} cuts into "
-                f"rollouts; estimators that fit {cls.name}: {', '.join(cls.compatible_estimators())}"
-            )
+        check_fits(cls, make_objective(cls.default_objective), estimator)
         return estimator
+
+    # -- objective ----------------------------------------------------------------------------
+
+    def objective_for_update(self) -> Objective:
+        """The objective of the next update, built from the algorithm's current settings.
+
+        SB3 reads ``ent_coef``, ``vf_coef`` and ``normalize_advantage`` at every update (a callback may
+        change them): the objective receives every setting of the algorithm that its constructor names,
+        plus ``objective_kwargs``. An :class:`Objective` instance given as ``objective`` is used as it is.
+        """
+        spec = self.objective
+        if isinstance(spec, Objective):
+            return spec
+        cls = get_host().objectives.get(spec)
+        own = {name: getattr(self, name) for name in constructor_parameters(cls) if name in self.__dict__}
+        clash = sorted(own.keys() & self.objective_kwargs.keys())
+        if clash:
+            raise PgplugError(
+                f"objective_kwargs {clash} are {self.name}'s own settings: pass them to {type(self).__name__}(...)"
+            )
+        return make_objective(spec, {**own, **self.objective_kwargs})
 
     @classmethod
     def estimator_for_sb3_data(cls, data: dict[str, Any]) -> Estimator:
@@ -254,7 +254,20 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
         self.policy = self.policy.to(self.device)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_collector", "_parameter_cache"]
+        # fast_paths is this process's choice (PGPLUG_FAST_PATHS), not the model's.
+        return [*super()._excluded_save_params(), "_collector", "_runner", "_parameter_cache", "fast_paths"]
+
+    @property
+    def runner(self) -> PolicyRunner:
+        """What runs the policy (rollouts, updates, ``predict``): SB3's own code, or pgplug's fast paths.
+
+        Rebuilt when the policy or the ``fast_paths`` setting changes.
+        """
+        fast = resolve_fast_paths(self.__dict__.get("fast_paths"))
+        runner = self.__dict__.get("_runner")
+        if runner is None or runner.policy is not self.policy or runner.fast != fast:
+            runner = self._runner = runner_for(self.policy, fast=fast, keep_graph=self.reuse_rollout_graph)
+        return runner
 
     def save(self, path: Any, exclude: Any = None, include: Any = None) -> None:
         """SB3's ``save``, with the algorithm's name and a registered estimator written as plain JSON.
@@ -294,14 +307,14 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
     def _collect(self, callback: BaseCallback, n_steps: int | None, **kwargs: Any) -> Rollout | None:
         """Collect a rollout with the shared lean loop, keeping SB3's ``_last_obs`` bookkeeping."""
         assert self.env is not None
-        if self._collector is None or self._collector.env is not self.env or self._collector.policy is not self.policy:
-            self._collector = collector_for(
-                self.policy,
+        runner = self.runner
+        if self._collector is None or self._collector.env is not self.env or self._collector.runner is not runner:
+            self._collector = RolloutCollector(
+                runner,
                 self.env,
                 self.gamma,
                 bootstrap_truncation=self.estimator.needs_critic,
                 sde_sample_freq=self.sde_sample_freq,
-                keep_graph=self.reuse_rollout_graph,
             )
         collector = self._collector
         collector.last_obs = self._last_obs  # type: ignore[assignment]
@@ -341,30 +354,14 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
     # -- update -------------------------------------------------------------------------------
 
     def train(self, rollout: Rollout) -> dict[str, float]:
-        """One gradient step on the whole rollout: SB3's A2C step, with less per-call overhead."""
+        """One gradient step on the whole rollout (SB3's A2C step), through the shared :func:`gradient_step`."""
         policy, optimizer = self.policy, self.policy.optimizer
         self._update_learning_rate(optimizer)
-        prefer_foreach(optimizer)
-        terms = compute_gradients(
-            policy,
-            self._parameters(),
-            rollout,
-            ent_coef=self.ent_coef,
-            vf_coef=self.vf_coef,
-            normalize_advantage=self.normalize_advantage,
-            max_grad_norm=self.max_grad_norm,
+        terms = gradient_step(
+            self.runner, self.objective_for_update(), rollout, optimizer, self._parameters(), self.max_grad_norm
         )
-        optimizer_step(optimizer)
         self._n_updates += 1
-        metrics = {
-            "train/entropy_loss": terms.entropy_loss.item(),
-            "train/policy_loss": terms.policy_loss.item(),
-        }
-        if terms.value_loss is not None and rollout.returns is not None:
-            metrics["train/value_loss"] = terms.value_loss.item()
-            metrics["train/explained_variance"] = explained_variance(
-                rollout.flat(rollout.values), rollout.flat(rollout.returns)
-            )
+        metrics = {f"train/{name}": value for name, value in loss_metrics(terms, rollout).items()}
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         for key, value in metrics.items():
             self.logger.record(key, value)
@@ -389,27 +386,9 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
         episode_start: np.ndarray | None = None,
         deterministic: bool = False,
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
-        """SB3's ``predict``, ~40% faster for a small policy: the same actions and the same random draws.
-
-        ``BasePolicy.predict`` runs as it is, with two per-call costs removed, which dominate
-        evaluations (``EvalCallback``, ``evaluate_policy``) of a small policy: torch.distributions'
-        argument checks, and the recursive ``nn.Module.train(False)`` (the flags are set directly
-        when no module overrides ``train``). Recurrent policies keep their own ``predict``.
-        """
-        policy = self.policy
-        with unchecked_distributions():
-            if (
-                type(policy).predict is not BasePolicy.predict
-                or type(policy).set_training_mode is not BasePolicy.set_training_mode
-                or "set_training_mode" in policy.__dict__  # the user's own, or another thread's stand-in
-            ):
-                return policy.predict(observation, state, episode_start, deterministic)
-            set_training_mode(policy, False)
-            policy.__dict__["set_training_mode"] = _mode_already_set  # predict's own switch: already done
-            try:
-                return policy.predict(observation, state, episode_start, deterministic)
-            finally:
-                policy.__dict__.pop("set_training_mode", None)
+        """SB3's ``predict``; with the fast paths, ~40% faster for a small policy, the same actions and random draws
+        (:mod:`pgplug.fast.predict`)."""
+        return self.runner.predict(observation, state, episode_start, deterministic)
 
     # -- learn --------------------------------------------------------------------------------
 

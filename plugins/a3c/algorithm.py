@@ -21,6 +21,7 @@ from stable_baselines3.common.utils import safe_mean
 from stable_baselines3.common.vec_env import VecEnv
 
 from pgplug.contracts.estimator import Estimator
+from pgplug.contracts.objective import Objective
 from pgplug.contracts.registries import get_host
 from pgplug.contracts.rollout import Rollout
 from pgplug.errors import PgplugError
@@ -74,6 +75,9 @@ class A3C(PolicyGradientAlgorithm):
     :param estimator: ``nstep`` (default, n=None: the forward view), ``td``, ``gae`` or any estimator
         that does not need complete episodes
     :param estimator_kwargs: the estimator's arguments
+    :param objective: the objective the update minimises (default ``policy_gradient``)
+    :param objective_kwargs: the objective's arguments besides this algorithm's own settings
+    :param fast_paths: pgplug's speed paths (True), SB3's own code (False), or ``PGPLUG_FAST_PATHS`` (None)
     """
 
     name = "a3c"
@@ -104,6 +108,9 @@ class A3C(PolicyGradientAlgorithm):
         normalize_advantage: bool = False,
         estimator: str | Estimator = "nstep",
         estimator_kwargs: dict[str, Any] | None = None,
+        objective: str | Objective | None = None,
+        objective_kwargs: dict[str, Any] | None = None,
+        fast_paths: bool | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -139,6 +146,9 @@ class A3C(PolicyGradientAlgorithm):
             normalize_advantage=normalize_advantage,
             estimator=estimator,
             estimator_kwargs=estimator_kwargs,
+            objective=objective,
+            objective_kwargs=objective_kwargs,
+            fast_paths=fast_paths,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
             policy_kwargs=policy_kwargs,
@@ -249,14 +259,13 @@ class A3C(PolicyGradientAlgorithm):
             t_max=self.t_max,
             total_timesteps=total_timesteps,
             estimator=self.estimator,
+            objective=self.objective_for_update(),
             gamma=self.gamma,
-            ent_coef=self.ent_coef,
-            vf_coef=self.vf_coef,
             max_grad_norm=self.max_grad_norm,
-            normalize_advantage=self.normalize_advantage,
             lr_schedule=self.lr_schedule,
             lock=self.lock,
             shared_optimizer=self.shared_optimizer,
+            fast_paths=self.runner.fast,
             # In-process, the worker waits for nothing: the callbacks run between its updates.
             callback_lag=self.callback_lag if self.backend == "process" else None,
         )

@@ -26,10 +26,12 @@ from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.common.vec_env import VecEnv
 
 from pgplug.contracts.estimator import Estimator
+from pgplug.contracts.objective import Objective
 from pgplug.errors import PgplugError, one_line
-from pgplug.fast.optim import optimizer_step, prefer_foreach
-from pgplug.runtime.algorithm import compute_gradients
-from pgplug.runtime.recurrent import collector_for
+from pgplug.runtime.algorithm import loss_metrics
+from pgplug.runtime.collector import RolloutCollector
+from pgplug.runtime.gradient import compute_gradients
+from pgplug.runtime.runners import runner_for
 
 #: A picklable callable building a worker's vec env: ``factory(n_envs, seed) -> VecEnv``.
 VecEnvFactory = Callable[[int, int], VecEnv]
@@ -46,14 +48,13 @@ class WorkerSpec:
     t_max: int
     total_timesteps: int
     estimator: Estimator
+    objective: Objective
     gamma: float
-    ent_coef: float
-    vf_coef: float
     max_grad_norm: float | None
-    normalize_advantage: bool
     lr_schedule: Schedule
     lock: bool
     shared_optimizer: bool = True
+    fast_paths: bool = True
     report_interval: float = 0.25  # seconds between metric messages
     #: Workers pause while they are more than this many steps ahead of the main process's callbacks
     #: (None: never), so an evaluation at step S sees the weights of about step S.
@@ -111,12 +112,11 @@ class Worker:
         self.rank, self.spec, self.global_policy, self.shared, self.send = rank, spec, global_policy, shared, send
         self.env = spec.env_factory(spec.n_envs, spec.worker_seed(rank))
         self.local_policy = self._local_copy(global_policy)
-        self.collector = collector_for(
-            self.local_policy,
-            self.env,
-            spec.gamma,
-            bootstrap_truncation=spec.estimator.needs_critic,
-            keep_graph=True,  # one gradient per rollout, on the local weights that collected it
+        # One gradient per rollout, on the local weights that collected it: the rollout's graph may serve it.
+        self.runner = runner_for(self.local_policy, fast=spec.fast_paths, keep_graph=True)
+        self.global_runner = runner_for(global_policy, fast=spec.fast_paths)  # steps the shared optimizer
+        self.collector = RolloutCollector(
+            self.runner, self.env, spec.gamma, bootstrap_truncation=spec.estimator.needs_critic
         )
         self.collector.last_obs = self.env.reset()
         if spec.shared_optimizer:
@@ -125,7 +125,6 @@ class Worker:
             self.optimizer = global_policy.optimizer_class(
                 global_policy.parameters(), lr=spec.lr_schedule(1.0), **global_policy.optimizer_kwargs
             )
-        prefer_foreach(self.optimizer)  # the same steps as A2C's optimizer (bitwise), one kernel per op
         self._local_params = list(self.local_policy.parameters())
         # The optimizer's parameters (in param_groups order) paired with the local copies whose gradients they take.
         local_of = dict(zip(global_policy.parameters(), self._local_params, strict=True))
@@ -185,36 +184,26 @@ class Worker:
 
     def run_update(self) -> bool:
         """One sync → rollout → gradient → shared step. False if stopped before the update was applied."""
-        spec, policy = self.spec, self.local_policy
+        spec = self.spec
         synced_at = self.shared.n_updates
         self._sync()
         rollout = self.collector.collect(spec.t_max, on_step=self._on_step, on_episodes_end=self._on_episodes_end)
         if rollout is None:
             return False
         rollout.fill_estimate(spec.estimator, spec.gamma)
-        terms = compute_gradients(
-            policy,
-            self._local_params,
-            rollout,
-            ent_coef=spec.ent_coef,
-            vf_coef=spec.vf_coef,
-            normalize_advantage=spec.normalize_advantage,
-            max_grad_norm=spec.max_grad_norm,
-        )
+        terms = compute_gradients(self.runner, spec.objective, rollout, self._local_params, spec.max_grad_norm)
         optimizer = self.optimizer
         progress_remaining = 1.0 - self.shared.steps / spec.total_timesteps
         for group in optimizer.param_groups:
             group["lr"] = spec.lr_schedule(max(progress_remaining, 0.0))
         with self.shared.lock if spec.lock else nullcontext():
-            optimizer_step(optimizer, [param.grad for param in self._grad_sources])
+            self.global_runner.optimizer_step(optimizer, [param.grad for param in self._grad_sources])
         with self.shared.updates.get_lock():
             self.shared.updates.value += 1
             applied_at = self.shared.updates.value
         self._metrics.append(
             {
-                "policy_loss": terms.policy_loss.item(),
-                "value_loss": terms.value_loss.item() if terms.value_loss is not None else float("nan"),
-                "entropy_loss": terms.entropy_loss.item(),
+                **loss_metrics(terms, rollout),
                 "policy_lag": float(applied_at - 1 - synced_at),
                 "learning_rate": optimizer.param_groups[0]["lr"],
             }

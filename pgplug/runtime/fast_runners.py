@@ -1,0 +1,194 @@
+"""The fast runners: the reference runners' jobs done with pgplug's speed paths, where each is proven equal.
+
+Every speed path of pgplug is here, composed from the pieces in :mod:`pgplug.fast`:
+
+- collection under ``torch.inference_mode`` with torch.distributions' argument checks off, SB3's separate
+  actor and critic MLPs run as one block-diagonal MLP (:mod:`pgplug.fast.fused_mlp`) and categorical
+  actions drawn without distribution objects (:mod:`pgplug.fast.categorical`), the same random draws;
+- the update differentiating the rollout's own forward passes for CNN policies (:mod:`pgplug.fast.rollout_graph`);
+- training-mode flags set directly, gradient clipping and the optimizer step without ``Optimizer.step``'s
+  wrappers (:mod:`pgplug.fast.optim`), bitwise the same;
+- ``predict`` without argument checks or the recursive ``train(False)`` (:mod:`pgplug.fast.predict`).
+
+Each piece engages only for the configurations it is written for (SB3's own modules and methods, no
+hooks) and otherwise calls what the reference runner calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.distributions import CategoricalDistribution
+from stable_baselines3.common.policies import ActorCriticPolicy
+
+from pgplug.contracts.objective import PolicyEvaluation, UpdateBatch
+from pgplug.contracts.rollout import Observation, Rollout
+from pgplug.fast import optim
+from pgplug.fast.categorical import (
+    categorical_entropy,
+    categorical_log_prob,
+    draw_categorical,
+    latents,
+    runs_sb3_categorical,
+    sample_categorical,
+)
+from pgplug.fast.fused_mlp import FusedActorCritic
+from pgplug.fast.predict import predict
+from pgplug.fast.rollout_graph import RolloutGraph, can_reuse_rollout_graph
+from pgplug.fast.torch_internals import set_training_mode, unchecked_distributions
+from pgplug.runtime.policy_runner import PolicyRunner, StepOutputs, outside_graph_unless, update_batch
+from pgplug.runtime.recurrent import RecurrentRunner
+
+
+class FastUpdates:
+    """The update's and ``predict``'s speed paths, shared by the feed-forward and the recurrent fast runner."""
+
+    fast = True
+    policy: Any
+
+    def set_training_mode(self, mode: bool) -> None:
+        set_training_mode(self.policy, mode)
+
+    def clip_grad_norm(self, params: list[th.nn.Parameter], max_norm: float) -> None:
+        optim.clip_grad_norm(params, max_norm)
+
+    def optimizer_step(self, optimizer: th.optim.Optimizer, grads: Sequence[th.Tensor | None] | None = None) -> None:
+        optim.prefer_foreach(optimizer)
+        optim.optimizer_step(optimizer, grads)
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[Any, tuple[np.ndarray, ...] | None]:
+        return predict(self.policy, observation, state, episode_start, deterministic)
+
+
+class FastRunner(FastUpdates, PolicyRunner):
+    """The feed-forward fast runner.
+
+    :param keep_graph: record the rollout's forward passes with their autograd graph so that the update
+        differentiates them instead of running the policy again; asked for by algorithms that make one
+        gradient step per rollout, on the weights that collected it, and done where the policy allows it
+    """
+
+    def __init__(self, policy: ActorCriticPolicy, keep_graph: bool = False) -> None:
+        super().__init__(policy)
+        self.keep_graph = keep_graph and can_reuse_rollout_graph(policy)
+        self._graph_steps: list[tuple[th.Tensor, th.Tensor, th.Tensor | None]] = []
+        self._graph: tuple[Rollout, RolloutGraph] | None = None
+
+    # -- collection ----------------------------------------------------------------------------
+
+    def begin_rollout(self, n_envs: int) -> None:
+        self._graph_steps = []
+
+    def act(self, obs: Observation, episode_starts: np.ndarray) -> StepOutputs:
+        policy = self.policy
+        if self.keep_graph:
+            return self._act_keeping_graph(obs)
+        # inference_mode: no autograd graph or version counters for a forward that is never differentiated.
+        with th.inference_mode():
+            if not runs_sb3_categorical(policy, "forward"):
+                with unchecked_distributions():
+                    return policy(obs)
+            fused = FusedActorCritic.of(policy)
+            if fused is not None:
+                logits, values = fused(policy.extract_features(obs))
+            else:
+                latent_pi, latent_vf = latents(policy, obs)
+                logits, values = policy.action_net(latent_pi), policy.value_net(latent_vf)
+            actions, log_probs = sample_categorical(logits)
+            return actions, values, log_probs
+
+    def _act_keeping_graph(self, obs: Observation) -> StepOutputs:
+        """``policy(obs)`` with autograd on; the actions are drawn outside the graph (as constants)."""
+        policy = self.policy
+        latent_pi, latent_vf = latents(policy, obs)
+        values = policy.value_net(latent_vf)
+        if type(policy.action_dist) is CategoricalDistribution:
+            log_pmf = th.log_softmax(policy.action_net(latent_pi), dim=-1)
+            actions = draw_categorical(log_pmf)
+            log_probs = categorical_log_prob(log_pmf, actions)
+            entropy: th.Tensor | None = categorical_entropy(log_pmf)
+        else:
+            with unchecked_distributions():
+                distribution = policy._get_action_dist_from_latent(latent_pi)
+                actions = distribution.get_actions().detach()
+                log_probs, entropy = distribution.log_prob(actions), distribution.entropy()
+                actions = actions.reshape((-1, *policy.action_space.shape))
+        self._graph_steps.append((values.flatten(), log_probs, entropy))
+        return actions, values.detach(), log_probs.detach()
+
+    def values(self, obs: Observation, episode_starts: np.ndarray | None = None, env_index: int | None = None):
+        """V(obs); after the rollout through the step forward's fused MLP where there is one (half the ops of
+        SB3's ``predict_values``), so V(last obs) is computed as the rollout's values were."""
+        policy = self.policy
+        with th.inference_mode():
+            if (
+                env_index is None
+                and type(policy).predict_values is ActorCriticPolicy.predict_values
+                # predict_values runs BasePolicy.extract_features, which the fused path's extract_features is
+                and type(policy).extract_features is ActorCriticPolicy.extract_features
+            ):
+                fused = FusedActorCritic.of(policy)
+                if fused is not None:
+                    return fused(policy.extract_features(obs))[1]
+            return policy.predict_values(obs)
+
+    def end_rollout(self, rollout: Rollout | None) -> None:
+        if rollout is not None and self._graph_steps:
+            values, log_probs, entropies = zip(*self._graph_steps)
+            entropy = None if entropies[0] is None else th.stack(entropies)
+            self._graph = (rollout, RolloutGraph(th.stack(values), th.stack(log_probs), entropy))
+        self._graph_steps = []
+
+    # -- update --------------------------------------------------------------------------------
+
+    def evaluate_rollout(self, rollout: Rollout, differentiate_entropy: bool) -> UpdateBatch:
+        """The rollout's own forward passes if this runner kept them for it, once (after an optimizer step they
+        would be stale); otherwise the policy, run with the categorical formulas where they apply."""
+        kept, self._graph = self._graph, None
+        flat = rollout.flat
+        if kept is not None and kept[0] is rollout:
+            graph = kept[1]
+            entropy = None if graph.entropy is None else flat(graph.entropy)
+            evaluation = PolicyEvaluation(
+                flat(graph.values), flat(graph.log_probs), outside_graph_unless(differentiate_entropy, entropy)
+            )
+            return update_batch(rollout, evaluation)
+        observations, actions = flat(rollout.observations), flat(rollout.actions)
+        policy = self.policy
+        with unchecked_distributions():
+            if not runs_sb3_categorical(policy, "evaluate_actions"):
+                values, log_prob, entropy = policy.evaluate_actions(observations, actions)
+                evaluation = PolicyEvaluation(
+                    values.flatten(), log_prob, outside_graph_unless(differentiate_entropy, entropy)
+                )
+                return update_batch(rollout, evaluation)
+            latent_pi, latent_vf = latents(policy, observations)
+            # Categorical's logits − logsumexp, in one kernel (see pgplug.fast.categorical.sample_categorical)
+            log_pmf = th.log_softmax(policy.action_net(latent_pi), dim=-1)
+            log_prob = categorical_log_prob(log_pmf, actions.long())
+            values = policy.value_net(latent_vf)
+            # Only logged when the loss does not differentiate it: kept out of the graph, and so out of backward.
+            with th.set_grad_enabled(differentiate_entropy and th.is_grad_enabled()):
+                entropy = categorical_entropy(log_pmf)
+        return update_batch(rollout, PolicyEvaluation(values.flatten(), log_prob, entropy))
+
+
+class FastRecurrentRunner(FastUpdates, RecurrentRunner):
+    """The recurrent fast runner: sb3-contrib's forward passes, under inference mode and without argument checks."""
+
+    def act(self, obs: Observation, episode_starts: np.ndarray) -> StepOutputs:
+        with th.inference_mode(), unchecked_distributions():
+            return super().act(obs, episode_starts)
+
+    def evaluate_rollout(self, rollout: Rollout, differentiate_entropy: bool) -> UpdateBatch:
+        with unchecked_distributions():
+            return super().evaluate_rollout(rollout, differentiate_entropy)

@@ -1,0 +1,155 @@
+"""The one switch for every speed path, what runs when it is off, and fast paths that engage only where proven.
+
+With ``PGPLUG_FAST_PATHS=0`` (``fast_paths=False``, ``--no-fast-paths``) the rollout calls SB3's own
+``policy.forward``, the update ``evaluate_actions`` and ``Optimizer.step``, ``predict`` ``policy.predict``.
+With them on, a fast path runs only for the configurations it is written for and falls back otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+
+import pgplug
+from pgplug.cli import main
+from pgplug.errors import PgplugError
+from pgplug.fast.fused_mlp import FusedActorCritic
+from pgplug.runtime.fast_runners import FastRunner
+from pgplug.runtime.policy_runner import PolicyRunner
+from pgplug.runtime.runners import FAST_PATHS_ENV_VAR, fast_paths_from_env
+
+
+@pytest.fixture
+def sb3_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter]:
+    """Counts the calls of SB3's own policy and optimizer methods that the fast paths replace."""
+    calls: Counter = Counter()
+    for owner, name in (
+        (ActorCriticPolicy, "forward"),
+        (ActorCriticPolicy, "evaluate_actions"),
+        (ActorCriticPolicy, "predict_values"),
+        (BasePolicy, "set_training_mode"),
+        (th.optim.RMSprop, "step"),
+    ):
+        original = getattr(owner, name)
+
+        def counted(*args: Any, _original: Any = original, _name: str = name, **kwargs: Any) -> Any:
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counted)
+    yield calls
+
+
+# -- the switch ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "on"), [("", True), ("1", True), ("on", True), ("0", False), ("False", False)])
+def test_the_environment_variable(monkeypatch: pytest.MonkeyPatch, value: str, on: bool) -> None:
+    monkeypatch.setenv(FAST_PATHS_ENV_VAR, value)
+    assert fast_paths_from_env() is on
+    assert pgplug.A2C("MlpPolicy", "CartPole-v1").runner.fast is on
+
+
+def test_a_bad_switch_value_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(FAST_PATHS_ENV_VAR, "maybe")
+    with pytest.raises(PgplugError, match=r"PGPLUG_FAST_PATHS='maybe' is neither on \(1, true, on, yes\)") as error:
+        pgplug.A2C("MlpPolicy", "CartPole-v1")
+    assert "\n" not in str(error.value)
+    monkeypatch.delenv(FAST_PATHS_ENV_VAR)
+    with pytest.raises(PgplugError, match="fast_paths must be True, False or None"):
+        pgplug.A2C("MlpPolicy", "CartPole-v1", fast_paths="no")
+
+
+def test_the_constructor_argument_wins_and_is_not_saved(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(FAST_PATHS_ENV_VAR, "1")
+    model = pgplug.A2C("MlpPolicy", "CartPole-v1", fast_paths=False)
+    assert type(model.runner) is PolicyRunner
+    model.fast_paths = True
+    assert type(model.runner) is FastRunner  # the runner follows the setting
+    model.fast_paths = False
+    model.save(tmp_path / "model.zip")
+    assert pgplug.A2C.load(tmp_path / "model.zip").runner.fast  # this process's choice, not the file's
+    assert not pgplug.A2C.load(tmp_path / "model.zip", fast_paths=False).runner.fast
+
+
+# -- what runs ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "reference"])
+def test_with_the_switch_off_sb3s_own_code_runs(sb3_calls: Counter, fast: bool) -> None:
+    env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    model = pgplug.A2C("MlpPolicy", env, n_steps=5, seed=0, fast_paths=fast)
+    model.learn(30)  # 3 updates of 5 steps
+    model.predict(env.reset())
+    if fast:  # the fused MLP, the categorical formulas, the functional RMSprop, the training flags set directly
+        assert sb3_calls == {"step": 1}  # RMSprop's first step creates its state: that one is step()'s
+    else:  # per update: 5 forwards, V(last obs), evaluate_actions, a step; eval mode, train mode; predict's eval mode
+        assert sb3_calls == {
+            "forward": 15,
+            "predict_values": 3,
+            "evaluate_actions": 3,
+            "step": 3,
+            "set_training_mode": 7,
+        }
+
+
+def test_a_fast_path_steps_aside_for_a_forward_hook(sb3_calls: Counter) -> None:
+    """A hook on the policy is SB3 behaviour the fused MLP would skip: the policy is then run as it is."""
+    model = pgplug.A2C("MlpPolicy", "CartPole-v1", n_steps=5, seed=0)
+    hooked: list[int] = []
+    model.policy.register_forward_hook(lambda module, args, output: hooked.append(1))
+    model.learn(10)
+    assert len(hooked) == 10 and sb3_calls["forward"] == 10
+
+
+# -- the fused actor-critic MLP, over SB3's net_arch forms -----------------------------------------
+
+NET_ARCHS: dict[str, Any] = {
+    "default": None,
+    "shared-list": [32, 32],
+    "asymmetric-width": {"pi": [8], "vf": [16]},
+    "asymmetric-depth": {"pi": [8, 8], "vf": [16]},
+    "critic-only-hidden": {"pi": [], "vf": [16]},
+    "no-hidden": [],
+    "old-list-of-dict": [{"vf": [8], "pi": [4]}],
+}
+
+
+@pytest.mark.parametrize("net_arch", NET_ARCHS.values(), ids=NET_ARCHS.keys())
+def test_every_net_arch_trains_and_the_fused_forward_equals_sb3s(net_arch: Any) -> None:
+    policy_kwargs = {} if net_arch is None else {"net_arch": net_arch}
+    model = pgplug.A2C("MlpPolicy", "CartPole-v1", seed=0, policy_kwargs=policy_kwargs)
+    model.learn(256)
+    policy = model.policy
+    fused = FusedActorCritic.of(policy)
+    extractor = policy.mlp_extractor
+    same_depth = len(extractor.policy_net) == len(extractor.value_net)
+    assert (fused is not None) == same_depth  # stacks of unequal depth run as they are
+    if fused is None:
+        return
+    obs = th.as_tensor(np.random.default_rng(0).normal(size=(16, 4)), dtype=th.float32)
+    with th.no_grad():
+        logits, values = fused(policy.extract_features(obs))
+        latent_pi, latent_vf = policy.mlp_extractor(policy.extract_features(obs))
+        th.testing.assert_close(logits, policy.action_net(latent_pi))
+        th.testing.assert_close(values, policy.value_net(latent_vf))
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+
+def test_the_command_line_switch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sb3_calls: Counter) -> None:
+    monkeypatch.delenv(FAST_PATHS_ENV_VAR, raising=False)
+    args = ["train", "--algo", "a2c", "--env", "CartPole-v1", "-n", "40", "-f", str(tmp_path), "--seed", "0"]
+    assert main([*args, "--eval-freq", "-1", "--n-eval-episodes", "0", "--no-progress", "--no-fast-paths"]) == 0
+    assert sb3_calls["evaluate_actions"] > 0 and sb3_calls["step"] > 0
+    assert FAST_PATHS_ENV_VAR not in os.environ  # set for the command only
