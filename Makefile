@@ -3,17 +3,22 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(abspath $(VENV))/bin
 ARGS ?=
+# Stable-Baselines3's own tests, for the pinned version (its source distribution on PyPI holds them).
+SB3_VERSION := $(shell sed -n 's/^stable_baselines3==//p' constraints.txt)
+SB3_SUITE := $(abspath $(VENV))/sb3-suite
+SB3_TESTS := $(SB3_SUITE)/stable_baselines3-$(SB3_VERSION)/tests
 
-.PHONY: train test lint lint-imports
+.PHONY: train test lint lint-imports sb3-suite
 
 # Main job: train A3C on CartPole-v1 (configs/a3c.yml), show progress and a final evaluation, save the model.
 train: $(VENV)/.installed
 	$(BIN)/pgplug train --algo a3c --env CartPole-v1 $(ARGS)
 
-# The whole test suite: lint, the import-layer contracts, then pytest (which exits 5 when it collects no
-# test, failing this target).
+# The whole test suite: lint, the import-layer contracts, pgplug's tests (pytest exits 5 when it collects no
+# test, failing this target), then SB3's own tests of A2C run against pgplug.A2C.
 test: lint lint-imports
 	$(BIN)/python -m pytest $(ARGS)
+	$(MAKE) sb3-suite
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
@@ -25,8 +30,19 @@ lint-imports: $(VENV)/.installed
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation --target build/importlint . 2>/dev/null
 	cd build && PYTHONPATH=importlint $(BIN)/lint-imports --no-cache ../pyproject.toml
 
+# SB3's tests that use A2C, with stable_baselines3.A2C replaced by pgplug.A2C (tests/sb3_suite/).
+sb3-suite: $(SB3_TESTS)
+	cd $(SB3_TESTS) && PYTHONPATH=$(CURDIR)/tests/sb3_suite $(BIN)/python -m pytest -q -p pgplug_as_sb3_a2c \
+		-p no:cacheprovider -c /dev/null --rootdir=. -W "ignore::DeprecationWarning"
+
+$(SB3_TESTS): constraints.txt | $(VENV)/.installed
+	rm -rf $(SB3_SUITE) && mkdir -p $(SB3_SUITE)
+	$(BIN)/python -m pip download -q --no-deps --no-binary :all: -d $(SB3_SUITE) stable_baselines3==$(SB3_VERSION)
+	tar -xzf $(SB3_SUITE)/stable_baselines3-$(SB3_VERSION).tar.gz -C $(SB3_SUITE)
+	touch $@
+
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,sb3-tests]'
 	touch $@

@@ -31,6 +31,11 @@ class IncompatibleObjectiveError(PgplugError):
     """An objective the algorithm cannot minimise, or one that takes no estimator given an estimator."""
 
 
+class InvalidPolicyError(PgplugError, AssertionError):
+    """A policy that cannot be built for the env's spaces. Also an ``AssertionError``, which SB3 raises for these,
+    so that code written against SB3 catches it as it did."""
+
+
 class DivergedError(PgplugError):
     """The loss became NaN or infinite: the policy's outputs or the data are no longer finite."""
 

@@ -1,8 +1,10 @@
 """A2C: synchronous advantage actor-critic (Mnih et al. 2016, https://arxiv.org/abs/1602.01783).
 
-``n_steps`` per env per update over any SB3 ``VecEnv``, one gradient step per rollout. With the
-default estimator ``nstep(n=None)`` (≡ ``gae(gae_lambda=1)``) it matches ``stable_baselines3.A2C``
-update for update.
+``n_steps`` per env per update over any SB3 ``VecEnv``, one gradient step per rollout: a drop-in for
+``stable_baselines3.A2C``. Every constructor argument of SB3's A2C is accepted in SB3's order and with
+SB3's meaning (``gae_lambda`` selects the ``gae`` estimator with that λ; 1, SB3's default, is the n-step
+forward view ``nstep(n=None)``), and with the same seed and settings it matches SB3's A2C update for
+update. pgplug's own arguments (``estimator``, ``objective``, ``fast_paths``, ...) come after SB3's.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch as th
+from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
@@ -17,28 +20,68 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from pgplug.contracts.estimator import Estimator
 from pgplug.contracts.objective import Objective
 from pgplug.contracts.rollout import Rollout
+from pgplug.errors import PgplugError
 from pgplug.plugin.hookspecs import hookimpl
-from pgplug.runtime.algorithm import PolicyGradientAlgorithm
-from pgplug.validation import check_positive_int
+from pgplug.runtime.on_policy import OnPolicyLearner
+from pgplug.validation import check_positive_int, check_unit_interval
 
 
-class A2C(PolicyGradientAlgorithm):
-    """Synchronous advantage actor-critic: n-step rollouts from a vec env, one update each.
+def estimator_of_gae_lambda(
+    gae_lambda: float, estimator: str | Estimator | None, estimator_kwargs: dict[str, Any] | None
+) -> tuple[str | Estimator, dict[str, Any] | None]:
+    """The estimator SB3's ``gae_lambda`` asks for, reconciled with pgplug's ``estimator`` arguments.
 
-    :param policy: the policy model (``MlpPolicy``, ``CnnPolicy``, ``MultiInputPolicy`` or a class)
+    Without an estimator: ``nstep(n=None)`` for λ = 1 (what SB3 computes then), ``gae(λ)`` otherwise. With one,
+    ``gae_lambda`` other than 1 must agree with it.
+    """
+    gae_lambda = check_unit_interval("gae_lambda", gae_lambda)
+    if estimator is None:
+        if gae_lambda == 1.0:
+            return "nstep", estimator_kwargs
+        return "gae", {"gae_lambda": gae_lambda, **(estimator_kwargs or {})}
+    if gae_lambda == 1.0:  # SB3's default: nothing asked
+        return estimator, estimator_kwargs
+    kwargs = dict(estimator_kwargs or {})
+    if estimator == "gae" and kwargs.setdefault("gae_lambda", gae_lambda) == gae_lambda:
+        return estimator, kwargs
+    asked = repr(estimator if isinstance(estimator, str) else estimator.name)
+    if estimator == "gae":
+        asked += f" with gae_lambda={kwargs['gae_lambda']}"
+    raise PgplugError(
+        f"gae_lambda={gae_lambda} selects the 'gae' estimator with that lambda, but estimator {asked} was asked for: "
+        "give one of them"
+    )
+
+
+class A2C(OnPolicyLearner):
+    """Synchronous advantage actor-critic: n-step rollouts from a vec env, one update each (SB3's A2C).
+
+    :param policy: the policy model (``MlpPolicy``, ``CnnPolicy``, ``MultiInputPolicy``, the LSTM ones, or a class)
     :param env: the environment (a gymnasium id, an env or an SB3 ``VecEnv``)
     :param learning_rate: learning rate, or a schedule of the remaining progress (1 → 0)
     :param n_steps: steps per env per update
     :param gamma: discount factor
+    :param gae_lambda: SB3's GAE λ: 1 (the default) is the n-step forward view (estimator ``nstep``), any
+        other value selects estimator ``gae`` with it
     :param ent_coef: entropy coefficient
     :param vf_coef: value-loss coefficient
-    :param max_grad_norm: gradient-norm clipping threshold
+    :param max_grad_norm: gradient-norm clipping threshold (None: no clipping)
     :param rms_prop_eps: RMSprop epsilon (SB3's default; the paper's shared RMSprop used 0.1)
     :param use_rms_prop: RMSprop (α=0.99, as SB3) rather than Adam
+    :param use_sde: generalized state-dependent exploration (continuous actions)
+    :param sde_sample_freq: resample gSDE's noise every so many steps (-1: once per rollout)
+    :param rollout_buffer_class: as in SB3: None, ``RolloutBuffer`` or ``DictRolloutBuffer``
+    :param rollout_buffer_kwargs: keyword arguments of the buffer class
     :param normalize_advantage: standardise Ψ in each update
-    :param estimator: ``nstep`` (default, n=None), ``td``, ``gae`` or any estimator that does not
-        need complete episodes
-    :param estimator_kwargs: the estimator's arguments, e.g. ``{"gae_lambda": 0.95}``
+    :param stats_window_size: episodes averaged in the logged episode statistics
+    :param tensorboard_log: TensorBoard log folder (None: no TensorBoard)
+    :param policy_kwargs: keyword arguments of the policy
+    :param verbose: 0 quiet, 1 training logs, 2 debug
+    :param seed: random seed
+    :param device: torch device (``auto``, ``cpu``, ``cuda``)
+    :param estimator: pgplug's estimator of Ψ: any that does not need complete episodes (default: from
+        ``gae_lambda``)
+    :param estimator_kwargs: the estimator's arguments, e.g. ``{"n": 3}``
     :param objective: the objective the update minimises (default ``policy_gradient``)
     :param objective_kwargs: the objective's arguments besides this algorithm's own settings
     :param fast_paths: pgplug's speed paths (True), SB3's own code (False), or ``PGPLUG_FAST_PATHS`` (None)
@@ -58,6 +101,7 @@ class A2C(PolicyGradientAlgorithm):
         learning_rate: float | Schedule = 7e-4,
         n_steps: int = 5,
         gamma: float = 0.99,
+        gae_lambda: float = 1.0,
         ent_coef: float = 0.0,
         vf_coef: float = 0.5,
         max_grad_norm: float | None = 0.5,
@@ -65,20 +109,24 @@ class A2C(PolicyGradientAlgorithm):
         use_rms_prop: bool = True,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
+        rollout_buffer_class: type[RolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
         normalize_advantage: bool = False,
-        estimator: str | Estimator = "nstep",
-        estimator_kwargs: dict[str, Any] | None = None,
-        objective: str | Objective | None = None,
-        objective_kwargs: dict[str, Any] | None = None,
-        fast_paths: bool | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
         verbose: int = 0,
         seed: int | None = None,
         device: th.device | str = "auto",
+        *,
+        estimator: str | Estimator | None = None,
+        estimator_kwargs: dict[str, Any] | None = None,
+        objective: str | Objective | None = None,
+        objective_kwargs: dict[str, Any] | None = None,
+        fast_paths: bool | None = None,
         _init_setup_model: bool = True,
     ) -> None:
+        estimator_spec, estimator_kwargs = estimator_of_gae_lambda(gae_lambda, estimator, estimator_kwargs)
         super().__init__(
             policy,
             env,
@@ -88,13 +136,15 @@ class A2C(PolicyGradientAlgorithm):
             vf_coef=vf_coef,
             max_grad_norm=max_grad_norm,
             normalize_advantage=normalize_advantage,
-            estimator=estimator,
+            estimator=estimator_spec,
             estimator_kwargs=estimator_kwargs,
             objective=objective,
             objective_kwargs=objective_kwargs,
             fast_paths=fast_paths,
             use_sde=use_sde,
             sde_sample_freq=sde_sample_freq,
+            rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
             policy_kwargs=policy_kwargs,
@@ -103,22 +153,22 @@ class A2C(PolicyGradientAlgorithm):
             device=device,
         )
         self.n_steps = check_positive_int("n_steps", n_steps)
+        #: The estimator follows ``gae_lambda`` (SB3's meaning) unless one was asked for: saved, so that
+        #: ``A2C.load(path, gae_lambda=0.9)`` and SB3's own zips (which carry gae_lambda) get their GAE.
+        self._estimator_follows_gae_lambda = estimator is None and estimator_kwargs is None
         if use_rms_prop and "optimizer_class" not in self.policy_kwargs:
             self.policy_kwargs["optimizer_class"] = th.optim.RMSprop
             self.policy_kwargs["optimizer_kwargs"] = dict(alpha=0.99, eps=rms_prop_eps, weight_decay=0)
         if _init_setup_model:
             self._setup_model()
 
-    @classmethod
-    def estimator_for_sb3_data(cls, data: dict[str, Any]) -> Estimator:
-        """SB3's A2C computes GAE(``gae_lambda``); λ = 1 is the n-step forward view, our default."""
-        gae_lambda = float(data.get("gae_lambda", 1.0))
-        if gae_lambda == 1.0:
-            return cls.resolve_estimator("nstep", {"n": None})
-        return cls.resolve_estimator("gae", {"gae_lambda": gae_lambda})
+    def _setup_model(self) -> None:
+        if self.__dict__.get("_estimator_follows_gae_lambda", False) and self.gae_lambda is not None:
+            self.estimator = self.resolve_estimator(*estimator_of_gae_lambda(self.gae_lambda, None, None))
+        super()._setup_model()
 
-    def collect_rollout(self, callback: BaseCallback) -> Rollout | None:
-        return self._collect(callback, self.n_steps)
+    def collect_rollout(self, callback: BaseCallback, n_steps: int) -> Rollout | None:
+        return self._collect(callback, n_steps)
 
 
 @hookimpl

@@ -57,6 +57,10 @@ class TD(Estimator):
     name = "td"
     needs_critic = True
 
+    @property
+    def equivalent_gae_lambda(self) -> float:
+        return 0.0  # GAE(0)
+
     def estimate(self, *, rewards, values, episode_starts, last_values, last_dones, gamma) -> Estimate:
         dones = episode_ends(episode_starts, last_dones)
         target = math.td_target(rewards, values, dones, last_values, gamma)
@@ -74,6 +78,10 @@ class NStep(Estimator):
             raise PgplugError(f"nstep's n must be an integer >= 1 or None (to the rollout's end), got {n!r}")
         self.n = None if n is None else int(n)
 
+    @property
+    def equivalent_gae_lambda(self) -> float | None:
+        return 1.0 if self.n is None else None  # the forward view to the rollout's end is GAE(1)
+
     def estimate(self, *, rewards, values, episode_starts, last_values, last_dones, gamma) -> Estimate:
         dones = episode_ends(episode_starts, last_dones)
         target = math.nstep_return(rewards, values, dones, last_values, gamma, self.n)
@@ -88,6 +96,10 @@ class GAE(Estimator):
 
     def __init__(self, gae_lambda: float = 0.95) -> None:
         self.gae_lambda = check_unit_interval("gae's gae_lambda", gae_lambda)
+
+    @property
+    def equivalent_gae_lambda(self) -> float:
+        return self.gae_lambda
 
     def estimate(self, *, rewards, values, episode_starts, last_values, last_dones, gamma) -> Estimate:
         dones = episode_ends(episode_starts, last_dones)

@@ -25,7 +25,7 @@ from pgplug.contracts.estimator import Estimator, episode_ends
 from pgplug.contracts.objective import Objective
 from pgplug.contracts.rollout import Rollout
 from pgplug.plugin.hookspecs import hookimpl
-from pgplug.runtime.algorithm import PolicyGradientAlgorithm
+from pgplug.runtime.on_policy import OnPolicyLearner
 from pgplug.validation import check_positive_int
 
 
@@ -44,7 +44,7 @@ def complete_episode_mask(
     return episode_index < n_complete
 
 
-class REINFORCE(PolicyGradientAlgorithm):
+class REINFORCE(OnPolicyLearner):
     """REINFORCE: Monte-Carlo policy gradient on complete episodes, no replay.
 
     :param policy: the policy model (``MlpPolicy``, ``CnnPolicy``, ``MultiInputPolicy`` or a class)
@@ -123,7 +123,12 @@ class REINFORCE(PolicyGradientAlgorithm):
         if _init_setup_model:
             self._setup_model()
 
-    def collect_rollout(self, callback: BaseCallback) -> Rollout | None:
+    @property
+    def n_steps(self) -> int:
+        """SB3's ``n_steps``: here the bound on steps per env per batch, ``max_batch_steps``."""
+        return self.max_batch_steps
+
+    def collect_rollout(self, callback: BaseCallback, n_steps: int) -> Rollout | None:
         assert self.env is not None
         if not np.all(self._last_episode_starts):
             # Episodes left running by the previous batch began under older weights: start afresh.
@@ -136,7 +141,7 @@ class REINFORCE(PolicyGradientAlgorithm):
             ended[:] += dones
             return bool(np.all(ended >= share))
 
-        rollout = self._collect(callback, None, until=every_env_done, max_steps=self.max_batch_steps)
+        rollout = self._collect(callback, None, until=every_env_done, max_steps=n_steps)
         if rollout is not None:
             rollout.mask = complete_episode_mask(rollout.episode_starts, rollout.last_dones, share)
         return rollout
@@ -147,12 +152,13 @@ class REINFORCE(PolicyGradientAlgorithm):
         assert self.env is not None
         return -(-(self.n_episodes or self.env.num_envs) // self.env.num_envs)
 
-    def train(self, rollout: Rollout) -> dict[str, float]:
+    def update(self, rollout: Rollout) -> dict[str, float]:
+        """The gradient step on the batch's complete episodes; a batch without any is skipped (and logged)."""
         assert rollout.mask is not None
         if not bool(rollout.mask.any()):
             self.logger.record("train/skipped_batches", 1)
             return {}
-        return super().train(rollout)
+        return super().update(rollout)
 
 
 @hookimpl

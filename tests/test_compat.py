@@ -199,11 +199,12 @@ def test_pgplug_zips_record_their_algorithm_and_estimator_as_json(pgplug_zips) -
     assert data["estimator"] == {"name": "gae", "kwargs": {"gae_lambda": 0.9}}
     loaded = pgplug.load(pgplug_zips["a2c"][0])
     assert loaded.estimator.name == "gae" and loaded.estimator.gae_lambda == 0.9
-    # The entry is what names a pgplug zip's algorithm: without it, nothing is guessed.
-    for path, _ in pgplug_zips.values():
+    # The entry is what names a pgplug zip's algorithm. Without it, A2C's zip is SB3's A2C format (n_steps and
+    # gae_lambda, which pgplug's A2C saves as SB3 does); for the others nothing is guessed.
+    for name, (path, _) in pgplug_zips.items():
         info = compat.read_zip(path)
         del info.data["pgplug_algorithm"]
-        assert compat.detect_algorithm(info) is None
+        assert compat.detect_algorithm(info) == ("sb3_a2c" if name == "a2c" else None)
 
 
 # -- pgplug zips in SB3 -------------------------------------------------------------------------
@@ -283,7 +284,8 @@ def test_pgplug_a2c_opens_sb3_a2c_zips_directly_and_learns_on(sb3_zips) -> None:
     path, original = sb3_zips["sb3_a2c"]
     direct = pgplug.A2C.load(path, env=make_vec_env("CartPole-v1", n_envs=2, seed=0))
     np.testing.assert_array_equal(probabilities(direct), probabilities(original))
-    assert direct.estimator.name == "nstep"  # A2C.load keeps the default; pgplug.load maps gae_lambda
+    # SB3's gae_lambda=0.95 means GAE(0.95), in A2C.load as in pgplug.load
+    assert (direct.estimator.name, direct.estimator.gae_lambda, direct.gae_lambda) == ("gae", 0.95, 0.95)
     converted = pgplug.load(path, algo="a2c")
     assert type(converted) is pgplug.A2C
     assert (converted.estimator.name, converted.estimator.gae_lambda) == ("gae", 0.95)

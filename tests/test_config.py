@@ -204,9 +204,9 @@ def test_resolve_policy_kwargs_resolves_only_class_keys():
 def test_unknown_key_names_the_key_and_the_valid_ones():
     a2c = get_host().algorithms.get("a2c")
     with pytest.raises(PgplugError) as info:
-        cfg.check_keys(a2c, {"n_steps": 8, "gae_lambda": 0.9}, "a2c")
+        cfg.check_keys(a2c, {"n_steps": 8, "clip_range": 0.2}, "a2c")
     message = str(info.value)
-    assert message.startswith("unknown hyperparameter 'gae_lambda' for a2c; valid keys: ")
+    assert message.startswith("unknown hyperparameter 'clip_range' for a2c; valid keys: ")
     valid = message.split("valid keys: ")[1].split(", ")
     assert valid == cfg.valid_keys(a2c)
     assert {"n_steps", "learning_rate", "estimator", "estimator_kwargs", "policy_kwargs", *cfg.ENV_KEYS} <= set(valid)

@@ -301,9 +301,9 @@ def test_reinforce_lstm_masked_loss_replays_each_complete_episode() -> None:
     policy_kwargs = {"lstm_hidden_size": 8, "ortho_init": False}
     model = REINFORCE("MlpLstmPolicy", env, seed=0, policy_kwargs=policy_kwargs, learning_rate=1e-2)
     _, callback = model._setup_learn(10_000, None)
-    rollout = model.collect_rollout(callback)
-    assert rollout is not None and rollout.mask is not None
-    model.estimate(rollout)
+    assert model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    rollout = model.last_rollout
+    assert rollout is not None and rollout.mask is not None and rollout.advantages is not None
     assert not bool(rollout.mask.all()), "the episodes should have different lengths"
     lengths = rollout.mask.sum(dim=0).tolist()
 
@@ -329,7 +329,7 @@ def test_reinforce_lstm_masked_loss_replays_each_complete_episode() -> None:
     th.testing.assert_close(terms.policy_loss, -(env_major_advantages * th.cat(log_probs)).mean())
 
     lstm_before = [p.detach().clone() for p in policy.lstm_actor.parameters()]
-    metrics = model.train(rollout)
+    metrics = model.update(rollout)
     assert np.isfinite(metrics["train/policy_loss"])
     assert all(not th.equal(a, b) for a, b in zip(lstm_before, policy.lstm_actor.parameters(), strict=True))
     model.learn(300, reset_num_timesteps=False)  # the learn loop: envs reset between batches, states too

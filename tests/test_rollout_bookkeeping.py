@@ -137,7 +137,7 @@ def test_growing_buffers_store_the_values_and_log_probs_passed_to_on_step() -> N
     recorder = StepRecorder()
     rollout = collector.collect(None, on_step=recorder, until=stop_after(150))
     assert rollout.n_steps == 150
-    assert collector._buffers.capacity == 256  # 64 -> 128 -> 256: grown twice mid-collection
+    assert collector.buffer.capacity == 256  # 64 -> 128 -> 256: grown twice mid-collection
     assert_outputs_stored_row_by_row(rollout, recorder)
 
 
@@ -192,7 +192,7 @@ def test_last_values_from_the_spare_buffer_row_leave_the_rollout_intact() -> Non
     first_obs = np.array(collector.last_obs, copy=True)
     recorder = StepRecorder()
     rollout = collector.collect(N_STEPS, on_step=recorder)
-    assert collector._buffers.capacity > rollout.n_steps  # a spare row was there
+    assert collector.buffer.capacity > rollout.n_steps  # a spare row was there
     assert_last_values(rollout, collector)
     # Each observation row is still the one the policy acted on (the spare row is past the rollout).
     acted_on = np.stack([first_obs, *recorder.new_obs[:-1]])
@@ -202,7 +202,7 @@ def test_last_values_from_the_spare_buffer_row_leave_the_rollout_intact() -> Non
 def test_last_values_when_the_collection_fills_the_buffer() -> None:
     collector = fresh_collector()
     rollout = collector.collect(None, until=stop_after(64))
-    assert rollout.n_steps == collector._buffers.capacity == 64  # no spare row: the fallback path
+    assert rollout.n_steps == collector.buffer.capacity == 64  # no spare row: the fallback path
     assert_last_values(rollout, collector)
 
 

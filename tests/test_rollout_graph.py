@@ -91,14 +91,14 @@ def test_the_graph_is_used_once_and_dropped_on_abort() -> None:
     model = pgplug.A2C("CnnPolicy", image_env(False), n_steps=4, seed=0, device="cpu", policy_kwargs=SMALL_CNN)
     model.learn(8)
     _, callback = model._setup_learn(100, None, False, "t", False)
-    rollout = model.collect_rollout(callback)
+    assert model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    rollout = model.last_rollout
     runner = model.runner
     assert rollout is not None and runner._graph is not None and runner._graph[0] is rollout
     assert runner._graph[1].values.requires_grad
-    model.estimate(rollout)
-    model.train(rollout)
+    model.train()
     assert runner._graph is None
-    model.train(rollout)  # no "backward through the graph a second time": the forward ran again
+    model.train()  # no "backward through the graph a second time": the forward ran again
 
     class StopAt(BaseCallback):
         def _on_step(self) -> bool:
@@ -106,7 +106,7 @@ def test_the_graph_is_used_once_and_dropped_on_abort() -> None:
 
     stopper = StopAt()
     stopper.init_callback(model)
-    assert model.collect_rollout(stopper) is None
+    assert model.collect_rollouts(model.env, stopper, model.rollout_buffer, model.n_steps) is False
     assert runner._graph_steps == [] and runner._graph is None
 
 

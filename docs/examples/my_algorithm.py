@@ -3,18 +3,18 @@
 from typing import Any
 
 from pgplug import hookimpl
-from pgplug.runtime.algorithm import PolicyGradientAlgorithm
+from pgplug.runtime.on_policy import OnPolicyLearner
 from pgplug.validation import check_positive_int
 
 
-class VPG(PolicyGradientAlgorithm):
+class VPG(OnPolicyLearner):
     """Vanilla policy gradient on fixed-length rollouts: ``n_steps`` per env, then one Adam step.
 
     :param policy: the policy model (``MlpPolicy``, ``CnnPolicy``, ``MultiInputPolicy`` or a class)
     :param env: the environment (a gymnasium id, an env or an SB3 ``VecEnv``)
     :param learning_rate: Adam's learning rate, or a schedule
     :param n_steps: steps per env per update
-    :param kwargs: the shared arguments of :class:`PolicyGradientAlgorithm` (``gamma``, ``estimator``, ...)
+    :param kwargs: the shared arguments of :class:`OnPolicyLearner` (``gamma``, ``estimator``, ...)
     """
 
     name = "vpg"
@@ -27,8 +27,8 @@ class VPG(PolicyGradientAlgorithm):
         if _init_setup_model:
             self._setup_model()
 
-    def collect_rollout(self, callback):
-        return self._collect(callback, self.n_steps)
+    def collect_rollout(self, callback, n_steps):
+        return self._collect(callback, n_steps)
 
 
 @hookimpl

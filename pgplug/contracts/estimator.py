@@ -51,6 +51,12 @@ class Estimator(Parametrised, ABC):
     needs_critic: ClassVar[bool] = False
     needs_complete_episodes: ClassVar[bool] = False
 
+    @property
+    def equivalent_gae_lambda(self) -> float | None:
+        """The λ for which this estimator computes exactly GAE(λ), or None: SB3's ``gae_lambda`` of an algorithm
+        using it (SB3 computes nothing else), saved so that SB3 continues a pgplug model the same way."""
+        return None
+
     def __call__(
         self,
         *,

@@ -411,9 +411,6 @@ def load(
     name = choose_algorithm(info, algo)
     cls = algorithm_class(name)
     objects = rebuild_objects(info, env, custom_objects)
-    detected = detect_algorithm(info)
-    if name in counterparts_of(detected) and "estimator" not in kwargs:
-        kwargs["estimator"] = cls.estimator_for_sb3_data(info.data)
     try:
         return cls.load(info.path, env=env, device=device, custom_objects=objects, **kwargs)
     except PgplugError:

@@ -1,8 +1,10 @@
-"""The base every pgplug algorithm shares: estimator and objective plumbing, the learn loop, the SB3 face.
+"""The base every pgplug algorithm shares: the SB3 face with estimator, objective and policy-runner plumbing.
 
-An algorithm plugin subclasses :class:`PolicyGradientAlgorithm`, sets ``name`` and says how it
-collects a rollout; the estimator, the objective, the gradient step, the policy runner and the SB3
-machinery (policies, vec envs, logger, callbacks, save/load) are shared here.
+:class:`PolicyGradientAlgorithm` is an SB3 ``BaseAlgorithm`` with an estimator, an objective and a
+policy runner: policies, vec envs, logger, callbacks, save/load and ``predict`` work as in SB3. How
+data is collected and when the policy is updated is the subclass's: synchronous learners build on
+:class:`pgplug.runtime.on_policy.OnPolicyLearner` (SB3's ``OnPolicyAlgorithm``), asynchronous ones
+(A3C) run their own ``learn``.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-from abc import abstractmethod
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -22,7 +23,6 @@ from sb3_contrib.common.recurrent.policies import (
     RecurrentMultiInputActorCriticPolicy,
 )
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import (
     ActorCriticCnnPolicy,
@@ -31,17 +31,15 @@ from stable_baselines3.common.policies import (
     MultiInputActorCriticPolicy,
 )
 from stable_baselines3.common.preprocessing import is_image_space
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
 from pgplug.contracts.algorithm import Algorithm
 from pgplug.contracts.compatibility import check_fits, compatible_estimators, compatible_objectives
 from pgplug.contracts.estimator import Estimator
 from pgplug.contracts.objective import LossTerms, Objective
-from pgplug.contracts.registries import call_hook, get_host, make_estimator, make_objective
+from pgplug.contracts.registries import get_host, make_estimator, make_objective
 from pgplug.contracts.rollout import Rollout
-from pgplug.errors import PgplugError, one_line
-from pgplug.runtime.collector import RolloutCollector
-from pgplug.runtime.gradient import gradient_step
+from pgplug.errors import InvalidPolicyError, PgplugError, one_line
 from pgplug.runtime.policy_runner import PolicyRunner
 from pgplug.runtime.runners import resolve_fast_paths, runner_for
 from pgplug.validation import check_gamma, check_learning_rate
@@ -60,13 +58,17 @@ def explained_variance(values: th.Tensor, returns: th.Tensor) -> float:
 
 
 def check_policy_fits(policy_class: type, observation_space: spaces.Space, policy_kwargs: dict[str, Any]) -> None:
-    """Refuse, in one line, a CNN policy for observations that are not images."""
+    """Refuse, in one line, a CNN policy for observations that are not images (as SB3 would, with an assert).
+
+    With ``normalize_images=False`` (or the extractor's ``normalized_image=True``) any 3-d Box is an image, as in SB3.
+    """
     if not issubclass(policy_class, ActorCriticCnnPolicy):
         return
-    normalized = not policy_kwargs.get("normalize_images", True)
+    extractor_kwargs = policy_kwargs.get("features_extractor_kwargs") or {}
+    normalized = not policy_kwargs.get("normalize_images", True) or bool(extractor_kwargs.get("normalized_image"))
     if not is_image_space(observation_space, check_channels=False, normalized_image=normalized):
         shape = getattr(observation_space, "shape", None)
-        raise PgplugError(
+        raise InvalidPolicyError(
             f"CnnPolicy needs image observations (a uint8 Box shaped [H, W, C] or [C, H, W]), not "
             f"{type(observation_space).__name__} of shape {shape}; use MlpPolicy (MultiInputPolicy for dicts)"
         )
@@ -163,7 +165,10 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
         monitor_wrapper: bool = True,
         support_multi_env: bool = True,
     ) -> None:
-        super().__init__(
+        # BaseAlgorithm's, named: a subclass that is also SB3's OnPolicyAlgorithm (OnPolicyLearner) must not run
+        # OnPolicyAlgorithm.__init__, which would build SB3's rollout buffer and policy its own way.
+        BaseAlgorithm.__init__(
+            self,
             policy=policy,
             env=env,
             learning_rate=check_learning_rate(learning_rate),
@@ -190,7 +195,6 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
         self.objective_kwargs = dict(objective_kwargs or {})
         self.estimator = self.resolve_estimator(estimator or self.default_estimator, estimator_kwargs)
         check_fits(type(self), self.objective_for_update(), self.estimator)
-        self._collector: RolloutCollector | None = None
 
     # -- estimator ----------------------------------------------------------------------------
 
@@ -232,11 +236,6 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
             )
         return make_objective(spec, {**own, **self.objective_kwargs})
 
-    @classmethod
-    def estimator_for_sb3_data(cls, data: dict[str, Any]) -> Estimator:
-        """The estimator that computes what the SB3 counterpart computed, from its saved ``data``."""
-        raise NotImplementedError(f"{cls.name} has no SB3 counterpart")
-
     # -- model --------------------------------------------------------------------------------
 
     def _setup_model(self) -> None:
@@ -249,13 +248,15 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
             self.policy = self.policy_class(  # type: ignore[assignment]
                 self.observation_space, self.action_space, self.lr_schedule, use_sde=self.use_sde, **self.policy_kwargs
             )
-        except (AssertionError, ValueError) as exc:  # SB3 checks spaces with asserts several calls deep
+        except AssertionError as exc:  # SB3 checks spaces with asserts several calls deep
+            raise InvalidPolicyError(f"cannot build {self.policy_class.__name__}: {one_line(exc)}") from exc
+        except ValueError as exc:
             raise PgplugError(f"cannot build {self.policy_class.__name__}: {one_line(exc)}") from exc
         self.policy = self.policy.to(self.device)
 
     def _excluded_save_params(self) -> list[str]:
         # fast_paths is this process's choice (PGPLUG_FAST_PATHS), not the model's.
-        return [*super()._excluded_save_params(), "_collector", "_runner", "_parameter_cache", "fast_paths"]
+        return [*super()._excluded_save_params(), "_runner", "_parameter_cache", "fast_paths"]
 
     @property
     def runner(self) -> PolicyRunner:
@@ -291,85 +292,6 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer"], []
 
-    # -- rollouts -----------------------------------------------------------------------------
-
-    def _step_hook(self, callback: BaseCallback):
-        """The per-step work SB3 does in ``collect_rollouts`` before the episode stats: count, callbacks."""
-        n_envs = self.n_envs
-
-        def on_step(step_locals: dict[str, Any]) -> bool:
-            self.num_timesteps += n_envs
-            callback.update_locals(step_locals)
-            return callback.on_step()
-
-        return on_step
-
-    def _collect(self, callback: BaseCallback, n_steps: int | None, **kwargs: Any) -> Rollout | None:
-        """Collect a rollout with the shared lean loop, keeping SB3's ``_last_obs`` bookkeeping."""
-        assert self.env is not None
-        runner = self.runner
-        if self._collector is None or self._collector.env is not self.env or self._collector.runner is not runner:
-            self._collector = RolloutCollector(
-                runner,
-                self.env,
-                self.gamma,
-                bootstrap_truncation=self.estimator.needs_critic,
-                sde_sample_freq=self.sde_sample_freq,
-            )
-        collector = self._collector
-        collector.last_obs = self._last_obs  # type: ignore[assignment]
-        collector.last_episode_starts = self._last_episode_starts  # type: ignore[assignment]
-        # learn() without callbacks wraps None in a ConvertCallback of its own that calls nothing and that
-        # nothing else holds: its calls (several per step) are skipped, as no one could see them.
-        silent = type(callback) is ConvertCallback and callback.callback is None
-        if not silent:
-            callback.on_rollout_start()
-        try:
-            rollout = collector.collect(
-                n_steps,
-                on_step=None if silent else self._step_hook(callback),
-                on_episodes_end=self._update_info_buffer,
-                **kwargs,
-            )
-        finally:  # also when interrupted: the steps taken are counted and the env's state is kept
-            if silent:  # (on_step counts them otherwise)
-                self.num_timesteps += collector.env_steps_taken * self.n_envs
-            self._last_obs = collector.last_obs  # type: ignore[assignment]
-            self._last_episode_starts = collector.last_episode_starts
-        if rollout is None:
-            return None
-        if not silent:
-            callback.update_locals({"rollout": rollout})
-            callback.on_rollout_end()
-        return rollout
-
-    @abstractmethod
-    def collect_rollout(self, callback: BaseCallback) -> Rollout | None:
-        """Collect fresh on-policy data; None when a callback asked to stop."""
-
-    def estimate(self, rollout: Rollout) -> Rollout:
-        """Fill ``rollout.advantages`` and ``rollout.returns`` with the estimator."""
-        return rollout.fill_estimate(self.estimator, self.gamma)
-
-    # -- update -------------------------------------------------------------------------------
-
-    def train(self, rollout: Rollout) -> dict[str, float]:
-        """One gradient step on the whole rollout (SB3's A2C step), through the shared :func:`gradient_step`."""
-        policy, optimizer = self.policy, self.policy.optimizer
-        self._update_learning_rate(optimizer)
-        terms = gradient_step(
-            self.runner, self.objective_for_update(), rollout, optimizer, self._parameters(), self.max_grad_norm
-        )
-        self._n_updates += 1
-        metrics = {f"train/{name}": value for name, value in loss_metrics(terms, rollout).items()}
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        for key, value in metrics.items():
-            self.logger.record(key, value)
-        if hasattr(policy, "log_std"):
-            self.logger.record("train/std", th.exp(policy.log_std).mean().item())
-        call_hook("pgplug_after_update", algorithm=self, metrics=metrics)
-        return metrics
-
     def _parameters(self) -> list[th.nn.Parameter]:
         """The policy's parameters, listed once per policy object (parameters() walks every submodule)."""
         cached = self.__dict__.get("_parameter_cache")
@@ -391,37 +313,6 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
         return self.runner.predict(observation, state, episode_start, deterministic)
 
     # -- learn --------------------------------------------------------------------------------
-
-    def learn(
-        self: SelfAlgorithm,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        log_interval: int | None = None,
-        tb_log_name: str | None = None,
-        reset_num_timesteps: bool = True,
-        progress_bar: bool = False,
-    ) -> SelfAlgorithm:
-        """Train for ``total_timesteps`` env steps; the same signature and behaviour as SB3's ``learn``."""
-        if log_interval is None:
-            log_interval = self.default_log_interval
-        iteration = 0
-        total_timesteps, callback = self._setup_learn(
-            total_timesteps, callback, reset_num_timesteps, tb_log_name or self.name.upper(), progress_bar
-        )
-        callback.on_training_start(locals(), globals())
-        while self.num_timesteps < total_timesteps:
-            rollout = self.collect_rollout(callback)
-            if rollout is None:
-                break
-            iteration += 1
-            self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
-            if log_interval and iteration % log_interval == 0:
-                self.dump_logs(iteration)
-            self.estimate(rollout)
-            call_hook("pgplug_after_rollout", algorithm=self, rollout=rollout)
-            self.train(rollout)
-        callback.on_training_end()
-        return self
 
     # SB3's on-policy log format (time/fps, rollout/ep_rew_mean, ...), reused as is.
     dump_logs = OnPolicyAlgorithm.dump_logs

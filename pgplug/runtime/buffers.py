@@ -1,4 +1,13 @@
-"""Preallocated rollout storage: numpy arrays the collector writes each step into, with tensor views of them."""
+"""Rollout storage: SB3's ``RolloutBuffer`` whose arrays are the rows the collector writes each step into.
+
+The collector writes each step once, through numpy (a numpy row assignment costs a fraction of a torch
+``tensor[t] = x``), into rows preallocated on the first observation, and nothing is allocated per step
+(nor, on CPU, per rollout). Each array has a CPU tensor sharing its memory, from which the typed
+:class:`~pgplug.contracts.rollout.Rollout` is viewed. After a rollout, the SB3 attributes
+(``observations``, ``actions``, ``advantages``, ...) view the rows collected, with SB3's shapes, so
+``model.rollout_buffer`` reads, ``size()``s and ``get()``s as SB3's does; ``compute_returns_and_advantage``
+runs the algorithm's estimator.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +16,18 @@ from typing import Any
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common import buffers as sb3_buffers
 
+from pgplug.contracts.estimator import Estimator
+from pgplug.contracts.rollout import Rollout
 from pgplug.contracts.rollout import map_observation as _map
 
 #: A rollout's per-step forward outputs, kept until written: (actions, values, log-probs).
 Outputs = tuple[list[th.Tensor], list[th.Tensor], list[th.Tensor]]
 OUTPUT_FIELDS = ("actions", "values", "log_probs")
+STEP_FIELDS = ("observations", "actions", "rewards", "episode_starts", "values", "log_probs")
+#: Rows allocated when the length of a collection is not known in advance (REINFORCE); doubled as needed.
+MIN_CAPACITY = 64
 
 
 def empty_rows(capacity: int, x: np.ndarray) -> np.ndarray:
@@ -26,34 +41,75 @@ def empty_rows(capacity: int, x: np.ndarray) -> np.ndarray:
     return base.transpose(0, *(1 + order.index(axis) for axis in range(x.ndim)))
 
 
-class Buffers:
-    """Preallocated ``[capacity, N, ...]`` numpy arrays, each with a CPU tensor sharing its memory.
+def action_row_shape(action_space: spaces.Space) -> tuple[int, ...]:
+    """One env's stored action: an index for ``Discrete`` (what its distribution scores), else SB3's flat
+    ``[action_dim]`` (a ``Box(2, 2)`` action is scored as 4 numbers)."""
+    if isinstance(action_space, spaces.Discrete):
+        return ()
+    return (int(np.prod(action_space.shape)),)
 
-    Steps are written through the numpy arrays: a numpy row assignment costs a fraction of a torch
-    ``tensor[t] = x``, and nothing is allocated per step (nor, on CPU, per rollout).
+
+class CollectedRollout:
+    """The storage half of pgplug's rollout buffers (mixed into SB3's ``RolloutBuffer`` and ``DictRolloutBuffer``).
+
+    :ivar estimator: what :meth:`compute_returns_and_advantage` runs (set by the algorithm that owns the buffer)
     """
 
-    names = ("observations", "actions", "rewards", "episode_starts", "values", "log_probs")
+    estimator: Estimator | None = None
+    gamma: float
+    buffer_size: int
+    action_space: spaces.Space
+    device: th.device
 
-    def __init__(self, capacity: int, obs: Any, action_space: spaces.Space) -> None:
+    def reset(self) -> None:
+        """SB3's ``reset``: the buffer is empty again. The rows stay allocated; nothing is zeroed."""
+        self.pos, self.full, self.generator_ready = 0, False, False
+
+    # -- rows ----------------------------------------------------------------------------------
+
+    def ensure_rows(self, step: int, n_steps: int | None, obs: Any) -> None:
+        """Rows for step ``step`` (and a spare one after ``n_steps``, for V(last obs)), allocated from ``obs``."""
+        capacity = self.__dict__.get("capacity", 0)
+        if step < capacity:
+            return
+        wanted = max((n_steps or 0) + 1, 2 * capacity, MIN_CAPACITY if n_steps is None else 0)
+        old = self.__dict__.get("rows")
+        self._allocate(wanted, obs if old is None else _map(old["observations"], lambda x: x[0]))
+        if old is not None:  # grown mid-collection (REINFORCE): keep what was written
+            for name in STEP_FIELDS:
+                _map2(old[name], self.rows[name], lambda src, dst: dst.__setitem__(slice(0, capacity), src))
+
+    def _allocate(self, capacity: int, obs: Any) -> None:
         n = len(next(iter(obs.values())) if isinstance(obs, dict) else obs)
         # The dtypes SB3's distributions sample: integer indices for (Multi)Discrete, floats otherwise.
-        integer = isinstance(action_space, (spaces.Discrete, spaces.MultiDiscrete))
-        self.capacity = capacity
-        self.action_space = action_space
-        self.np: dict[str, Any] = {
+        integer = isinstance(self.action_space, (spaces.Discrete, spaces.MultiDiscrete))
+        self.capacity, self.n_envs = capacity, n
+        self.rows: dict[str, Any] = {
             "observations": _map(obs, lambda x: empty_rows(capacity, np.asarray(x))),
-            "actions": np.empty((capacity, n, *action_space.shape), np.int64 if integer else np.float32),
-            **{name: np.empty((capacity, n), np.float32) for name in self.names[2:]},
+            "actions": np.empty(
+                (capacity, n, *action_row_shape(self.action_space)), np.int64 if integer else np.float32
+            ),
+            **{name: np.empty((capacity, n), np.float32) for name in STEP_FIELDS[2:]},
             "last_values": np.empty(n, np.float32),
             "last_dones": np.empty(n, np.float32),
+            "before_estimate": np.zeros((capacity, n), np.float32),  # SB3's advantages and returns until estimated
         }
-        self.tensors: dict[str, Any] = {name: _map(array, th.from_numpy) for name, array in self.np.items()}
-        #: Row t of the observation buffer as a tensor, made once (indexing a tensor costs a microsecond or two).
-        self.obs_rows = [_map(self.tensors["observations"], lambda x, t=t: x[t]) for t in range(capacity)]
-        self._cpu_fields: tuple[int, dict[str, Any]] | None = None
-        self._last_values_column = self.tensors["last_values"].view(-1, 1)
+        self.row_tensors: dict[str, Any] = {name: _map(array, th.from_numpy) for name, array in self.rows.items()}
+        #: Row t of the observations as a tensor, made once (indexing a tensor costs a microsecond or two).
+        self.obs_rows = [_map(self.row_tensors["observations"], lambda x, t=t: x[t]) for t in range(capacity)]
+        self._cpu_views: tuple[int, dict[str, Any]] | None = None
+        self._last_values_column = self.row_tensors["last_values"].view(-1, 1)
         self._output_rows: dict[str, tuple[Any, Any]] = dict.fromkeys(OUTPUT_FIELDS, (None, None))
+
+    def write_obs(self, step: int, obs: Any) -> Any:
+        """Copy ``obs`` into row ``step`` and return that row as a tensor: the step's one copy of it."""
+        arrays = self.rows["observations"]
+        if isinstance(obs, dict):
+            for key, value in obs.items():
+                arrays[key][step] = value
+        else:
+            arrays[step] = obs
+        return self.obs_rows[step]
 
     def write_outputs(self, start: int, outputs_by_field: Outputs) -> None:
         """Write the forward's per-step actions, values and log-probs into rows ``start, start + 1, ...``.
@@ -68,39 +124,84 @@ class Buffers:
             key = (start, len(outputs), first.shape)
             cached_key, rows = self._output_rows[name]
             if cached_key != key:  # made once for A2C, whose rollouts all start at 0 and have n_steps rows
-                rows = self.tensors[name][start : start + len(outputs)]
-                rows = rows.view(len(outputs) * first.shape[0], *first.shape[1:])
+                rows = self.row_tensors[name][start : start + len(outputs)]
+                rows = rows.view(len(outputs) * first.shape[0], *rows.shape[2:])
                 self._output_rows[name] = (key, rows)
-            if first.is_cpu and first.dtype is rows.dtype:
+            if first.is_cpu and first.dtype is rows.dtype and first.shape[1:] == rows.shape[1:]:
                 th.cat(outputs, out=rows)
             else:
                 rows.copy_(th.cat(outputs).reshape(rows.shape))
 
     def write_last_values(self, values: th.Tensor) -> None:
         """Write V(last obs), shaped ``[N]`` or ``[N, 1]`` (as ``predict_values`` gives it)."""
-        last_values = self.tensors["last_values"]
+        last_values = self.row_tensors["last_values"]
         (last_values if values.dim() == 1 else self._last_values_column).copy_(values)
 
-    def fields(self, steps: int, device: th.device) -> dict[str, Any]:
-        """The :class:`Rollout` fields over the first ``steps`` rows, on ``device``."""
-        if device.type != "cpu":  # the one copy per rollout to an accelerator
-            return {name: _map(tensor, lambda x: x.to(device)) for name, tensor in self._views(steps).items()}
-        if self._cpu_fields is None or self._cpu_fields[0] != steps:  # CPU views live as long as the buffers
-            self._cpu_fields = (steps, self._views(steps))
-        return self._cpu_fields[1]
+    # -- the rollout -----------------------------------------------------------------------------
+
+    def collected(self, steps: int) -> Rollout:
+        """The rollout of the first ``steps`` rows (views; the next collection overwrites them), and SB3's
+        attributes viewing the same rows."""
+        self.rollout = Rollout(**self._views(steps))
+        self.buffer_size, self.pos, self.full, self.generator_ready = steps, steps, True, False
+        rows = self.rows
+        self.observations = _map(rows["observations"], lambda x: x[:steps])
+        actions = rows["actions"][:steps]
+        self.actions = actions[..., None] if actions.ndim == 2 else actions  # SB3's [T, N, action_dim]
+        for name in STEP_FIELDS[2:]:
+            setattr(self, name, rows[name][:steps])
+        self.advantages = self.returns = rows["before_estimate"][:steps]  # zeros, until the estimator runs
+        return self.rollout
 
     def _views(self, steps: int) -> dict[str, Any]:
-        views = {name: _map(self.tensors[name], lambda x: x[:steps]) for name in self.names}
-        return {**views, "last_values": self.tensors["last_values"], "last_dones": self.tensors["last_dones"]}
+        """The :class:`Rollout` fields over the first ``steps`` rows, on the buffer's device."""
+        if self.device.type != "cpu":  # the one copy per rollout to an accelerator
+            views = self._cpu_fields(steps)
+            return {name: _map(tensor, lambda x: x.to(self.device)) for name, tensor in views.items()}
+        if self._cpu_views is None or self._cpu_views[0] != steps:  # CPU views live as long as the rows
+            self._cpu_views = (steps, self._cpu_fields(steps))
+        return self._cpu_views[1]
 
-    def grown(self, capacity: int) -> Buffers:
-        """A copy with room for ``capacity`` steps (for collections of unknown length)."""
-        bigger = Buffers(capacity, _map(self.np["observations"], lambda x: x[0]), self.action_space)
-        for name in self.names:
-            old, new = self.np[name], bigger.np[name]
-            if isinstance(old, dict):
-                for key in old:
-                    new[key][: self.capacity] = old[key]
-            else:
-                new[: self.capacity] = old
-        return bigger
+    def _cpu_fields(self, steps: int) -> dict[str, Any]:
+        views = {name: _map(self.row_tensors[name], lambda x: x[:steps]) for name in STEP_FIELDS}
+        return {**views, "last_values": self.row_tensors["last_values"], "last_dones": self.row_tensors["last_dones"]}
+
+    def compute_returns_and_advantage(self, last_values: th.Tensor, dones: np.ndarray) -> None:
+        """SB3's post-processing step: Ψ_t and the critic's targets of the rollout, from the buffer's estimator.
+
+        :param last_values: V(s_T), the state after the rollout (one per env)
+        :param dones: whether the rollout's last step ended each env's episode
+        """
+        if self.estimator is None:
+            raise RuntimeError("this rollout buffer has no estimator: it belongs to an algorithm, which sets one")
+        rollout = self.rollout
+        with th.no_grad():  # SB3 passes the values and dones the rollout ended with; anything else replaces them
+            if last_values is not rollout.last_values:
+                rollout.last_values.copy_(th.as_tensor(last_values).reshape(-1))
+            if dones is not rollout.last_dones:
+                rollout.last_dones.copy_(th.as_tensor(np.asarray(dones, dtype=np.float32)).reshape(-1))
+        rollout.fill_estimate(self.estimator, self.gamma)
+        self.advantages = rollout.advantages.cpu().numpy()
+        self.returns = self.advantages + self.values if rollout.returns is None else rollout.returns.cpu().numpy()
+
+
+def _map2(a: Any, b: Any, fn: Any) -> None:
+    """``fn(a, b)``, or for each key of two dict observations."""
+    if isinstance(a, dict):
+        for key in a:
+            fn(a[key], b[key])
+    else:
+        fn(a, b)
+
+
+class RolloutBuffer(CollectedRollout, sb3_buffers.RolloutBuffer):
+    """SB3's ``RolloutBuffer`` over the rows pgplug's collector writes (same constructor, attributes and ``get``)."""
+
+
+class DictRolloutBuffer(CollectedRollout, sb3_buffers.DictRolloutBuffer):
+    """SB3's ``DictRolloutBuffer`` (dict observations) over the rows pgplug's collector writes."""
+
+
+def rollout_buffer_class(observation_space: spaces.Space) -> type[RolloutBuffer] | type[DictRolloutBuffer]:
+    """The buffer class for these observations, as SB3 picks it."""
+    return DictRolloutBuffer if isinstance(observation_space, spaces.Dict) else RolloutBuffer

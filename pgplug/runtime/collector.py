@@ -21,7 +21,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from pgplug.contracts.rollout import Observation, Rollout
 from pgplug.contracts.rollout import map_observation as _map
-from pgplug.runtime.buffers import Buffers, Outputs
+from pgplug.runtime.buffers import CollectedRollout, Outputs, rollout_buffer_class
 from pgplug.runtime.policy_runner import PolicyRunner
 
 StepHook = Callable[[dict[str, Any]], bool]
@@ -48,6 +48,7 @@ class RolloutCollector:
         gamma: float,
         bootstrap_truncation: bool = True,
         sde_sample_freq: int = -1,
+        buffer: CollectedRollout | None = None,
     ) -> None:
         self.runner = runner
         self.policy = runner.policy
@@ -60,20 +61,16 @@ class RolloutCollector:
         self._on_cpu = self.device.type == "cpu"
         self.last_obs: np.ndarray | dict[str, np.ndarray] | None = None
         self.last_episode_starts = np.ones(self.n_envs, dtype=bool)
-        self._buffers: Buffers | None = None
+        #: Where rollouts are written: the algorithm's ``rollout_buffer``, or one of the collector's own.
+        self.buffer = buffer if buffer is not None else self._own_buffer()
         #: Env steps (per env) the last ``collect`` took, kept up to date should it be interrupted.
         self.env_steps_taken = 0
         runner.reset()  # a new env: no state carries over from another one
 
-    def _buffers_for(self, step: int, n_steps: int | None) -> Buffers:
-        buffers = self._buffers
-        # One row more than the steps: the observation after the last step goes there for V(last obs).
-        if buffers is None:
-            buffers = Buffers(max((n_steps or 0) + 1, 64), self.last_obs, self.policy.action_space)
-        elif step >= buffers.capacity:
-            buffers = buffers.grown(max((n_steps or 0) + 1, 2 * buffers.capacity))
-        self._buffers = buffers
-        return buffers
+    def _own_buffer(self) -> CollectedRollout:
+        env = self.env
+        cls = rollout_buffer_class(env.observation_space)
+        return cls(1, env.observation_space, env.action_space, device=self.device, gamma=self.gamma, n_envs=self.n_envs)
 
     def collect(
         self,
@@ -102,7 +99,7 @@ class RolloutCollector:
         resample_noise_every = self.sde_sample_freq if policy.use_sde and self.sde_sample_freq > 0 else 0
         box = isinstance(policy.action_space, spaces.Box)
         low, high = (policy.action_space.low, policy.action_space.high) if box else (None, None)
-        buffers = self._buffers
+        buffer = self.buffer
         as_numpy = th.Tensor.numpy if self._on_cpu else lambda x: x.cpu().numpy()
         step = 0
         # The forward's actions, values and log-probs are kept as tensors and written into the buffers
@@ -111,13 +108,13 @@ class RolloutCollector:
         while step < limit:
             if resample_noise_every and step % resample_noise_every == 0:
                 policy.reset_noise(self.n_envs)
-            if buffers is None or step >= buffers.capacity:
-                if buffers is not None:
-                    buffers.write_outputs(step - len(pending[0]), pending)
+            if step >= buffer.__dict__.get("capacity", 0):  # the first rollout, or a collection that outgrows its rows
+                if pending[0]:
+                    buffer.write_outputs(step - len(pending[0]), pending)
                     pending = ([], [], [])
-                buffers = self._buffers_for(step, n_steps)
+                buffer.ensure_rows(step, n_steps, self.last_obs)
             # The policy reads the observation from its buffer row: the step's one copy of it.
-            obs_row = self._write_obs(buffers, step)
+            obs_row = self._write_obs(step)
             actions, values, log_probs = runner.act(obs_row, self.last_episode_starts)
             pending[0].append(actions)
             pending[1].append(values)
@@ -154,7 +151,7 @@ class RolloutCollector:
                     on_episodes_end([infos[i] for i in ended], dones[ended])
                 if self.bootstrap_truncation:
                     rewards = self._bootstrap_truncated(rewards, ended, infos)
-            arrays = buffers.np
+            arrays = buffer.rows
             arrays["rewards"][step] = rewards
             arrays["episode_starts"][step] = self.last_episode_starts
             self.last_obs = new_obs
@@ -162,28 +159,21 @@ class RolloutCollector:
             step += 1
             if stop_early is not None and stop_early(step, dones):
                 break
-        assert buffers is not None
-        buffers.np["last_dones"][:] = self.last_episode_starts  # the last step's dones
-        last_obs = (
-            self._write_obs(buffers, step) if step < buffers.capacity else obs_to_tensor(self.last_obs, self.device)
-        )
+        buffer.rows["last_dones"][:] = self.last_episode_starts  # the last step's dones
+        # V(last obs) reads the observation from the spare row after the rollout's, where there is one.
+        last_obs = self._write_obs(step) if step < buffer.capacity else obs_to_tensor(self.last_obs, self.device)
         # Written here, where torch's code is still warm in the cache from the forward: microseconds less.
         last_values = runner.values(last_obs, self.last_episode_starts)
         with th.no_grad():
-            buffers.write_last_values(last_values)
-            buffers.write_outputs(step - len(pending[0]), pending)
-        rollout = Rollout(**buffers.fields(step, self.device))
+            buffer.write_last_values(last_values)
+            buffer.write_outputs(step - len(pending[0]), pending)
+        rollout = buffer.collected(step)
         runner.end_rollout(rollout)
         return rollout
 
-    def _write_obs(self, buffers: Buffers, step: int) -> Observation:
-        """Copy ``last_obs`` into row ``step`` of the observation buffer and return that row for the policy."""
-        obs, arrays, row = self.last_obs, buffers.np["observations"], buffers.obs_rows[step]
-        if isinstance(obs, dict):
-            for key, value in obs.items():
-                arrays[key][step] = value
-        else:
-            arrays[step] = obs
+    def _write_obs(self, step: int) -> Observation:
+        """Copy ``last_obs`` into row ``step`` of the buffer and return that row for the policy."""
+        row = self.buffer.write_obs(step, self.last_obs)
         return row if self._on_cpu else _map(row, lambda x: x.to(self.device))
 
     def _bootstrap_truncated(self, rewards: np.ndarray, ended: np.ndarray, infos: list[dict]) -> np.ndarray:
