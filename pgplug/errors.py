@@ -40,6 +40,10 @@ class DivergedError(PgplugError):
     """The loss became NaN or infinite: the policy's outputs or the data are no longer finite."""
 
 
+class WorkerError(PgplugError):
+    """A worker of an asynchronous algorithm stopped on a user-facing error (a diverged loss, a bad value)."""
+
+
 def one_line(message: object) -> str:
     """Collapse a message to its first non-empty line, for terminal output."""
     for line in str(message).splitlines():

@@ -27,8 +27,8 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import KVWriter, Logger
 
 from pgplug import A2C, A3C
+from pgplug.contracts.backend import WorkerFailed
 from pgplug.errors import IncompatibleEstimatorError, PgplugError
-from pgplug.plugins.a3c.backends import WorkerFailed
 from pgplug.runtime.envs import EnvSpec
 
 # ------------------------------------------------------------------------------------------------

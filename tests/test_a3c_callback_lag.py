@@ -1,9 +1,9 @@
 """A3C's callback gate (``callback_lag``) and the environment its workers run with.
 
-Workers check ``SharedState.callbacks_behind()`` before each update and wait while it exceeds
-``callback_lag``; the main process publishes how far its callbacks got (``publish_callbacks_at``)
-after each catch-up. A callback that holds the main process therefore holds the workers back, unless
-``callback_lag`` is None. Process tests pay the workers' start-up (about a second each).
+Workers ask their parameter store to wait (``wait_for_driver``) before each update while the steps run
+more than ``callback_lag`` ahead of the driver's callbacks; the driver publishes how far its callbacks
+got (``publish_progress``) after each catch-up. A callback that holds the main process therefore holds
+the workers back, unless ``callback_lag`` is None. Process tests pay the workers' start-up (about a second each).
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from a3c_helpers import MARK_VARIABLE, cartpole_reporting_mark, deadline
 from stable_baselines3.common.callbacks import BaseCallback
 
 from pgplug import A3C
-from pgplug.plugins.a3c.backends import SerialBackend, WorkerFailed
-from pgplug.plugins.a3c.worker import SharedState, WorkerSpec
+from pgplug.contracts.backend import ParameterStore, WorkerFailed
+from pgplug.plugins.a3c.serial_backend import SerialBackend
+from pgplug.plugins.a3c.worker import WorkerSpec
 
 N_WORKERS, N_ENVS, T_MAX = 2, 4, 5
 ROLLOUT = N_ENVS * T_MAX  # env steps one worker update adds to the shared counter
@@ -35,7 +36,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "
         time.sleep(0.005)
 
 
-def wait_until_settled(shared: SharedState, quiet: float = 0.5, timeout: float = 30.0) -> int:
+def wait_until_settled(shared: ParameterStore, quiet: float = 0.5, timeout: float = 30.0) -> int:
     """The shared step counter once it has not moved for ``quiet`` seconds (workers paused or done)."""
     end = time.monotonic() + timeout
     last, since = shared.steps, time.monotonic()
@@ -52,10 +53,10 @@ class HoldOnce(BaseCallback):
     """Records every ``on_step``; at the first one at or past ``at`` it keeps the main process busy
     (as a slow evaluation would) until ``hold(shared)`` returns, and records what the workers did meanwhile.
 
-    The shared state is read from the ``learn()`` locals SB3 hands every callback.
+    The parameter store is read from the ``learn()`` locals SB3 hands every callback.
     """
 
-    def __init__(self, at: int, hold: Callable[[SharedState], Any]) -> None:
+    def __init__(self, at: int, hold: Callable[[ParameterStore], Any]) -> None:
         super().__init__()
         self.at, self.hold = at, hold
         self.timesteps: list[int] = []
@@ -66,13 +67,13 @@ class HoldOnce(BaseCallback):
     def _on_step(self) -> bool:
         self.timesteps.append(self.num_timesteps)
         if self.held_at is None and self.num_timesteps >= self.at:
-            shared: SharedState = self.locals["shared"]
-            self.held_at, self.published = self.num_timesteps, shared.callbacks_at.get_obj().value
+            shared: ParameterStore = self.locals["store"]
+            self.held_at, self.published = self.num_timesteps, shared.progress
             self.result = self.hold(shared)
         return True
 
 
-def run_with_hold(callback_lag: int | None, hold: Callable[[SharedState], Any]) -> tuple[A3C, HoldOnce]:
+def run_with_hold(callback_lag: int | None, hold: Callable[[ParameterStore], Any]) -> tuple[A3C, HoldOnce]:
     model = A3C(
         "MlpPolicy",
         "CartPole-v1",
@@ -108,8 +109,8 @@ def test_a_slow_callback_holds_the_workers_within_callback_lag() -> None:
     """
     lag = 400
 
-    def hold(shared: SharedState) -> int:
-        published = shared.callbacks_at.get_obj().value
+    def hold(shared: ParameterStore) -> int:
+        published = shared.progress
         wait_for(lambda: shared.steps > published + lag, what="the gate")
         return wait_until_settled(shared)  # paused at the gate: not moving for 0.5 s
 
@@ -126,7 +127,7 @@ def test_without_callback_lag_the_workers_run_on_to_the_budget() -> None:
     """With ``callback_lag=None`` workers never wait: while the callback holds at step 600, they finish
     the whole 3000-step budget (far beyond the 600 + 400 + 40 a lag of 400 would allow)."""
 
-    def hold(shared: SharedState) -> int:
+    def hold(shared: ParameterStore) -> int:
         wait_for(lambda: shared.steps >= BUDGET, what="the budget")
         return shared.steps
 
@@ -142,9 +143,9 @@ def test_serial_backend_ignores_callback_lag(monkeypatch: pytest.MonkeyPatch) ->
     specs: list[WorkerSpec] = []
     original_start = SerialBackend.start
 
-    def recording_start(self: SerialBackend, spec: WorkerSpec, *args: Any) -> None:
+    def recording_start(self: SerialBackend, spec: WorkerSpec, *args: Any) -> ParameterStore:
         specs.append(spec)
-        original_start(self, spec, *args)
+        return original_start(self, spec, *args)
 
     monkeypatch.setattr(SerialBackend, "start", recording_start)
     model = A3C(

@@ -94,7 +94,7 @@ def test_a3c_worker_divergence_is_one_line_in_the_main_process() -> None:
     from a3c_helpers import deadline
 
     from pgplug import A3C
-    from pgplug.plugins.a3c.backends import WorkerError
+    from pgplug.errors import WorkerError
 
     model = A3C("MlpPolicy", "CartPole-v1", n_workers=2, n_envs_per_worker=2, seed=0, learning_rate=1e30)
     with deadline(60), pytest.raises(WorkerError) as info:

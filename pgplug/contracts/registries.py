@@ -11,6 +11,7 @@ import inspect
 from typing import Any
 
 from pgplug.contracts.algorithm import ALGORITHMS
+from pgplug.contracts.backend import BACKENDS
 from pgplug.contracts.estimator import ESTIMATORS, Estimator
 from pgplug.contracts.objective import OBJECTIVES, Objective
 from pgplug.errors import PgplugError
@@ -26,7 +27,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "pgplug.plugins.a2c",
     "pgplug.plugins.a3c",
 )
-KINDS = (ESTIMATORS, OBJECTIVES, ALGORITHMS)
+KINDS = (ESTIMATORS, OBJECTIVES, ALGORITHMS, BACKENDS)
 
 
 class Host(PluginHost):
@@ -49,6 +50,11 @@ class Host(PluginHost):
     def algorithms(self) -> Registry:
         """Registered algorithm classes by name."""
         return self.registry(ALGORITHMS)
+
+    @property
+    def backends(self) -> Registry:
+        """Registered worker backend classes by name."""
+        return self.registry(BACKENDS)
 
 
 _host: Host | None = None

@@ -43,6 +43,15 @@ def pgplug_register_algorithms(register: Callable[[type], None]) -> None:
 
 
 @hookspec
+def pgplug_register_backends(register: Callable[[type], None]) -> None:
+    """Register worker backends: how the workers of an asynchronous algorithm (A3C) run and exchange
+    parameters (subclasses of :class:`pgplug.contracts.backend.WorkerBackend`).
+
+    :param register: call it once per backend class; the class carries its ``name``.
+    """
+
+
+@hookspec
 def pgplug_addoption(parser: argparse.ArgumentParser, command: str) -> None:
     """Add command-line options to a ``pgplug`` sub-command, in the spirit of ``pytest_addoption``.
 

@@ -1,9 +1,12 @@
 """A3C: asynchronous advantage actor-critic (Mnih et al. 2016, https://arxiv.org/abs/1602.01783).
 
-Parallel actor-learners, each with its own envs and a local copy of the policy, write gradients
-into a global policy in shared memory and step a shared optimizer (Hogwild, lock-free by default).
-The main process is the SB3 face: it starts and watches the workers, turns the shared step counter
-into callback calls, logs what the workers report, and saves/loads/predicts like any SB3 model.
+Parallel actor-learners, each with its own envs and a local copy of the policy, push gradients to a
+parameter store that steps a shared optimizer on the global policy (Hogwild, lock-free by default).
+Where the workers run and where the store lives is a registered backend's business (``process``:
+local processes over shared memory; ``serial``: one worker in the driver). The driver is the SB3
+face: it starts and watches the workers, turns the global step counter into callback calls, logs
+what the workers report, calls the plugins' lifecycle hooks for every worker update, and
+saves/loads/predicts like any SB3 model.
 """
 
 from __future__ import annotations
@@ -20,19 +23,18 @@ from stable_baselines3.common.type_aliases import MaybeCallback, Schedule
 from stable_baselines3.common.utils import safe_mean
 from stable_baselines3.common.vec_env import VecEnv
 
+from pgplug.contracts.backend import GlobalModel, Message, ParameterStore, WorkerBackend
 from pgplug.contracts.estimator import Estimator
 from pgplug.contracts.objective import Objective
-from pgplug.contracts.registries import get_host
-from pgplug.contracts.rollout import Rollout
+from pgplug.contracts.registries import call_hook, get_host
 from pgplug.errors import PgplugError
-from pgplug.plugins.a3c.backends import ProcessBackend, SerialBackend, WorkerBackend, check_start_method, warm_up
-from pgplug.plugins.a3c.shared_optimizers import share_optimizer_state
-from pgplug.plugins.a3c.worker import Message, VecEnvFactory, WorkerSpec
-from pgplug.runtime.algorithm import PolicyGradientAlgorithm
+from pgplug.plugins.a3c.worker import VecEnvFactory, WorkerSpec, rollout_of
+from pgplug.runtime.algorithm import PolicyGradientAlgorithm, constructor_parameters
 from pgplug.runtime.envs import EnvSpec
 from pgplug.validation import check_learning_rate, check_positive_int
 
-BACKENDS = ("process", "serial")
+#: The metric a worker reports with each update: global updates between its weight pull and its gradient push.
+POLICY_LAG = "a3c/policy_lag"
 
 
 class CounterProgressBar(ProgressBarCallback):
@@ -63,10 +65,10 @@ class A3C(PolicyGradientAlgorithm):
     :param rms_prop_eps: RMSprop epsilon (the paper: 0.1; SB3's A2C: 1e-5)
     :param shared_optimizer: share the optimizer's statistics across workers (else one set per worker)
     :param lock: serialise the optimizer steps with a lock (Hogwild is lock-free)
-    :param backend: ``process`` (local worker processes) or ``serial`` (one worker in-process, for debugging)
-    :param start_method: multiprocessing start method of the process backend (``forkserver``, the
-        default, and ``spawn`` are safe with threads; the forkserver is started when the model is built,
-        and workers forked from it start in a fraction of a second)
+    :param backend: a registered worker backend (``pgplug list``): ``process`` (local worker processes over
+        shared memory, the default) or ``serial`` (one worker in the driver, for debugging)
+    :param backend_kwargs: the backend's options, e.g. ``{"start_method": "spawn"}`` for ``process`` (whose
+        default, ``forkserver``, starts when the model is built, so workers start in a fraction of a second)
     :param callback_lag: workers pause while they are more than this many env steps ahead of the
         callbacks, which run in the main process (None: never pause). The gate is checked between
         updates, so an ``EvalCallback`` at step S sees the weights of at most S + ``callback_lag`` +
@@ -103,7 +105,7 @@ class A3C(PolicyGradientAlgorithm):
         shared_optimizer: bool = True,
         lock: bool = False,
         backend: str = "process",
-        start_method: str = "forkserver",
+        backend_kwargs: dict[str, Any] | None = None,
         callback_lag: int | None = 1_000,
         normalize_advantage: bool = False,
         estimator: str | Estimator = "nstep",
@@ -124,14 +126,15 @@ class A3C(PolicyGradientAlgorithm):
         self.n_workers = check_positive_int("n_workers", n_workers)
         self.n_envs_per_worker = check_positive_int("n_envs_per_worker", n_envs_per_worker)
         self.t_max = check_positive_int("t_max", t_max)
-        if backend not in BACKENDS:
-            raise PgplugError(f"unknown A3C backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
-        if backend == "serial" and n_workers != 1:
-            raise PgplugError(f"the serial backend runs one worker in-process; got n_workers={n_workers}")
-        self.backend, self.start_method = backend, check_start_method(start_method)
+        self.backend, self.backend_kwargs = backend, dict(backend_kwargs or {})
+        backend_class = self._backend_class()
+        if backend_class.max_workers is not None and self.n_workers > backend_class.max_workers:
+            raise PgplugError(
+                f"the {backend} backend runs at most {backend_class.max_workers} worker(s); got n_workers={n_workers}"
+            )
         self.callback_lag = None if callback_lag is None else check_positive_int("callback_lag", callback_lag)
-        if backend == "process" and _init_setup_model:  # building to train (load() passes False)
-            warm_up(start_method)  # the forkserver imports torch and pgplug while we build the model
+        if _init_setup_model:  # building to train (load() passes False): e.g. the forkserver imports meanwhile
+            backend_class.prepare(**self.backend_kwargs)
         self.shared_optimizer, self.lock = shared_optimizer, lock
         # The main process keeps one env of the kind the workers build: for spaces, evaluation and callbacks.
         main_env = self.env_factory(1, seed) if self.env_factory is not None else None
@@ -209,9 +212,6 @@ class A3C(PolicyGradientAlgorithm):
             model.set_env(vec_env)
         return model
 
-    def collect_rollout(self, callback: BaseCallback) -> Rollout | None:
-        raise NotImplementedError("A3C's workers collect their own rollouts; see pgplug.plugins.a3c.worker")
-
     def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
         if isinstance(callback, list):
             callback = CallbackList(callback)
@@ -222,10 +222,17 @@ class A3C(PolicyGradientAlgorithm):
         callback.init_callback(self)
         return callback
 
-    def _worker_backend(self) -> WorkerBackend:
-        if self.backend == "serial":
-            return SerialBackend()
-        return ProcessBackend(self.start_method, plugin_specs=get_host().local_plugins())
+    def _backend_class(self) -> type[WorkerBackend]:
+        """The registered backend class, its options checked: one line naming what is valid."""
+        backend_class = get_host().backends.get(self.backend)
+        valid = constructor_parameters(backend_class)
+        unknown = sorted(self.backend_kwargs.keys() - valid)
+        if unknown:
+            raise PgplugError(
+                f"unknown backend_kwargs {unknown} for the {self.backend} backend; valid keys: "
+                f"{', '.join(sorted(valid)) or '(none)'}"
+            )
+        return backend_class
 
     def live_metrics(self) -> dict[str, Any]:
         """Per-worker steps/s and policy lag, for the CLI's live display."""
@@ -249,9 +256,8 @@ class A3C(PolicyGradientAlgorithm):
         total_timesteps, callback = self._setup_learn(
             total_timesteps, callback, reset_num_timesteps, tb_log_name or "A3C", progress_bar
         )
-        self.policy.share_memory()
-        share_optimizer_state(self.policy.optimizer)
         self.policy.set_training_mode(False)
+        backend = self._backend_class()(**self.backend_kwargs)
         spec = WorkerSpec(
             env_factory=self.env_factory,
             n_envs=self.n_envs_per_worker,
@@ -263,34 +269,47 @@ class A3C(PolicyGradientAlgorithm):
             gamma=self.gamma,
             max_grad_norm=self.max_grad_norm,
             lr_schedule=self.lr_schedule,
+            fast_paths=self.runner.fast,
+            # Copies of the workers' rollouts travel to the driver only when a plugin observes them.
+            send_rollouts=get_host().implements("pgplug_after_rollout"),
+            # Workers that run between the callbacks wait for nothing.
+            callback_lag=None if backend.runs_in_driver else self.callback_lag,
+        )
+        model = GlobalModel(
+            policy=self.policy,
+            steps=self.num_timesteps,
+            updates=self._n_updates,
             lock=self.lock,
             shared_optimizer=self.shared_optimizer,
             fast_paths=self.runner.fast,
-            # In-process, the worker waits for nothing: the callbacks run between its updates.
-            callback_lag=self.callback_lag if self.backend == "process" else None,
         )
-        backend = self._worker_backend()
-        shared = backend.shared_state(self.num_timesteps, self._n_updates)
         callback.on_training_start(locals(), globals())
         self._live = {}
         stats = _UpdateStats()
         keep_calling = True  # False once a callback asked to stop: it is not called again
+        store: ParameterStore | None = None
+        final_steps = self.num_timesteps
         try:
-            backend.start(spec, self.policy, self.n_workers, shared)
+            store = backend.start(spec, self.n_workers, model)
+            callback.update_locals({"store": store})  # the global counters, for callbacks that want them
+            driver_state = list(self.policy.state_dict().values())
             callback.on_rollout_start()
             while keep_calling and not backend.finished():
                 self._absorb(backend.poll(timeout=0.01), stats, callback)
-                keep_calling = self._advance_callbacks(shared.steps, callback)
-                shared.publish_callbacks_at(self.num_timesteps)
+                store.pull(driver_state)  # the global weights, for the callbacks (the very tensors in shared memory)
+                keep_calling = self._advance_callbacks(store.steps, callback)
+                store.publish_progress(self.num_timesteps)
                 backend.check()
                 if log_interval and stats.updates_since_dump >= log_interval:
-                    self._dump(stats, shared.n_updates)
+                    self._dump(stats, store.n_updates)
         except BaseException:
             keep_calling = False
             raise
         finally:  # the workers' last reports still count; callbacks that asked to stop are not called again
             self._absorb(backend.stop(), stats, callback if keep_calling else None)
-            final_steps, self._n_updates = int(shared.steps), int(shared.n_updates)
+            if store is not None:
+                store.pull(driver_state)
+                final_steps, self._n_updates = int(store.steps), int(store.n_updates)
             if not keep_calling:  # stopped early: what the workers did still counts (and is saved)
                 self.num_timesteps = final_steps
         if keep_calling:  # the on_step calls for the steps the workers took after the last poll
@@ -312,11 +331,22 @@ class A3C(PolicyGradientAlgorithm):
         return True
 
     def _absorb(self, messages: list[Message], stats: _UpdateStats, callback: BaseCallback | None) -> None:
+        """Take in the workers' reports: episode statistics, update metrics, the plugins' hooks, the callbacks'
+        rollout events.
+
+        ``pgplug_after_rollout`` (with the rollout a worker sent) and ``pgplug_after_update`` run here, in the
+        driver, once per worker update, in the order the reports arrive.
+        """
         for kind, rank, payload in messages:
             if kind != "report":
                 continue
             self.ep_info_buffer.extend(payload["episodes"])  # type: ignore[union-attr]
             stats.add(rank, payload)
+            rollouts = payload["rollouts"] or [None] * len(payload["updates"])
+            for update, rollout in zip(payload["updates"], rollouts, strict=True):
+                if rollout is not None:
+                    call_hook("pgplug_after_rollout", algorithm=self, rollout=rollout_of(rollout))
+                call_hook("pgplug_after_update", algorithm=self, metrics={**update, "a3c/worker": rank})
             if payload["updates"] and callback is not None:
                 callback.update_locals({"worker": rank, "report": payload})
                 callback.on_rollout_end()
@@ -350,15 +380,16 @@ class _UpdateStats:
             self.updates_since_dump += 1
             for key, value in update.items():
                 self.window[key].append(value)
-            self.last_lag = update["policy_lag"]
+            self.last_lag = update[POLICY_LAG]
 
     def means(self) -> dict[str, float]:
-        names = {"policy_lag": "a3c/policy_lag_mean", "learning_rate": "train/learning_rate"}
-        return {names.get(key, f"train/{key}"): float(safe_mean(np.array(v))) for key, v in self.window.items() if v}
+        """The window's mean of each metric, under its logged name (the lag's mean as ``a3c/policy_lag_mean``)."""
+        names = {POLICY_LAG: "a3c/policy_lag_mean"}
+        return {names.get(key, key): float(safe_mean(np.array(v))) for key, v in self.window.items() if v}
 
     def live(self) -> dict[str, Any]:
         live: dict[str, Any] = {f"worker {r} steps/s": round(v) for r, v in sorted(self.worker_rates.items())}
-        lags = self.window.get("policy_lag")
+        lags = self.window.get(POLICY_LAG)
         live["policy lag"] = round(float(np.mean(lags[-50:])), 2) if lags else self.last_lag
         return live
 
