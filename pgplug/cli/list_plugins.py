@@ -1,4 +1,5 @@
-"""``pgplug list``: the registered algorithms and estimators, where each comes from and what it needs."""
+"""``pgplug list``: the registered algorithms, objectives, estimators and worker backends, where each comes from
+and what it needs or fits."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-HELP = "list the registered algorithms and estimators"
+from pgplug.contracts.compatibility import compatible_estimators, compatible_objectives
+from pgplug.contracts.registries import Host, get_host
+
+HELP = "list the registered algorithms, objectives, estimators and worker backends"
 
 
-def add_arguments(parser: argparse.ArgumentParser, host) -> None:
+def add_arguments(parser: argparse.ArgumentParser, host: Host) -> None:
     """``list`` has no options of its own (``--plugin`` is added for every command)."""
 
 
@@ -23,27 +27,39 @@ def estimator_needs(cls: type) -> str:
     return ", ".join(needs) or "-"
 
 
-def algorithm_needs(cls: type) -> str:
-    compatible = getattr(cls, "compatible_estimators", None)
-    return f"estimators: {', '.join(compatible())}" if callable(compatible) else "-"
+def algorithm_fits(cls: type) -> str:
+    return f"estimators: {', '.join(compatible_estimators(cls))}; objectives: {', '.join(compatible_objectives(cls))}"
 
 
-def plugin_table(host) -> Table:
+def objective_fits(cls: type) -> str:
+    declared = cls.supported_estimators
+    if declared is None:
+        return "estimators: any"
+    return f"estimators: {', '.join(sorted(declared))}" if declared else "no estimator (fixed Ψ)"
+
+
+def backend_fits(cls: type) -> str:
+    return "workers: any number" if cls.max_workers is None else f"workers: at most {cls.max_workers}"
+
+
+def plugin_table(host: Host) -> Table:
     table = Table(title="pgplug plugins", title_justify="left")
     table.add_column("name", no_wrap=True, style="bold")
     table.add_column("kind", no_wrap=True)
     table.add_column("source", overflow="fold")
     table.add_column("needs / fits", overflow="fold")
     table.add_column("description", overflow="fold")
-    for entry in host.algorithms:
-        table.add_row(entry.name, "algorithm", entry.source, algorithm_needs(entry.cls), entry.description)
-    for entry in host.estimators:
-        table.add_row(entry.name, "estimator", entry.source, estimator_needs(entry.cls), entry.description)
+    for registry, kind, fits in (
+        (host.algorithms, "algorithm", algorithm_fits),
+        (host.objectives, "objective", objective_fits),
+        (host.estimators, "estimator", estimator_needs),
+        (host.backends, "backend", backend_fits),
+    ):
+        for entry in registry:
+            table.add_row(entry.name, kind, entry.source, fits(entry.cls), entry.description)
     return table
 
 
 def run(args: argparse.Namespace) -> int:
-    from pgplug.contracts.registries import get_host
-
     Console().print(plugin_table(get_host()))
     return 0

@@ -25,10 +25,16 @@ def compatible_estimators(algorithm: type[Algorithm], objective: type[Objective]
     return [e.name for e in get_host().estimators if estimator_fits(algorithm, objective, e.cls)]
 
 
+def objective_fits(algorithm: type[Algorithm], objective: type[Objective]) -> bool:
+    """Whether ``algorithm`` can minimise ``objective``: declared by the algorithm, and taking an estimator's Ψ
+    (an algorithm estimates Ψ from its rollouts; an objective with a fixed Ψ, as cloning's, is for expert data)."""
+    declared = algorithm.supported_objectives
+    return (declared is None or objective.name in declared) and objective.supported_estimators != frozenset()
+
+
 def compatible_objectives(algorithm: type[Algorithm]) -> list[str]:
     """Names of the registered objectives ``algorithm`` can minimise."""
-    declared = algorithm.supported_objectives
-    return [o.name for o in get_host().objectives if declared is None or o.name in declared]
+    return [o.name for o in get_host().objectives if objective_fits(algorithm, o.cls)]
 
 
 def check_fits(algorithm: type[Algorithm], objective: Objective, estimator: Estimator | None) -> None:

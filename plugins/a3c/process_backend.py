@@ -89,7 +89,7 @@ def worker_process_main(
 
 
 class ProcessBackend(WorkerBackend):
-    """``n_workers`` local processes (torch.multiprocessing) sharing a :class:`SharedMemoryStore`.
+    """Local worker processes sharing the global policy in memory (Hogwild), started from a forkserver.
 
     :param start_method: multiprocessing start method: ``forkserver`` (the default) or ``spawn``, both safe
         with threads

@@ -13,7 +13,7 @@ from pgplug.plugins.a3c.shared_memory import SharedMemoryStore
 
 
 class SerialBackend(WorkerBackend):
-    """One worker in the driver's process, stepped one update per :meth:`poll` (deterministic, debuggable)."""
+    """One worker in the driver's process, one update per poll: deterministic and debuggable."""
 
     name = "serial"
     max_workers = 1
