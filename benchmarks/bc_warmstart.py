@@ -4,7 +4,7 @@ For each seed, A2C runs with the hyperparameters of ``configs/a2c.yml`` (what ``
 uses, learning rate 7e-4 included) on the same seeded envs:
 
 - **pure PG**: A2C from random weights;
-- **BC k + PG**: first ``pgplug.bc.clone_expert`` on k expert steps (one run per ``--bc-steps``
+- **BC k + PG**: first ``pgplug.interop.bc.clone_expert`` on k expert steps (one run per ``--bc-steps``
   value; 10 epochs of the PG loss at Ψ = 1), then the same A2C training: what
   ``pgplug train --bc-warmstart EXPERT --bc-steps k`` does.
 

@@ -1,6 +1,6 @@
 """``pgplug eval`` (alias ``enjoy``): any loadable zip played on an env built as pgplug trains, returns in a table.
 
-Returns printed by the command are checked against :func:`pgplug.evaluation.evaluate` on an env built
+Returns printed by the command are checked against :func:`pgplug.interop.evaluation.evaluate` on an env built
 and seeded the same way. One run goes through a real subprocess; the rest call :func:`pgplug.cli.main`.
 """
 

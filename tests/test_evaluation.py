@@ -1,4 +1,4 @@
-"""pgplug.evaluation: SB3's episode returns, their summary, human-normalised Atari scores and mp4 videos."""
+"""pgplug.interop.evaluation: SB3's episode returns, their summary, human-normalised Atari scores and mp4 videos."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The shared gradient step (``pgplug.algorithm.compute_gradients``) stops a diverged run with one line.
+"""The shared gradient step (``pgplug.runtime.gradient.compute_gradients``) stops a diverged run with one line.
 
 The rollout's sampler skips ``torch.multinomial``'s checks, so a policy with NaN weights still
 collects a rollout; the non-finite loss is where training must stop, with a ``DivergedError`` the
