@@ -140,7 +140,8 @@ def instrument_pgplug(model: Any, timers: Timers) -> None:
     runner = model.runner  # the policy runner the collector steps with: the instance attributes win
     runner.act = timers.wrap("forward", runner.act)
     runner.values = timers.wrap("forward", runner.values)  # V(last obs) and timeout bootstraps
-    model.estimate = timers.wrap("update", model.estimate)
+    buffer = model.rollout_buffer  # the estimator runs in its compute_returns_and_advantage, as SB3's GAE does
+    buffer.compute_returns_and_advantage = timers.wrap("update", buffer.compute_returns_and_advantage)
     model.train = timers.wrap("update", model.train)
 
 

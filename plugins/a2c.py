@@ -126,6 +126,7 @@ class A2C(OnPolicyLearner):
         fast_paths: bool | None = None,
         _init_setup_model: bool = True,
     ) -> None:
+        chosen = estimator is not None or estimator_kwargs is not None
         estimator_spec, estimator_kwargs = estimator_of_gae_lambda(gae_lambda, estimator, estimator_kwargs)
         super().__init__(
             policy,
@@ -153,17 +154,21 @@ class A2C(OnPolicyLearner):
             device=device,
         )
         self.n_steps = check_positive_int("n_steps", n_steps)
-        #: The estimator follows ``gae_lambda`` (SB3's meaning) unless one was asked for: saved, so that
-        #: ``A2C.load(path, gae_lambda=0.9)`` and SB3's own zips (which carry gae_lambda) get their GAE.
-        self._estimator_follows_gae_lambda = estimator is None and estimator_kwargs is None
-        if use_rms_prop and "optimizer_class" not in self.policy_kwargs:
-            self.policy_kwargs["optimizer_class"] = th.optim.RMSprop
-            self.policy_kwargs["optimizer_kwargs"] = dict(alpha=0.99, eps=rms_prop_eps, weight_decay=0)
+        # The estimator follows gae_lambda (SB3's meaning) unless one was asked for. Saved, so that
+        # A2C.load(path, gae_lambda=0.9) gets GAE(0.9); SB3.load's own construction (no estimator, no setup)
+        # leaves it unset, for _setup_model to tell SB3's zips from pgplug's older ones.
+        if chosen or _init_setup_model:
+            self._estimator_follows_gae_lambda = not chosen
+        if use_rms_prop:
+            self.prefer_rms_prop(alpha=0.99, eps=rms_prop_eps)
         if _init_setup_model:
             self._setup_model()
 
     def _setup_model(self) -> None:
-        if self.__dict__.get("_estimator_follows_gae_lambda", False) and self.gae_lambda is not None:
+        follows = self.__dict__.get("_estimator_follows_gae_lambda")
+        if follows is None:  # loaded from a file without it: SB3's (no estimator, a gae_lambda) or an older pgplug's
+            follows = self._estimator_follows_gae_lambda = not isinstance(self.estimator, dict)
+        if follows and self.gae_lambda is not None:
             self.estimator = self.resolve_estimator(*estimator_of_gae_lambda(self.gae_lambda, None, None))
         super()._setup_model()
 

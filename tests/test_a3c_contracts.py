@@ -147,3 +147,17 @@ def test_an_unknown_backend_or_option_is_one_line() -> None:
         A3C("MlpPolicy", "CartPole-v1", backend_kwargs={"workers": 2})
     with pytest.raises(PgplugError, match=r"^unknown start_method 'thread'; valid start methods: "):
         A3C("MlpPolicy", "CartPole-v1", backend_kwargs={"start_method": "thread"})
+
+
+def test_the_driver_pulling_its_own_shared_policy_copies_nothing() -> None:
+    model = A3C("MlpPolicy", "CartPole-v1", backend="serial", n_workers=1, **KWARGS)
+    model.policy.set_training_mode(False)
+    store = SharedMemoryStore(GlobalModel(model.policy, 0, 0, False, True, True), mp.get_context("spawn"))
+    state = list(model.policy.state_dict().values())
+    versions = [tensor._version for tensor in state]
+    assert store.pull(state) == 0
+    assert [tensor._version for tensor in state] == versions
+    local = store.local_policy()
+    assert store.pull(list(local.state_dict().values())) == 0
+    for mine, theirs in zip(local.parameters(), model.policy.parameters(), strict=True):
+        assert th.equal(mine, theirs) and mine.data_ptr() != theirs.data_ptr()

@@ -153,3 +153,16 @@ def test_the_command_line_switch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert main([*args, "--eval-freq", "-1", "--n-eval-episodes", "0", "--no-progress", "--no-fast-paths"]) == 0
     assert sb3_calls["evaluate_actions"] > 0 and sb3_calls["step"] > 0
     assert FAST_PATHS_ENV_VAR not in os.environ  # set for the command only
+
+
+def test_a_replaced_head_is_fused_afresh() -> None:
+    model = pgplug.A2C("MlpPolicy", "CartPole-v1", seed=0)
+    policy = model.policy
+    before = FusedActorCritic.of(policy)
+    policy.action_net = th.nn.Linear(64, 2)
+    after = FusedActorCritic.of(policy)
+    assert after is not None and after is not before
+    obs = th.zeros(3, 4)
+    with th.no_grad():
+        latent_pi, _ = policy.mlp_extractor(policy.extract_features(obs))
+        th.testing.assert_close(after(policy.extract_features(obs))[0], policy.action_net(latent_pi))

@@ -1,4 +1,4 @@
-"""``pgplug.optim``: the functional optimizer step is bitwise ``optimizer.step()``, and falls back to it.
+"""``pgplug.fast.optim``: the functional optimizer step is bitwise ``optimizer.step()``, and falls back to it.
 
 ``optimizer_step`` calls torch's functional ``rmsprop``/``adam`` directly once the optimizer's state
 exists; every other case (first step, hooks, special modes, other classes) must go through
@@ -18,7 +18,7 @@ from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 from torch import nn
 from torch.optim import optimizer as torch_optimizer
 
-from pgplug.fast.optim import optimizer_step, prefer_foreach
+from pgplug.fast.optim import foreach, optimizer_step
 
 N_STEPS = 5
 
@@ -243,8 +243,9 @@ def test_gradient_count_must_match() -> None:
         optimizer_step(opt, [p.grad for p in net.parameters()][:-1])
 
 
-def test_prefer_foreach_sets_only_undecided_groups() -> None:
-    """``foreach`` becomes True where it was None; an explicit choice stays, and optimizers without it get none."""
+def test_foreach_is_chosen_per_call_and_never_written_into_the_groups() -> None:
+    """Undecided groups step with the foreach kernels; explicit choices stay; ``param_groups`` are left as they were
+    (they are saved with the model, and ``step()`` reads them when the fast paths are off)."""
     net = make_net()
     first, second = net[0], net[2]
     optimizer = th.optim.RMSprop(
@@ -255,26 +256,22 @@ def test_prefer_foreach_sets_only_undecided_groups() -> None:
         ],
         lr=0.01,
     )
+    assert [foreach(group) for group in optimizer.param_groups] == [True, False, True]
+    for step in range(3):
+        attach(net, random_grads(net, step))
+        optimizer_step(optimizer)
     assert [group["foreach"] for group in optimizer.param_groups] == [None, False, True]
-    prefer_foreach(optimizer)
-    assert [group["foreach"] for group in optimizer.param_groups] == [True, False, True]
-
-    lbfgs = th.optim.LBFGS(second.parameters())
-    prefer_foreach(lbfgs)
-    assert "foreach" not in lbfgs.param_groups[0]
 
 
 @pytest.mark.parametrize("cls", [th.optim.RMSprop, th.optim.Adam])
-def test_prefer_foreach_gives_the_same_steps_bitwise(cls: type[th.optim.Optimizer]) -> None:
-    """The docstring's promise: the foreach kernels compute the per-parameter loop's values exactly."""
+def test_the_foreach_kernels_give_step_s_values_bitwise(cls: type[th.optim.Optimizer]) -> None:
+    """The docstring's promise: the functional step's foreach kernels compute step()'s per-parameter loop exactly."""
     net_a, net_b = make_net(), make_net()
     opt_a, opt_b = cls(net_a.parameters(), lr=0.01), cls(net_b.parameters(), lr=0.01)
-    prefer_foreach(opt_b)
-    assert opt_a.param_groups[0]["foreach"] is None and opt_b.param_groups[0]["foreach"] is True
     for step in range(N_STEPS):
         grads = random_grads(net_a, step)
         attach(net_a, grads)
-        optimizer_step(opt_a)
+        opt_a.step()  # foreach=None: torch's per-parameter loop on CPU
         attach(net_b, grads)
         optimizer_step(opt_b)
         assert_same(net_a, net_b, opt_a, opt_b)

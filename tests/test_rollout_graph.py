@@ -95,7 +95,7 @@ def test_the_graph_is_used_once_and_dropped_on_abort() -> None:
     rollout = model.last_rollout
     runner = model.runner
     assert rollout is not None and runner._graph is not None and runner._graph[0] is rollout
-    assert runner._graph[1].values.requires_grad
+    assert runner._graph[2].values.requires_grad
     model.train()
     assert runner._graph is None
     model.train()  # no "backward through the graph a second time": the forward ran again
@@ -145,3 +145,23 @@ def test_only_algorithms_that_update_once_per_rollout_ask_for_it() -> None:
     # With the fast paths off, SB3's own code runs: no graph is kept.
     reference = pgplug.A2C("CnnPolicy", image_env(False), n_steps=2, fast_paths=False, **cnn)
     assert not reference.runner.fast and not getattr(reference.runner, "keep_graph", False)
+
+
+def test_weights_changed_after_the_rollout_make_the_update_run_the_policy_again() -> None:
+    """A callback that changes the weights in place at the rollout's end (as set_parameters does) makes the kept
+    forward passes stale: the update runs the policy again, as SB3's does, instead of failing in backward."""
+
+    class Nudge(BaseCallback):
+        def _on_step(self) -> bool:
+            return True
+
+        def _on_rollout_end(self) -> None:
+            with th.no_grad():
+                for param in self.model.policy.parameters():
+                    param.mul_(1.0)
+
+    kwargs = {"n_steps": 4, "seed": 0, "device": "cpu", "policy_kwargs": SMALL_CNN}
+    nudged = pgplug.A2C("CnnPolicy", image_env(False), **kwargs).learn(16, callback=Nudge())
+    plain = pgplug.A2C("CnnPolicy", image_env(False), fast_paths=False, **kwargs).learn(16, callback=Nudge())
+    assert nudged.runner.keep_graph and nudged._n_updates == 2
+    th.testing.assert_close(flat_params(nudged), flat_params(plain), rtol=1e-4, atol=1e-5)

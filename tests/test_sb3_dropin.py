@@ -273,3 +273,54 @@ def test_positional_arguments_in_sb3s_order() -> None:
     assert (model.learning_rate, model.n_steps, model.gamma, model.gae_lambda) == (1e-3, 7, 0.9, 0.8)
     assert (model.ent_coef, model.vf_coef, model.max_grad_norm) == (0.01, 0.3, 0.4)
     assert type(model.policy.optimizer) is th.optim.Adam
+
+
+def test_sb3s_train_on_dict_observations_rollout_after_rollout() -> None:
+    """DictRolloutBuffer.get() flattens the observations dict in place: the next rollout's buffer views fresh rows."""
+    model = pgplug.A2C("MultiInputPolicy", make_vec_env(multi_obs, n_envs=2, seed=0), n_steps=4, seed=0)
+    _, callback = model._setup_learn(100, None)
+    for _ in range(3):
+        assert model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+        buffer = model.rollout_buffer
+        for key, rows in buffer.rows["observations"].items():
+            assert buffer.observations[key].shape == (4, 2, *model.observation_space[key].shape)
+            assert np.shares_memory(buffer.observations[key], rows)
+        sb3.A2C.train(model)  # reads buffer.get()
+    assert model._n_updates == 3
+
+
+def test_learn_without_log_interval_logs_nothing_as_in_sb3() -> None:
+    model = pgplug.A2C("MlpPolicy", "CartPole-v1", n_steps=1)
+    dumps: list[int] = []
+    model.dump_logs = lambda iteration=0: dumps.append(iteration)  # type: ignore[method-assign]
+    model.learn(250, log_interval=None)
+    assert dumps == []
+    model.learn(250, reset_num_timesteps=False)  # the class default: every 100 iterations, as SB3's A2C
+    assert dumps == [100, 200]
+
+
+def test_load_follows_gae_lambda_unless_an_estimator_was_chosen(tmp_path) -> None:
+    pgplug.A2C("MlpPolicy", "CartPole-v1", gae_lambda=0.95).save(tmp_path / "gae")
+    assert pgplug.A2C.load(tmp_path / "gae").estimator.params() == {"gae_lambda": 0.95}
+    assert pgplug.A2C.load(tmp_path / "gae", gae_lambda=0.9).estimator.params() == {"gae_lambda": 0.9}
+    pgplug.A2C("MlpPolicy", "CartPole-v1", estimator="td").save(tmp_path / "td")
+    assert pgplug.A2C.load(tmp_path / "td").estimator.name == "td"
+
+
+def test_a_zip_of_an_earlier_pgplug_keeps_its_estimator(tmp_path) -> None:
+    """A2C zips saved before gae_lambda was saved have an estimator entry only: it stays."""
+    import json
+    import zipfile
+
+    pgplug.A2C("MlpPolicy", "CartPole-v1", estimator="td").save(tmp_path / "new.zip")
+    with zipfile.ZipFile(tmp_path / "new.zip") as source, zipfile.ZipFile(tmp_path / "old.zip", "w") as target:
+        for item in source.infolist():
+            content = source.read(item)
+            if item.filename == "data":
+                data = json.loads(content)
+                for key in ("gae_lambda", "_estimator_follows_gae_lambda"):
+                    data.pop(key)
+                content = json.dumps(data).encode()
+            target.writestr(item, content)
+    loaded = pgplug.A2C.load(tmp_path / "old.zip")
+    assert (loaded.estimator.name, loaded.gae_lambda) == ("td", 0.0)

@@ -9,7 +9,7 @@ import torch as th
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import MlpExtractor
 
-from pgplug.fast.torch_internals import tensor_version
+from pgplug.fast.torch_internals import tensor_versions
 
 _ELEMENTWISE = (th.nn.Tanh, th.nn.ReLU)
 
@@ -23,21 +23,27 @@ class FusedActorCritic:
     Only plain ``Linear``/``Tanh``/``ReLU`` stacks of equal depth are fused; others run as they are.
     """
 
-    _cache: weakref.WeakKeyDictionary[th.nn.Module, FusedActorCritic | None] = weakref.WeakKeyDictionary()
+    #: Per policy: the modules it was built from (a policy whose modules are replaced gets a new one), and it.
+    _cache: weakref.WeakKeyDictionary[th.nn.Module, tuple[tuple[Any, ...], FusedActorCritic | None]] = (
+        weakref.WeakKeyDictionary()
+    )
 
     def __init__(self, policy: ActorCriticPolicy, stages: list[tuple[str, Any, Any]]) -> None:
         self.stages = stages  # ("linear", actor Linear, critic Linear) or ("act", module class, None)
         self.params = [p for _, a, c in stages if isinstance(a, th.nn.Linear) for m in (a, c) for p in m.parameters()]
         self.n_logits = policy.action_net.out_features
-        self._key: tuple[int | None, ...] | None = None
+        self._key: tuple[int, ...] | None = None
         self._layers: list[tuple[th.Tensor, th.Tensor] | type] = []
         self._copies: list[tuple[th.Tensor, th.Tensor]] = []  # (block of a fused weight, the parameter it copies)
 
     @classmethod
     def of(cls, policy: ActorCriticPolicy) -> FusedActorCritic | None:
-        if policy not in cls._cache:
-            cls._cache[policy] = cls._build(policy)
-        return cls._cache[policy]
+        """The fused MLP of ``policy``, or None where it does not apply (then the policy's modules run as they are)."""
+        modules = (policy.mlp_extractor, policy.action_net, policy.value_net)
+        cached = cls._cache.get(policy)
+        if cached is None or any(a is not b for a, b in zip(cached[0], modules)):
+            cached = cls._cache[policy] = (modules, cls._build(policy))
+        return cached[1]
 
     @classmethod
     def _build(cls, policy: ActorCriticPolicy) -> FusedActorCritic | None:
@@ -69,13 +75,13 @@ class FusedActorCritic:
         return cls(policy, stages)
 
     def _weights(self) -> list[tuple[th.Tensor, th.Tensor] | type]:
-        key = tuple(tensor_version(p) for p in self.params)
-        if key != self._key or None in key:
+        key = tensor_versions(self.params)
+        if key is None or key != self._key:
             with th.inference_mode():  # the fused copies are inference tensors: built and refreshed in that mode
                 self._refresh(key)
         return self._layers
 
-    def _refresh(self, key: tuple[int | None, ...]) -> None:
+    def _refresh(self, key: tuple[int, ...] | None) -> None:
         first = self.params[0]
         if self._copies and (self._copies[0][0].device, self._copies[0][0].dtype) == (first.device, first.dtype):
             for fused, param in self._copies:  # refresh in place: no allocation, no zeroing

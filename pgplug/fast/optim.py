@@ -21,15 +21,14 @@ from torch.optim.rmsprop import rmsprop
 from pgplug.fast.torch_internals import foreach_norms, foreach_scale_, has_step_hooks
 
 
-def prefer_foreach(optimizer: th.optim.Optimizer) -> None:
-    """Use the foreach (multi-tensor) kernels where the optimizer has them and was left to choose.
+def foreach(group: dict[str, Any]) -> bool:
+    """The foreach (multi-tensor) kernels where the optimizer was left to choose (``foreach=None``).
 
-    torch picks the per-parameter Python loop on CPU by default; the foreach kernels compute the
-    same values (bitwise for RMSprop and Adam) with one call for all parameters.
+    torch picks the per-parameter Python loop on CPU by default; the foreach kernels compute the same
+    values (bitwise for RMSprop and Adam) with one call for all parameters. The choice is made per call,
+    never written into the optimizer's ``param_groups`` (which are saved, and which ``step()`` reads).
     """
-    for group in optimizer.param_groups:
-        if "foreach" in group and group["foreach"] is None:
-            group["foreach"] = True
+    return True if group["foreach"] is None else group["foreach"]
 
 
 def _rmsprop_group(group: dict[str, Any], params: list[th.Tensor], grads: list[th.Tensor], state: Any) -> None:
@@ -47,7 +46,7 @@ def _rmsprop_group(group: dict[str, Any], params: list[th.Tensor], grads: list[t
         weight_decay=group["weight_decay"],
         momentum=group["momentum"],
         centered=group["centered"],
-        foreach=group["foreach"],
+        foreach=foreach(group),
         maximize=group["maximize"],
     )
 
@@ -69,7 +68,7 @@ def _adam_group(group: dict[str, Any], params: list[th.Tensor], grads: list[th.T
         weight_decay=group["weight_decay"],
         eps=group["eps"],
         maximize=group["maximize"],
-        foreach=group["foreach"],
+        foreach=foreach(group),
         decoupled_weight_decay=group.get("decoupled_weight_decay", False),
     )
 

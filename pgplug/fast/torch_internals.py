@@ -12,6 +12,8 @@ from typing import Any
 
 import torch as th
 from stable_baselines3.common.policies import BasePolicy
+from torch.nn.modules import module as module_internals
+from torch.optim import optimizer as optimizer_internals
 
 
 class unchecked_distributions:
@@ -58,43 +60,46 @@ def set_training_mode(policy: BasePolicy, mode: bool) -> None:
         module.__dict__["training"] = mode  # what nn.Module.train assigns, without __setattr__'s checks
 
 
+#: torch's global module hooks (dicts torch mutates in place), or None where torch keeps them elsewhere.
+_GLOBAL_MODULE_HOOKS = tuple(
+    getattr(module_internals, name, None) for name in ("_global_forward_hooks", "_global_forward_pre_hooks")
+)
+#: torch's global optimizer step hooks, likewise.
+_GLOBAL_OPTIMIZER_HOOKS = tuple(
+    getattr(optimizer_internals, name, None) for name in ("_global_optimizer_pre_hooks", "_global_optimizer_post_hooks")
+)
+
+
 def has_forward_hooks(module: th.nn.Module) -> bool:
     """Whether calling ``module`` would run hooks that a fast path calling its parts directly would skip.
 
     Counts the module's own hooks and torch's global module hooks; where torch keeps them elsewhere than
     this module knows, it answers True, and the caller runs the module as it is.
     """
-    from torch.nn.modules import module as module_internals
-
-    global_hooks = ("_global_forward_hooks", "_global_forward_pre_hooks")
     try:
-        return bool(
-            module._forward_hooks
-            or module._forward_pre_hooks
-            or any(getattr(module_internals, name) for name in global_hooks)
-        )
+        if module._forward_hooks or module._forward_pre_hooks:
+            return True
     except AttributeError:
         return True
+    return any(hooks is None or hooks for hooks in _GLOBAL_MODULE_HOOKS)
 
 
-def tensor_version(tensor: th.Tensor) -> int | None:
-    """The tensor's in-place version counter (bumped by every in-place update), None where torch has none."""
-    return getattr(tensor, "_version", None)
+def tensor_versions(tensors: list[th.Tensor]) -> tuple[int, ...] | None:
+    """The tensors' in-place version counters (each bumped by an in-place update), None where torch has none."""
+    try:
+        return tuple(t._version for t in tensors)
+    except AttributeError:
+        return None
 
 
 def has_step_hooks(optimizer: th.optim.Optimizer) -> bool:
     """Whether ``optimizer.step()`` would run hooks (its own or global ones) that a functional update would skip."""
-    from torch.optim import optimizer as optimizer_internals
-
     try:
-        return bool(
-            optimizer._optimizer_step_pre_hooks
-            or optimizer._optimizer_step_post_hooks
-            or optimizer_internals._global_optimizer_pre_hooks
-            or optimizer_internals._global_optimizer_post_hooks
-        )
+        if optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks:
+            return True
     except AttributeError:
         return True
+    return any(hooks is None or hooks for hooks in _GLOBAL_OPTIMIZER_HOOKS)
 
 
 def foreach_norms(tensors: list[th.Tensor]) -> list[th.Tensor]:

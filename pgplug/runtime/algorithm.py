@@ -49,6 +49,17 @@ SelfAlgorithm = TypeVar("SelfAlgorithm", bound="PolicyGradientAlgorithm")
 SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 
 
+class ClassDefault:
+    """``learn(log_interval=CLASS_DEFAULT)``: the class's ``default_log_interval`` (SB3's A2C defaults to 100, and
+    ``None`` means "no logs" there, so it cannot stand for "the default")."""
+
+    def __repr__(self) -> str:
+        return "CLASS_DEFAULT"
+
+
+CLASS_DEFAULT: Any = ClassDefault()
+
+
 def explained_variance(values: th.Tensor, returns: th.Tensor) -> float:
     """1 − Var[returns − values] / Var[returns], as SB3 logs it (NaN when the returns are constant)."""
     var_returns = th.var(returns, correction=0)
@@ -122,7 +133,13 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
         ``PGPLUG_FAST_PATHS`` environment variable decide (None, the default: on unless it says 0)
     """
 
+    #: ``learn``'s ``log_interval`` when not given: updates between two log dumps.
     default_log_interval: ClassVar[int] = 1
+
+    def log_interval(self, given: int | None) -> int | None:
+        """``learn``'s ``log_interval``: as given (None: no logs, as in SB3), else the class's default."""
+        return self.default_log_interval if given is CLASS_DEFAULT else given
+
     #: True for algorithms that make exactly one gradient step per rollout, with the weights that
     #: collected it: their update may then differentiate the rollout's own forward passes
     #: (:mod:`pgplug.fast.rollout_graph`). Leave False when ``train`` steps more than once per rollout.
@@ -215,6 +232,16 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
         check_fits(cls, make_objective(cls.default_objective), estimator)
         return estimator
 
+    def prefer_rms_prop(self, alpha: float, eps: float) -> None:
+        """Train with RMSprop (SB3's A2C and the A3C paper) unless ``policy_kwargs`` name an optimizer.
+
+        :param alpha: the running average's decay
+        :param eps: the denominator's epsilon
+        """
+        if "optimizer_class" not in self.policy_kwargs:
+            self.policy_kwargs["optimizer_class"] = th.optim.RMSprop
+            self.policy_kwargs["optimizer_kwargs"] = dict(alpha=alpha, eps=eps, weight_decay=0)
+
     # -- objective ----------------------------------------------------------------------------
 
     def objective_for_update(self) -> Objective:
@@ -222,19 +249,32 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
 
         SB3 reads ``ent_coef``, ``vf_coef`` and ``normalize_advantage`` at every update (a callback may
         change them): the objective receives every setting of the algorithm that its constructor names,
-        plus ``objective_kwargs``. An :class:`Objective` instance given as ``objective`` is used as it is.
+        plus ``objective_kwargs``, and is built again when one of them changed. An :class:`Objective`
+        instance given as ``objective`` is used as it is.
         """
         spec = self.objective
         if isinstance(spec, Objective):
             return spec
-        cls = get_host().objectives.get(spec)
+        host, cached = get_host(), self.__dict__.get("_objective_cache")
+        same_class = cached is not None and cached[0] is host and cached[1] == spec
+        cls = cached[2] if same_class else host.objectives.get(spec)
         own = {name: getattr(self, name) for name in constructor_parameters(cls) if name in self.__dict__}
+        settings = (*own.items(), *self.objective_kwargs.items())
+        # The very same values (identity: settings may be arrays, whose == is elementwise): the objective still fits.
+        if (
+            same_class
+            and len(settings) == len(cached[3])
+            and all(a[0] == b[0] and a[1] is b[1] for a, b in zip(settings, cached[3]))
+        ):
+            return cached[4]
         clash = sorted(own.keys() & self.objective_kwargs.keys())
         if clash:
             raise PgplugError(
                 f"objective_kwargs {clash} are {self.name}'s own settings: pass them to {type(self).__name__}(...)"
             )
-        return make_objective(spec, {**own, **self.objective_kwargs})
+        objective = make_objective(spec, {**own, **self.objective_kwargs})
+        self._objective_cache = (host, spec, cls, settings, objective)
+        return objective
 
     # -- model --------------------------------------------------------------------------------
 
@@ -256,18 +296,21 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
 
     def _excluded_save_params(self) -> list[str]:
         # fast_paths is this process's choice (PGPLUG_FAST_PATHS), not the model's.
-        return [*super()._excluded_save_params(), "_runner", "_parameter_cache", "fast_paths"]
+        own = ["_runner", "_runner_setting", "_objective_cache", "_parameter_cache", "fast_paths"]
+        return [*super()._excluded_save_params(), *own]
 
     @property
     def runner(self) -> PolicyRunner:
         """What runs the policy (rollouts, updates, ``predict``): SB3's own code, or pgplug's fast paths.
 
-        Rebuilt when the policy or the ``fast_paths`` setting changes.
+        Made on first use, and again when the policy or ``fast_paths`` changes (``PGPLUG_FAST_PATHS`` is read then).
         """
-        fast = resolve_fast_paths(self.__dict__.get("fast_paths"))
+        setting = self.__dict__.get("fast_paths")
         runner = self.__dict__.get("_runner")
-        if runner is None or runner.policy is not self.policy or runner.fast != fast:
+        if runner is None or runner.policy is not self.policy or self.__dict__.get("_runner_setting") is not setting:
+            fast = resolve_fast_paths(setting)
             runner = self._runner = runner_for(self.policy, fast=fast, keep_graph=self.reuse_rollout_graph)
+            self._runner_setting = setting
         return runner
 
     def save(self, path: Any, exclude: Any = None, include: Any = None) -> None:

@@ -98,6 +98,7 @@ class CollectedRollout:
         #: Row t of the observations as a tensor, made once (indexing a tensor costs a microsecond or two).
         self.obs_rows = [_map(self.row_tensors["observations"], lambda x, t=t: x[t]) for t in range(capacity)]
         self._cpu_views: tuple[int, dict[str, Any]] | None = None
+        self._sb3_views: tuple[int, dict[str, Any]] | None = None
         self._last_values_column = self.row_tensors["last_values"].view(-1, 1)
         self._output_rows: dict[str, tuple[Any, Any]] = dict.fromkeys(OUTPUT_FIELDS, (None, None))
 
@@ -144,14 +145,25 @@ class CollectedRollout:
         attributes viewing the same rows."""
         self.rollout = Rollout(**self._views(steps))
         self.buffer_size, self.pos, self.full, self.generator_ready = steps, steps, True, False
-        rows = self.rows
-        self.observations = _map(rows["observations"], lambda x: x[:steps])
-        actions = rows["actions"][:steps]
-        self.actions = actions[..., None] if actions.ndim == 2 else actions  # SB3's [T, N, action_dim]
-        for name in STEP_FIELDS[2:]:
-            setattr(self, name, rows[name][:steps])
-        self.advantages = self.returns = rows["before_estimate"][:steps]  # zeros, until the estimator runs
+        views = self.__dict__.get("_sb3_views")
+        if views is None or views[0] != steps:  # made once for A2C, whose rollouts all have n_steps rows
+            views = self._sb3_views = (steps, self._sb3_arrays(steps))
+        self.__dict__.update(views[1])  # again each rollout: get() replaces them with flattened copies
+        if isinstance(self.observations, dict):  # and DictRolloutBuffer.get() flattens the dict's entries in place
+            self.observations = dict(self.observations)
         return self.rollout
+
+    def _sb3_arrays(self, steps: int) -> dict[str, Any]:
+        """SB3's attributes over the first ``steps`` rows, with SB3's shapes."""
+        rows = self.rows
+        actions = rows["actions"][:steps]
+        return {
+            "observations": _map(rows["observations"], lambda x: x[:steps]),
+            "actions": actions[..., None] if actions.ndim == 2 else actions,  # SB3's [T, N, action_dim]
+            **{name: rows[name][:steps] for name in STEP_FIELDS[2:]},
+            "advantages": rows["before_estimate"][:steps],  # zeros, until the estimator runs
+            "returns": rows["before_estimate"][:steps],
+        }
 
     def _views(self, steps: int) -> dict[str, Any]:
         """The :class:`Rollout` fields over the first ``steps`` rows, on the buffer's device."""

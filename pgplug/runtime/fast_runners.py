@@ -38,7 +38,7 @@ from pgplug.fast.categorical import (
 from pgplug.fast.fused_mlp import FusedActorCritic
 from pgplug.fast.predict import predict
 from pgplug.fast.rollout_graph import RolloutGraph, can_reuse_rollout_graph
-from pgplug.fast.torch_internals import set_training_mode, unchecked_distributions
+from pgplug.fast.torch_internals import set_training_mode, tensor_versions, unchecked_distributions
 from pgplug.runtime.policy_runner import PolicyRunner, StepOutputs, outside_graph_unless, update_batch
 from pgplug.runtime.recurrent import RecurrentRunner
 
@@ -56,7 +56,6 @@ class FastUpdates:
         optim.clip_grad_norm(params, max_norm)
 
     def optimizer_step(self, optimizer: th.optim.Optimizer, grads: Sequence[th.Tensor | None] | None = None) -> None:
-        optim.prefer_foreach(optimizer)
         optim.optimizer_step(optimizer, grads)
 
     def predict(
@@ -81,7 +80,9 @@ class FastRunner(FastUpdates, PolicyRunner):
         super().__init__(policy)
         self.keep_graph = keep_graph and can_reuse_rollout_graph(policy)
         self._graph_steps: list[tuple[th.Tensor, th.Tensor, th.Tensor | None]] = []
-        self._graph: tuple[Rollout, RolloutGraph] | None = None
+        #: The rollout whose forward passes were kept, the weights' versions then, and the passes.
+        self._graph: tuple[Rollout, tuple[int, ...] | None, RolloutGraph] | None = None
+        self._params = list(policy.parameters())
 
     # -- collection ----------------------------------------------------------------------------
 
@@ -145,18 +146,20 @@ class FastRunner(FastUpdates, PolicyRunner):
         if rollout is not None and self._graph_steps:
             values, log_probs, entropies = zip(*self._graph_steps)
             entropy = None if entropies[0] is None else th.stack(entropies)
-            self._graph = (rollout, RolloutGraph(th.stack(values), th.stack(log_probs), entropy))
+            graph = RolloutGraph(th.stack(values), th.stack(log_probs), entropy)
+            self._graph = (rollout, tensor_versions(self._params), graph)
         self._graph_steps = []
 
     # -- update --------------------------------------------------------------------------------
 
     def evaluate_rollout(self, rollout: Rollout, differentiate_entropy: bool) -> UpdateBatch:
-        """The rollout's own forward passes if this runner kept them for it, once (after an optimizer step they
-        would be stale); otherwise the policy, run with the categorical formulas where they apply."""
+        """The rollout's own forward passes if this runner kept them for it and the weights have not changed since
+        (once: after an optimizer step they would be stale); otherwise the policy, run with the categorical formulas
+        where they apply."""
         kept, self._graph = self._graph, None
         flat = rollout.flat
-        if kept is not None and kept[0] is rollout:
-            graph = kept[1]
+        if kept is not None and kept[0] is rollout and kept[1] is not None and kept[1] == tensor_versions(self._params):
+            graph = kept[2]
             entropy = None if graph.entropy is None else flat(graph.entropy)
             evaluation = PolicyEvaluation(
                 flat(graph.values), flat(graph.log_probs), outside_graph_unless(differentiate_entropy, entropy)

@@ -25,7 +25,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from pgplug.contracts.registries import call_hook
 from pgplug.contracts.rollout import Rollout
 from pgplug.errors import PgplugError
-from pgplug.runtime.algorithm import PolicyGradientAlgorithm, loss_metrics
+from pgplug.runtime.algorithm import CLASS_DEFAULT, PolicyGradientAlgorithm, loss_metrics
 from pgplug.runtime.buffers import CollectedRollout, DictRolloutBuffer, RolloutBuffer, rollout_buffer_class
 from pgplug.runtime.collector import RolloutCollector
 from pgplug.runtime.gradient import gradient_step
@@ -123,21 +123,21 @@ class OnPolicyLearner(PolicyGradientAlgorithm, OnPolicyAlgorithm):
         self: SelfLearner,
         total_timesteps: int,
         callback: MaybeCallback = None,
-        log_interval: int | None = None,
+        log_interval: int | None = CLASS_DEFAULT,
         tb_log_name: str | None = None,
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfLearner:
         """SB3's ``OnPolicyAlgorithm.learn``: ``collect_rollouts`` then ``train``, until ``total_timesteps``.
 
-        ``log_interval`` defaults to the class's ``default_log_interval`` (100 for A2C, as SB3's) and
-        ``tb_log_name`` to its name in capitals.
+        ``log_interval`` defaults to the class's ``default_log_interval`` (100 for A2C, as SB3's; None: no logs)
+        and ``tb_log_name`` to its name in capitals.
         """
         return OnPolicyAlgorithm.learn(
             self,
             total_timesteps,
             callback=callback,
-            log_interval=self.default_log_interval if log_interval is None else log_interval,
+            log_interval=self.log_interval(log_interval),
             tb_log_name=tb_log_name or self.name.upper(),
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
@@ -203,7 +203,7 @@ class OnPolicyLearner(PolicyGradientAlgorithm, OnPolicyAlgorithm):
                 sde_sample_freq=self.sde_sample_freq,
                 buffer=self.rollout_buffer,
             )
-        collector.bootstrap_truncation = self.estimator.needs_critic
+        collector.gamma, collector.bootstrap_truncation = self.gamma, self.estimator.needs_critic
         collector.last_obs = self._last_obs  # type: ignore[assignment]
         collector.last_episode_starts = self._last_episode_starts  # type: ignore[assignment]
         quiet = silent(callback)

@@ -29,7 +29,7 @@ from pgplug.contracts.objective import Objective
 from pgplug.contracts.registries import call_hook, get_host
 from pgplug.errors import PgplugError
 from pgplug.plugins.a3c.worker import VecEnvFactory, WorkerSpec, rollout_of
-from pgplug.runtime.algorithm import PolicyGradientAlgorithm, constructor_parameters
+from pgplug.runtime.algorithm import CLASS_DEFAULT, PolicyGradientAlgorithm, constructor_parameters
 from pgplug.runtime.envs import EnvSpec
 from pgplug.validation import check_learning_rate, check_positive_int
 
@@ -159,9 +159,8 @@ class A3C(PolicyGradientAlgorithm):
             seed=seed,
             device=device,
         )
-        if use_rms_prop and "optimizer_class" not in self.policy_kwargs:
-            self.policy_kwargs["optimizer_class"] = th.optim.RMSprop
-            self.policy_kwargs["optimizer_kwargs"] = dict(alpha=rms_prop_alpha, eps=rms_prop_eps, weight_decay=0)
+        if use_rms_prop:
+            self.prefer_rms_prop(alpha=rms_prop_alpha, eps=rms_prop_eps)
         self._live: dict[str, Any] = {}
         if _init_setup_model:
             self._setup_model()
@@ -242,7 +241,7 @@ class A3C(PolicyGradientAlgorithm):
         self,
         total_timesteps: int,
         callback: MaybeCallback = None,
-        log_interval: int | None = None,
+        log_interval: int | None = CLASS_DEFAULT,
         tb_log_name: str | None = None,
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
@@ -252,7 +251,7 @@ class A3C(PolicyGradientAlgorithm):
             raise PgplugError("this A3C model has no env factory: pass env= to A3C.load() or construct it with one")
         if self.env is None:
             self.set_env(self.env_factory(1, self.seed))
-        log_interval = self.default_log_interval if log_interval is None else log_interval
+        log_interval = self.log_interval(log_interval)
         total_timesteps, callback = self._setup_learn(
             total_timesteps, callback, reset_num_timesteps, tb_log_name or "A3C", progress_bar
         )

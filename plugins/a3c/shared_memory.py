@@ -33,7 +33,8 @@ class SharedMemoryStore(ParameterStore):
     def __init__(self, model: GlobalModel, ctx: Any) -> None:
         policy = model.policy
         policy.share_memory()
-        share_optimizer_state(policy.optimizer)
+        if model.shared_optimizer:  # otherwise each worker keeps statistics of its own
+            share_optimizer_state(policy.optimizer)
         self.policy: ActorCriticPolicy = policy
         self.lock, self.shared_optimizer, self.fast_paths = model.lock, model.shared_optimizer, model.fast_paths
         self._steps, self._updates = ctx.Value("q", model.steps), ctx.Value("q", model.updates)
@@ -64,7 +65,7 @@ class SharedMemoryStore(ParameterStore):
     def pull(self, into: Sequence[th.Tensor]) -> int:
         synced_at = self.n_updates
         state = self._state()
-        if into and into[0] is state[0]:  # the driver's own policy is the global one: nothing to copy
+        if into and into[0].data_ptr() == state[0].data_ptr():  # the driver's own policy is the global one
             return synced_at
         with th.no_grad():
             for global_tensor, local_tensor in zip(state, into, strict=True):
