@@ -11,8 +11,9 @@ ROOT = Path(__file__).resolve().parent.parent
 INTERNALS = ROOT / "pgplug" / "fast" / "torch_internals.py"
 #: torch's private functions and attributes that pgplug's speed paths use, as code (not prose) spells them.
 PRIVATE = re.compile(
-    r"\b(?:th|torch)\._\w+|\._version\b|\b_validate_args\b|\._forward_(?:pre_)?hooks\b"
-    r"|\._optimizer_step_\w+_hooks\b|\b_global_\w+_hooks\b|__dict__\[\s*['\"]training['\"]\s*\]"
+    r"\b(?:th|torch)\._\w+|\._version\b|\b_validate_args\b|\._(?:forward|backward)_(?:pre_)?hooks\b"
+    r"|\._compiled_call_impl\b|\._parameters\b(?!\()"  # nn.Module's dict, not a method of the same name
+    r"|\._optimizer_step_\w+_hooks\b|\b_global_\w+_hooks\b|__dict__\[\s*['\"]training['\"]\s*\]|\._modules\b"
 )
 
 

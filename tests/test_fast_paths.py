@@ -22,6 +22,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 import pgplug
 from pgplug.cli import main
 from pgplug.errors import PgplugError
+from pgplug.fast.direct_forward import logits_and_values, mlp_modules
 from pgplug.fast.fused_mlp import FusedActorCritic
 from pgplug.runtime.fast_runners import FastRunner
 from pgplug.runtime.policy_runner import PolicyRunner
@@ -166,3 +167,99 @@ def test_a_replaced_head_is_fused_afresh() -> None:
     with th.no_grad():
         latent_pi, _ = policy.mlp_extractor(policy.extract_features(obs))
         th.testing.assert_close(after(policy.extract_features(obs))[0], policy.action_net(latent_pi))
+
+
+# -- the direct forward: SB3's modules' ops without module calls ------------------------------------
+
+DIRECT_FORMS: dict[str, dict[str, Any]] = {
+    **{name: {} if arch is None else {"net_arch": arch} for name, arch in NET_ARCHS.items()},
+    "relu": {"activation_fn": th.nn.ReLU},
+    "separate-extractors": {"share_features_extractor": False, "net_arch": {"pi": [8], "vf": [16]}},
+}
+
+
+@pytest.mark.parametrize("policy_kwargs", DIRECT_FORMS.values(), ids=DIRECT_FORMS.keys())
+def test_the_direct_forward_equals_sb3s_bitwise_gradients_included(policy_kwargs: dict[str, Any]) -> None:
+    policy = pgplug.A2C("MlpPolicy", "CartPole-v1", seed=0, policy_kwargs=policy_kwargs).policy
+    obs = th.as_tensor(np.random.default_rng(0).normal(size=(16, 4)), dtype=th.float32)
+    actions = th.arange(16) % 2
+
+    def loss_and_grads(values: th.Tensor, log_prob: th.Tensor) -> tuple[th.Tensor, list[th.Tensor]]:
+        loss = values.square().mean() - log_prob.mean()
+        return loss, list(th.autograd.grad(loss, list(policy.parameters())))
+
+    logits, values = logits_and_values(policy, obs)
+    loss, grads = loss_and_grads(values.flatten(), th.log_softmax(logits, dim=-1)[th.arange(16), actions])
+    sb3_values, sb3_log_prob, _ = policy.evaluate_actions(obs, actions)
+    sb3_loss, sb3_grads = loss_and_grads(sb3_values.flatten(), sb3_log_prob)
+    th.testing.assert_close(loss, sb3_loss, rtol=1e-6, atol=1e-7)  # Categorical normalises with another kernel
+    for grad, sb3_grad in zip(grads, sb3_grads):
+        th.testing.assert_close(grad, sb3_grad, rtol=1e-5, atol=1e-6)
+    with th.no_grad():  # and the forward op for op: bitwise
+        latent_pi, latent_vf = (
+            policy.mlp_extractor(policy.extract_features(obs))
+            if policy_kwargs.get("share_features_extractor", True)
+            else (
+                policy.mlp_extractor.forward_actor(policy.extract_features(obs)[0]),
+                policy.mlp_extractor.forward_critic(policy.extract_features(obs)[1]),
+            )
+        )
+        assert th.equal(logits, policy.action_net(latent_pi)) and th.equal(values, policy.value_net(latent_vf))
+
+
+HOOKS: dict[str, Any] = {
+    "forward": lambda module, calls: module.register_forward_hook(lambda *args: calls.append(1)),
+    "forward-pre": lambda module, calls: module.register_forward_pre_hook(lambda *args: calls.append(1)),
+    "backward": lambda module, calls: module.register_full_backward_hook(lambda *args: calls.append(1)),
+}
+
+
+#: Where a hook goes, and which kinds fire there (nothing upstream of the observations needs a gradient).
+HOOKED_MODULES = {"first-actor-layer": HOOKS, "action-head": HOOKS, "features-flatten": ("forward", "forward-pre")}
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # torch's note: the observations need no gradient
+@pytest.mark.parametrize(
+    ("where", "hook"),
+    [
+        pytest.param(where, HOOKS[kind], id=f"{where}-{kind}")
+        for where, kinds in HOOKED_MODULES.items()
+        for kind in kinds
+    ],
+)
+def test_a_hook_on_an_inner_module_runs_as_often_as_under_sb3s_code(where: str, hook: Any) -> None:
+    """The fused and the direct forward call no module: a hook on any of them makes them step aside."""
+    counts = {}
+    for fast in (True, False):
+        env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+        model = pgplug.A2C("MlpPolicy", env, n_steps=5, seed=0, fast_paths=fast)
+        policy = model.policy
+        module = {
+            "first-actor-layer": policy.mlp_extractor.policy_net[0],
+            "action-head": policy.action_net,
+            "features-flatten": policy.features_extractor.flatten,
+        }[where]
+        calls: list[int] = []
+        hook(module, calls)
+        model.learn(30)
+        counts[fast] = len(calls)
+    assert counts[True] == counts[False] > 0
+
+
+def test_a_replaced_inner_layer_is_run_and_fused_afresh() -> None:
+    model = pgplug.A2C("MlpPolicy", "CartPole-v1", seed=0)
+    policy = model.policy
+    before = FusedActorCritic.of(policy)
+    policy.mlp_extractor.policy_net[0] = th.nn.Linear(4, 64)
+    after = FusedActorCritic.of(policy)
+    assert after is not None and after is not before
+    obs = th.zeros(3, 4)
+    with th.no_grad():
+        latent_pi, _ = policy.mlp_extractor(policy.extract_features(obs))
+        th.testing.assert_close(after(policy.extract_features(obs))[0], policy.action_net(latent_pi))
+        assert th.equal(logits_and_values(policy, obs)[0], policy.action_net(latent_pi))
+    policy.mlp_extractor.policy_net[1] = th.nn.GELU()  # not a layer the direct forward runs: SB3's modules run
+    assert mlp_modules(policy) is None and FusedActorCritic.of(policy) is None
+    with th.no_grad():
+        latent_pi, _ = policy.mlp_extractor(policy.extract_features(obs))
+        assert th.equal(logits_and_values(policy, obs)[0], policy.action_net(latent_pi))

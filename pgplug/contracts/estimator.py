@@ -36,12 +36,18 @@ def as_tensor(x: ArrayLike | None) -> th.Tensor | None:
     """Float32 tensor view of a numpy array or tensor (no copy when already float32)."""
     if x is None:
         return None
+    if type(x) is th.Tensor and x.dtype is th.float32:  # the rollout's own rows, at every update
+        return x
     return th.as_tensor(x).to(th.float32)
 
 
 def episode_ends(episode_starts: th.Tensor, last_dones: th.Tensor) -> th.Tensor:
     """``done[t] = 1`` where step t ended an episode: ``episode_starts[t+1]``, and ``last_dones`` at T−1."""
     return th.cat([episode_starts[1:], last_dones.reshape(1, -1)], dim=0)
+
+
+def _flat(x: th.Tensor) -> th.Tensor:
+    return x if x.ndim == 1 else x.reshape(-1)
 
 
 class Estimator(Parametrised, ABC):
@@ -85,8 +91,8 @@ class Estimator(Parametrised, ABC):
             rewards=rewards_t,
             values=values_t,
             episode_starts=starts_t,
-            last_values=None if last_values_t is None else last_values_t.reshape(-1),
-            last_dones=as_tensor(last_dones).reshape(-1),
+            last_values=None if last_values_t is None else _flat(last_values_t),
+            last_dones=_flat(as_tensor(last_dones)),
             gamma=check_gamma(gamma),
         )
 

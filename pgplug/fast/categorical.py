@@ -12,7 +12,6 @@ import torch as th
 from stable_baselines3.common.distributions import CategoricalDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 
-from pgplug.contracts.rollout import Observation
 from pgplug.fast.torch_internals import has_forward_hooks
 
 
@@ -35,9 +34,11 @@ def sample_categorical(logits: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
     return actions, categorical_log_prob(log_pmf, actions)
 
 
-@th.no_grad()
 def draw_categorical(log_pmf: th.Tensor) -> th.Tensor:
-    """One action per row of normalised logits, drawn as ``torch.multinomial(probs, 1, True)`` draws it."""
+    """One action per row of normalised logits, drawn as ``torch.multinomial(probs, 1, True)`` draws it.
+
+    Give it logits outside the autograd graph (inference mode or detached): the draw is a constant.
+    """
     probs = th.softmax(log_pmf, dim=-1).reshape(-1, log_pmf.shape[-1])
     race = th.empty_like(probs).exponential_(1)
     return th.div(probs, race, out=race).argmax(dim=-1).reshape(log_pmf.shape[:-1])
@@ -62,15 +63,8 @@ def runs_sb3_categorical(policy: ActorCriticPolicy, method: str) -> bool:
     """
     return (
         getattr(type(policy), method) is getattr(ActorCriticPolicy, method)
+        and method not in policy.__dict__  # nor replaced on the instance
         and type(policy)._get_action_dist_from_latent is ActorCriticPolicy._get_action_dist_from_latent
         and type(policy.action_dist) is CategoricalDistribution
         and not has_forward_hooks(policy)
     )
-
-
-def latents(policy: ActorCriticPolicy, obs: Observation) -> tuple[th.Tensor, th.Tensor]:
-    """The actor's and the critic's latent codes, as ``ActorCriticPolicy.forward`` computes them."""
-    features = policy.extract_features(obs)
-    if policy.share_features_extractor:
-        return policy.mlp_extractor(features)
-    return policy.mlp_extractor.forward_actor(features[0]), policy.mlp_extractor.forward_critic(features[1])

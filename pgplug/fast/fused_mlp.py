@@ -7,11 +7,9 @@ from typing import Any
 
 import torch as th
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.torch_layers import MlpExtractor
 
+from pgplug.fast.direct_forward import MlpModules, mlp_modules
 from pgplug.fast.torch_internals import tensor_versions
-
-_ELEMENTWISE = (th.nn.Tanh, th.nn.ReLU)
 
 
 class FusedActorCritic:
@@ -24,55 +22,47 @@ class FusedActorCritic:
     """
 
     #: Per policy: the modules it was built from (a policy whose modules are replaced gets a new one), and it.
-    _cache: weakref.WeakKeyDictionary[th.nn.Module, tuple[tuple[Any, ...], FusedActorCritic | None]] = (
+    _cache: weakref.WeakKeyDictionary[th.nn.Module, tuple[MlpModules, FusedActorCritic | None]] = (
         weakref.WeakKeyDictionary()
     )
 
-    def __init__(self, policy: ActorCriticPolicy, stages: list[tuple[str, Any, Any]]) -> None:
-        self.stages = stages  # ("linear", actor Linear, critic Linear) or ("act", module class, None)
-        self.params = [p for _, a, c in stages if isinstance(a, th.nn.Linear) for m in (a, c) for p in m.parameters()]
-        self.n_logits = policy.action_net.out_features
-        self._key: tuple[int, ...] | None = None
+    def __init__(self, mlp: MlpModules) -> None:
+        #: ("linear", actor Linear, critic Linear) or ("act", module class, None), the heads last
+        self.stages: list[tuple[str, Any, Any]] = [
+            ("linear", a, c) if type(a) is th.nn.Linear else ("act", type(a), None)
+            for a, c in zip(mlp.actor, mlp.critic)
+        ]
+        self.stages.append(("linear", mlp.action_net, mlp.value_net))
+        self.params = [p for kind, a, c in self.stages if kind == "linear" for m in (a, c) for p in m.parameters()]
+        self.n_logits = mlp.action_net.out_features
+        self._key: list[int] | None = None
         self._layers: list[tuple[th.Tensor, th.Tensor] | type] = []
         self._copies: list[tuple[th.Tensor, th.Tensor]] = []  # (block of a fused weight, the parameter it copies)
 
     @classmethod
     def of(cls, policy: ActorCriticPolicy) -> FusedActorCritic | None:
-        """The fused MLP of ``policy``, or None where it does not apply (then the policy's modules run as they are)."""
-        modules = (policy.mlp_extractor, policy.action_net, policy.value_net)
+        """The fused MLP of ``policy``, or None where it does not apply (then the policy's modules run as they are).
+
+        It applies to SB3's own MLP whose modules would run only their forwards
+        (:func:`pgplug.fast.direct_forward.mlp_modules`, checked at every call), with a shared features
+        extractor, actor and critic stacks of equal depth and layer by layer alike, and biases throughout.
+        """
+        mlp = mlp_modules(policy)
+        if mlp is None or not policy.share_features_extractor:
+            return None
         cached = cls._cache.get(policy)
-        if cached is None or any(a is not b for a, b in zip(cached[0], modules)):
-            cached = cls._cache[policy] = (modules, cls._build(policy))
+        if cached is None or cached[0] is not mlp:  # the same modules give the same MlpModules
+            cached = cls._cache[policy] = (mlp, cls(mlp) if cls._fits(mlp) else None)
         return cached[1]
 
-    @classmethod
-    def _build(cls, policy: ActorCriticPolicy) -> FusedActorCritic | None:
-        extractor = policy.mlp_extractor
-        if type(extractor) is not MlpExtractor:  # a subclass may compute its latents otherwise
-            return None
-        pi, vf = extractor.policy_net, extractor.value_net
-        if not (
-            policy.share_features_extractor and isinstance(pi, th.nn.Sequential) and isinstance(vf, th.nn.Sequential)
-        ):
-            return None
-        if (
-            len(pi) != len(vf)
-            or not isinstance(policy.action_net, th.nn.Linear)
-            or not isinstance(policy.value_net, th.nn.Linear)
-        ):
-            return None
-        stages: list[tuple[str, Any, Any]] = []
-        for a, c in zip(pi, vf):
-            if type(a) is th.nn.Linear and type(c) is th.nn.Linear and a.bias is not None and c.bias is not None:
-                stages.append(("linear", a, c))
-            elif type(a) is type(c) and type(a) in _ELEMENTWISE:
-                stages.append(("act", type(a), None))
-            else:
-                return None
-        if policy.action_net.bias is None or policy.value_net.bias is None:
-            return None
-        stages.append(("linear", policy.action_net, policy.value_net))
-        return cls(policy, stages)
+    @staticmethod
+    def _fits(mlp: MlpModules) -> bool:
+        if len(mlp.actor) != len(mlp.critic):
+            return False
+        for a, c in [*zip(mlp.actor, mlp.critic), (mlp.action_net, mlp.value_net)]:
+            if type(a) is not type(c) or (type(a) is th.nn.Linear and (a.bias is None or c.bias is None)):
+                return False
+        return True
 
     def _weights(self) -> list[tuple[th.Tensor, th.Tensor] | type]:
         key = tensor_versions(self.params)
@@ -81,7 +71,7 @@ class FusedActorCritic:
                 self._refresh(key)
         return self._layers
 
-    def _refresh(self, key: tuple[int, ...] | None) -> None:
+    def _refresh(self, key: list[int] | None) -> None:
         first = self.params[0]
         if self._copies and (self._copies[0][0].device, self._copies[0][0].dtype) == (first.device, first.dtype):
             for fused, param in self._copies:  # refresh in place: no allocation, no zeroing

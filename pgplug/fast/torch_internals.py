@@ -8,6 +8,8 @@ moves one breaks one module, and the public behaviour (argument checks on, ``Mod
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterable
+from itertools import repeat
 from typing import Any
 
 import torch as th
@@ -60,7 +62,7 @@ def set_training_mode(policy: BasePolicy, mode: bool) -> None:
         module.__dict__["training"] = mode  # what nn.Module.train assigns, without __setattr__'s checks
 
 
-#: torch's global module hooks (dicts torch mutates in place), or None where torch keeps them elsewhere.
+#: torch's global module hooks (dicts torch mutates in place, so ``any`` of the tuple sees new ones).
 _GLOBAL_MODULE_HOOKS = tuple(
     getattr(module_internals, name, None) for name in ("_global_forward_hooks", "_global_forward_pre_hooks")
 )
@@ -68,6 +70,15 @@ _GLOBAL_MODULE_HOOKS = tuple(
 _GLOBAL_OPTIMIZER_HOOKS = tuple(
     getattr(optimizer_internals, name, None) for name in ("_global_optimizer_pre_hooks", "_global_optimizer_post_hooks")
 )
+#: torch's global module hooks of every kind, backward ones included (what ``Module._call_impl`` checks).
+_GLOBAL_CALL_HOOKS = (
+    *_GLOBAL_MODULE_HOOKS,
+    *(getattr(module_internals, name, None) for name in ("_global_backward_hooks", "_global_backward_pre_hooks")),
+)
+#: Where torch keeps the global hooks elsewhere than this module knows: assume there are some.
+_UNKNOWN_MODULE_HOOKS = None in _GLOBAL_MODULE_HOOKS
+_UNKNOWN_CALL_HOOKS = None in _GLOBAL_CALL_HOOKS
+_UNKNOWN_OPTIMIZER_HOOKS = None in _GLOBAL_OPTIMIZER_HOOKS
 
 
 def has_forward_hooks(module: th.nn.Module) -> bool:
@@ -77,17 +88,69 @@ def has_forward_hooks(module: th.nn.Module) -> bool:
     this module knows, it answers True, and the caller runs the module as it is.
     """
     try:
-        if module._forward_hooks or module._forward_pre_hooks:
+        attributes = vars(module)
+        if attributes["_forward_hooks"] or attributes["_forward_pre_hooks"]:
             return True
-    except AttributeError:
+    except (KeyError, TypeError):
         return True
-    return any(hooks is None or hooks for hooks in _GLOBAL_MODULE_HOOKS)
+    return _UNKNOWN_MODULE_HOOKS or any(_GLOBAL_MODULE_HOOKS)
 
 
-def tensor_versions(tensors: list[th.Tensor]) -> tuple[int, ...] | None:
+#: A module's own hooks that ``Module._call_impl`` runs, as keys of the module's ``__dict__``.
+_CALL_HOOK_KEYS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+class ModuleCalls:
+    """Whether calling each of a fixed list of modules would run its ``forward`` and nothing else.
+
+    torch's own condition for skipping hooks in ``Module._call_impl`` (no forward or backward hooks of
+    the modules' own or global ones), plus: not compiled in place, ``forward`` not replaced on the
+    instance. Then a fast path may run the forwards' ops itself. The modules' hook dicts and attribute
+    dicts are taken once (torch adds and removes hooks in place) and read at every :meth:`forward_only`,
+    in C-level passes: this runs at every step, and an attribute read on an ``nn.Module`` goes through
+    its ``__getattr__`` hook. Where torch keeps these elsewhere, the answer is always False.
+    """
+
+    __slots__ = ("_attributes", "_hooks")
+
+    def __init__(self, modules: Iterable[th.nn.Module]) -> None:
+        try:
+            self._attributes: list[dict[str, Any]] | None = [vars(module) for module in modules]
+            self._hooks = [attributes[key] for attributes in self._attributes for key in _CALL_HOOK_KEYS]
+        except (KeyError, TypeError):
+            self._attributes, self._hooks = None, []
+
+    def forward_only(self) -> bool:
+        attributes = self._attributes
+        if attributes is None or _UNKNOWN_CALL_HOOKS or any(_GLOBAL_CALL_HOOKS) or any(self._hooks):
+            return False
+        return not (
+            any(map(dict.__contains__, attributes, repeat("forward")))
+            or any(map(dict.get, attributes, repeat("_compiled_call_impl")))
+        )
+
+
+def child_modules(module: th.nn.Module) -> dict[str, th.nn.Module | None]:
+    """``module``'s direct submodules by attribute name, read without ``nn.Module.__getattr__``'s lookups."""
+    try:
+        return vars(module)["_modules"]
+    except (KeyError, TypeError):
+        return dict(module.named_children())
+
+
+def linear_parameters(linear: th.nn.Linear) -> tuple[th.Tensor, th.Tensor | None]:
+    """A ``Linear``'s weight and bias, read without ``nn.Module.__getattr__``'s lookups."""
+    try:
+        parameters = vars(linear)["_parameters"]
+        return parameters["weight"], parameters["bias"]
+    except (KeyError, TypeError):
+        return linear.weight, linear.bias
+
+
+def tensor_versions(tensors: list[th.Tensor]) -> list[int] | None:
     """The tensors' in-place version counters (each bumped by an in-place update), None where torch has none."""
     try:
-        return tuple(t._version for t in tensors)
+        return [t._version for t in tensors]
     except AttributeError:
         return None
 
@@ -99,7 +162,7 @@ def has_step_hooks(optimizer: th.optim.Optimizer) -> bool:
             return True
     except AttributeError:
         return True
-    return any(hooks is None or hooks for hooks in _GLOBAL_OPTIMIZER_HOOKS)
+    return _UNKNOWN_OPTIMIZER_HOOKS or any(_GLOBAL_OPTIMIZER_HOOKS)
 
 
 def foreach_norms(tensors: list[th.Tensor]) -> list[th.Tensor]:

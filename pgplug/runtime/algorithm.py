@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+from itertools import repeat
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -99,9 +100,22 @@ def estimator_json(estimator: Estimator) -> dict[str, Any] | Estimator:
 
 
 @functools.cache
-def constructor_parameters(cls: type) -> frozenset[str]:
-    """The keyword arguments ``cls(...)`` names (its ``__init__``'s parameters but ``self``)."""
-    return frozenset(p for p in inspect.signature(cls.__init__).parameters if p != "self")
+def constructor_parameters(cls: type) -> tuple[str, ...]:
+    """The keyword arguments ``cls(...)`` names (its ``__init__``'s parameters but ``self``), in order."""
+    return tuple(p for p in inspect.signature(cls.__init__).parameters if p != "self")
+
+
+#: A setting the algorithm does not have (the objective keeps its own default).
+_UNSET: Any = object()
+
+
+def _same_settings(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    """Whether an objective's settings are unchanged; ``==``, which is ``is`` first, and False where a value
+    compares elementwise (an array setting replaced by an equal one builds the objective again)."""
+    try:
+        return bool(a == b)
+    except (ValueError, TypeError, RuntimeError):
+        return False
 
 
 def loss_metrics(terms: LossTerms, rollout: Rollout) -> dict[str, float]:
@@ -255,18 +269,16 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
         spec = self.objective
         if isinstance(spec, Objective):
             return spec
-        host, cached = get_host(), self.__dict__.get("_objective_cache")
-        same_class = cached is not None and cached[0] is host and cached[1] == spec
-        cls = cached[2] if same_class else host.objectives.get(spec)
-        own = {name: getattr(self, name) for name in constructor_parameters(cls) if name in self.__dict__}
-        settings = (*own.items(), *self.objective_kwargs.items())
-        # The very same values (identity: settings may be arrays, whose == is elementwise): the objective still fits.
-        if (
-            same_class
-            and len(settings) == len(cached[3])
-            and all(a[0] == b[0] and a[1] is b[1] for a, b in zip(settings, cached[3]))
-        ):
+        attributes, host = self.__dict__, get_host()
+        cached = attributes.get("_objective_cache")
+        if cached is not None and (cached[0] is not host or cached[1] != spec):
+            cached = None
+        cls = host.objectives.get(spec) if cached is None else cached[2]
+        names = constructor_parameters(cls)
+        settings = (tuple(map(attributes.get, names, repeat(_UNSET))), tuple(self.objective_kwargs.items()))
+        if cached is not None and _same_settings(settings, cached[3]):
             return cached[4]
+        own = {name: value for name, value in zip(names, settings[0]) if value is not _UNSET}
         clash = sorted(own.keys() & self.objective_kwargs.keys())
         if clash:
             raise PgplugError(

@@ -187,14 +187,20 @@ class CollectedRollout:
         if self.estimator is None:
             raise RuntimeError("this rollout buffer has no estimator: it belongs to an algorithm, which sets one")
         rollout = self.rollout
-        with th.no_grad():  # SB3 passes the values and dones the rollout ended with; anything else replaces them
-            if last_values is not rollout.last_values:
+        # pgplug's learners pass the values and dones the rollout ended with; anything else replaces them.
+        if last_values is not rollout.last_values:
+            with th.no_grad():
                 rollout.last_values.copy_(th.as_tensor(last_values).reshape(-1))
-            if dones is not rollout.last_dones:
-                rollout.last_dones.copy_(th.as_tensor(np.asarray(dones, dtype=np.float32)).reshape(-1))
+        if dones is not rollout.last_dones:
+            rollout.last_dones.copy_(th.as_tensor(np.asarray(dones, dtype=np.float32)).reshape(-1))
         rollout.fill_estimate(self.estimator, self.gamma)
-        self.advantages = rollout.advantages.cpu().numpy()
-        self.returns = self.advantages + self.values if rollout.returns is None else rollout.returns.cpu().numpy()
+        self.advantages = _as_numpy(rollout.advantages)
+        self.returns = self.advantages + self.values if rollout.returns is None else _as_numpy(rollout.returns)
+
+
+def _as_numpy(tensor: th.Tensor) -> np.ndarray:
+    """A CPU tensor's array (no copy), or a copy of another device's."""
+    return tensor.numpy() if tensor.is_cpu else tensor.cpu().numpy()
 
 
 def _map2(a: Any, b: Any, fn: Any) -> None:

@@ -5,6 +5,8 @@ Every speed path of pgplug is here, composed from the pieces in :mod:`pgplug.fas
 - collection under ``torch.inference_mode`` with torch.distributions' argument checks off, SB3's separate
   actor and critic MLPs run as one block-diagonal MLP (:mod:`pgplug.fast.fused_mlp`) and categorical
   actions drawn without distribution objects (:mod:`pgplug.fast.categorical`), the same random draws;
+- SB3's flatten extractor, MLP stacks and heads run as their ops without module calls
+  (:mod:`pgplug.fast.direct_forward`), in collection and in the update;
 - the update differentiating the rollout's own forward passes for CNN policies (:mod:`pgplug.fast.rollout_graph`);
 - training-mode flags set directly, gradient clipping and the optimizer step without ``Optimizer.step``'s
   wrappers (:mod:`pgplug.fast.optim`), bitwise the same;
@@ -31,10 +33,10 @@ from pgplug.fast.categorical import (
     categorical_entropy,
     categorical_log_prob,
     draw_categorical,
-    latents,
     runs_sb3_categorical,
     sample_categorical,
 )
+from pgplug.fast.direct_forward import extract_features, latents, logits_and_values
 from pgplug.fast.fused_mlp import FusedActorCritic
 from pgplug.fast.predict import predict
 from pgplug.fast.rollout_graph import RolloutGraph, can_reuse_rollout_graph
@@ -81,7 +83,7 @@ class FastRunner(FastUpdates, PolicyRunner):
         self.keep_graph = keep_graph and can_reuse_rollout_graph(policy)
         self._graph_steps: list[tuple[th.Tensor, th.Tensor, th.Tensor | None]] = []
         #: The rollout whose forward passes were kept, the weights' versions then, and the passes.
-        self._graph: tuple[Rollout, tuple[int, ...] | None, RolloutGraph] | None = None
+        self._graph: tuple[Rollout, list[int] | None, RolloutGraph] | None = None
         self._params = list(policy.parameters())
 
     # -- collection ----------------------------------------------------------------------------
@@ -100,24 +102,24 @@ class FastRunner(FastUpdates, PolicyRunner):
                     return policy(obs)
             fused = FusedActorCritic.of(policy)
             if fused is not None:
-                logits, values = fused(policy.extract_features(obs))
+                logits, values = fused(extract_features(policy, obs))
             else:
-                latent_pi, latent_vf = latents(policy, obs)
-                logits, values = policy.action_net(latent_pi), policy.value_net(latent_vf)
+                logits, values = logits_and_values(policy, obs)
             actions, log_probs = sample_categorical(logits)
             return actions, values, log_probs
 
     def _act_keeping_graph(self, obs: Observation) -> StepOutputs:
         """``policy(obs)`` with autograd on; the actions are drawn outside the graph (as constants)."""
         policy = self.policy
-        latent_pi, latent_vf = latents(policy, obs)
-        values = policy.value_net(latent_vf)
         if type(policy.action_dist) is CategoricalDistribution:
-            log_pmf = th.log_softmax(policy.action_net(latent_pi), dim=-1)
-            actions = draw_categorical(log_pmf)
+            logits, values = logits_and_values(policy, obs)
+            log_pmf = th.log_softmax(logits, dim=-1)
+            actions = draw_categorical(log_pmf.detach())
             log_probs = categorical_log_prob(log_pmf, actions)
             entropy: th.Tensor | None = categorical_entropy(log_pmf)
         else:
+            latent_pi, latent_vf = latents(policy, obs)
+            values = policy.value_net(latent_vf)
             with unchecked_distributions():
                 distribution = policy._get_action_dist_from_latent(latent_pi)
                 actions = distribution.get_actions().detach()
@@ -139,7 +141,7 @@ class FastRunner(FastUpdates, PolicyRunner):
             ):
                 fused = FusedActorCritic.of(policy)
                 if fused is not None:
-                    return fused(policy.extract_features(obs))[1]
+                    return fused(extract_features(policy, obs))[1]
             return policy.predict_values(obs)
 
     def end_rollout(self, rollout: Rollout | None) -> None:
@@ -174,11 +176,10 @@ class FastRunner(FastUpdates, PolicyRunner):
                     values.flatten(), log_prob, outside_graph_unless(differentiate_entropy, entropy)
                 )
                 return update_batch(rollout, evaluation)
-            latent_pi, latent_vf = latents(policy, observations)
+            logits, values = logits_and_values(policy, observations)
             # Categorical's logits − logsumexp, in one kernel (see pgplug.fast.categorical.sample_categorical)
-            log_pmf = th.log_softmax(policy.action_net(latent_pi), dim=-1)
+            log_pmf = th.log_softmax(logits, dim=-1)
             log_prob = categorical_log_prob(log_pmf, actions.long())
-            values = policy.value_net(latent_vf)
             # Only logged when the loss does not differentiate it: kept out of the graph, and so out of backward.
             with th.set_grad_enabled(differentiate_entropy and th.is_grad_enabled()):
                 entropy = categorical_entropy(log_pmf)
