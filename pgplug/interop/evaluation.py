@@ -23,6 +23,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecVideoRecorder
 
 from pgplug.errors import PgplugError
+from pgplug.validation import check_positive_int
 
 
 @dataclass(frozen=True)
@@ -173,8 +174,7 @@ def evaluate(
     :param env_id: the id for the human-normalised score when ``env`` does not carry it
     :param seed: seed of an env built from an id
     """
-    if isinstance(n_episodes, bool) or not isinstance(n_episodes, (int, np.integer)) or n_episodes < 1:
-        raise PgplugError(f"n_episodes must be a positive integer, got {n_episodes!r}")
+    n_episodes = check_positive_int("n_episodes", n_episodes)
     if isinstance(env, str):
         env_id = env_id or env
         env = make_eval_env(env, seed=seed, render=video_folder is not None)
