@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from types import ModuleType
 
 from pgplug import __version__
+from pgplug.cli.signals import exit_code, stop_signals_interrupt
 from pgplug.errors import PgplugError, one_line
 from pgplug.runtime.runners import FAST_PATHS_ENV_VAR
 
@@ -123,14 +124,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pgplug.contracts.registries import get_host
 
         get_host().pm.hook.pgplug_configure(args=args, command=args.command)
-        with fast_paths_switch(getattr(args, "no_fast_paths", False)):
+        with fast_paths_switch(getattr(args, "no_fast_paths", False)), stop_signals_interrupt():
             return modules[args.command].run(args)
     except PgplugError as exc:
         print(f"pgplug: error: {one_line(exc)}", file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1
-    except KeyboardInterrupt:
+    except OSError as exc:  # a full disk, a read-only folder: the system's own words, on one line
+        print(f"pgplug: error: {one_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as exc:
         print("pgplug: interrupted", file=sys.stderr)
-        return 130
+        return exit_code(exc)
     except SystemExit as exc:  # --help and --version
         if exc.code is None or isinstance(exc.code, int):
             return exc.code or 0

@@ -19,7 +19,14 @@ import yaml
 from rich.console import Console
 
 from pgplug.cli.models import load_expert, saved_algorithm
-from pgplug.cli.options import add_config_arguments, non_negative_int, positive_float, positive_int, timesteps
+from pgplug.cli.options import (
+    add_config_arguments,
+    add_trust_argument,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    timesteps,
+)
 from pgplug.cli.output import results_table
 from pgplug.cli.run_folder import CONFIG_FILE, find_run_files, new_run_dir, save_model
 from pgplug.cli.settings import RunRequest, env_spec, saved_config, settle, uses_workers
@@ -41,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=64, help="expert steps per update (default: 64)")
     parser.add_argument("--learning-rate", type=positive_float, default=1e-3, help="Adam's learning rate (1e-3)")
     add_config_arguments(parser, "override the student's hyperparameters, as in 'pgplug train'")
+    add_trust_argument(parser)
     parser.add_argument("--seed", type=int, help="random seed (default: drawn at random, recorded in config.yml)")
     parser.add_argument(
         "--n-eval-episodes", type=non_negative_int, default=10, help="episodes to evaluate each model (default: 10)"
@@ -59,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console()
     expert_path = Path(args.expert)
-    saved_algorithm(expert_path)  # a broken or off-policy file fails before anything is built
+    saved_algorithm(expert_path, args.trust_file)  # a broken or off-policy file fails before anything is built
     # A fresh student of the config's estimator: what 'pgplug train' would build with no -i or --estimator.
     settings = settle(
         RunRequest(algo=args.algo, env=args.env, hyperparams=args.hyperparams, conf_file=args.conf_file),
@@ -87,9 +95,9 @@ def run(args: argparse.Namespace) -> int:
     envs: list = []
     model: Any = None
     try:
-        env = spec.make_vec_env(saved_statistics=compat.saved_statistics(expert_stats), training=False)
+        env = spec.make_vec_env(saved_statistics=compat.saved_statistics(expert_stats, args.trust_file), training=False)
         envs.append(env)
-        expert, expert_algo = load_expert(expert_path, env)
+        expert, expert_algo = load_expert(expert_path, env, args.trust_file)
         model = settings.cls(
             env=spec if uses_workers(settings.cls) else env, **rc.algorithm_kwargs, seed=seed, device=args.device
         )
@@ -101,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
             eval_env = spec.make_vec_env(
                 n_envs=1,
                 start_index=spec.n_envs,
-                saved_statistics=compat.saved_statistics(expert_stats),
+                saved_statistics=compat.saved_statistics(expert_stats, args.trust_file),
                 training=False,
             )
             envs.append(eval_env)

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pgplug.cli.models import describe_space, open_model
-from pgplug.cli.options import positive_int
+from pgplug.cli.options import add_trust_argument, positive_int
 from pgplug.cli.output import results_table
 from pgplug.cli.run_folder import VECNORMALIZE_FILE, RunFiles, find_run_files
 from pgplug.errors import PgplugError
@@ -65,6 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
         metavar="KEY=VALUE",
         help="gymnasium.make arguments (YAML values), e.g. max_episode_steps=1000",
     )
+    add_trust_argument(parser)
     parser.add_argument("--device", default="auto", help="torch device (default: auto)")
     parser.add_argument("--num-threads", type=int, default=-1, help="torch threads (-1: torch's default)")
 
@@ -90,9 +91,11 @@ def frame_stack_value(value: Any) -> int | None:
     return None if value in (None, 0, 1, False) else cfg.positive_int("frame_stack", value)
 
 
-def build_eval_env(spec: EnvSpec, model: Any, stats: Path | None, stack_recorded: bool) -> tuple[Any, EnvSpec, str]:
+def build_eval_env(
+    spec: EnvSpec, model: Any, stats: Path | None, stack_recorded: bool, trust: bool = False
+) -> tuple[Any, EnvSpec, str]:
     """The evaluation ``VecEnv``, with the frame stack read off the model when no config records it."""
-    statistics = compat.saved_statistics(stats)
+    statistics = compat.saved_statistics(stats, trust)
     env = spec.make_vec_env(saved_statistics=statistics, training=False)
     how = "from config.yml" if stack_recorded else "default"
     if model.observation_space != env.observation_space and not stack_recorded:
@@ -132,6 +135,12 @@ def resolve_env_id(args: argparse.Namespace, files: RunFiles, model_path: Path) 
     if args.env:
         return args.env
     if files.env_id:
+        module = files.env_id.rpartition(":")[0]
+        if module and not args.trust_file:
+            raise PgplugError(
+                f"the run folder of {model_path} records env {files.env_id!r}, which would import module {module!r}; "
+                "pgplug imports no module a file names unless you pass --trust-file (or name the env with --env)"
+            )
         return files.env_id
     if model_path.stem in gym.registry:
         return model_path.stem
@@ -174,9 +183,10 @@ def run(args: argparse.Namespace) -> int:
         model_path,
         args.algo,
         args.device,
-        lambda: spec.make_vec_env(saved_statistics=compat.saved_statistics(stats), training=False),
+        lambda: spec.make_vec_env(saved_statistics=compat.saved_statistics(stats, args.trust_file), training=False),
+        trust=args.trust_file,
     )
-    env, spec, stack_source = build_eval_env(spec, model, stats, stack_recorded)
+    env, spec, stack_source = build_eval_env(spec, model, stats, stack_recorded, args.trust_file)
     deterministic = not atari if args.deterministic is None else args.deterministic
     console.print(
         f"model: {model_path} ({algo}, {type(model).__name__})", markup=False, highlight=False, soft_wrap=True

@@ -9,41 +9,47 @@ from typing import Any
 import gymnasium as gym
 
 from pgplug.errors import PgplugError
+from pgplug.files.safe_pickle import loads
 from pgplug.interop import compat
 
 
-def saved_algorithm(path: Path) -> str | None:
+def saved_algorithm(path: Path, trust: bool = False) -> str | None:
     """The algorithm that saved a model zip (read without unpickling); a broken or off-policy file fails here."""
     info = compat.read_zip(path)
-    compat.check_actor_critic(info)
+    compat.check_actor_critic(info, trust)
     return compat.detect_algorithm(info)
 
 
-def spaces_readable(info: compat.ModelZip) -> bool:
-    """Whether the zip's pickled spaces unpickle (gym-era ones do, through the gym → gymnasium shim)."""
+def spaces_readable(info: compat.ModelZip, trust: bool) -> bool:
+    """Whether the zip's pickled spaces can be read (gym-era ones can, through the gym → gymnasium mapping)."""
     for key in ("observation_space", "action_space"):
         blob = info.pickled(key)
         if blob is None:
             continue
         try:
-            compat.compat_loads(blob)
+            loads(blob, trust)
         except Exception:
             return False
     return True
 
 
 def open_model(
-    path: str | Path, algo: str | None = None, device: str = "auto", make_env: Callable[[], Any] | None = None
+    path: str | Path,
+    algo: str | None = None,
+    device: str = "auto",
+    make_env: Callable[[], Any] | None = None,
+    trust: bool = False,
 ) -> tuple[Any, str]:
     """Load any zip :func:`pgplug.load` opens; the algorithm's name too (the detected one, or ``algo``).
 
-    :param make_env: builds the env whose spaces replace saved spaces that cannot be unpickled
+    :param make_env: builds the env whose spaces replace saved spaces that cannot be read
+    :param trust: unpickle as SB3 does (``--trust-file``)
     """
     info = compat.read_zip(path)
-    compat.check_actor_critic(info)
+    compat.check_actor_critic(info, trust)
     name = compat.choose_algorithm(info, algo)
-    env = make_env() if make_env is not None and not spaces_readable(info) else None
-    return compat.load(info.path, env=env, algo=algo, device=device), name
+    env = make_env() if make_env is not None and not spaces_readable(info, trust) else None
+    return compat.load(info.path, env=env, algo=algo, device=device, trust=trust), name
 
 
 def describe_space(space: gym.Space) -> str:
@@ -53,9 +59,9 @@ def describe_space(space: gym.Space) -> str:
     return " ".join(str(space).split())
 
 
-def load_expert(path: str | Path, env: Any) -> tuple[Any, str]:
+def load_expert(path: str | Path, env: Any, trust: bool = False) -> tuple[Any, str]:
     """Open the expert (on the CPU) and check that it plays ``env``'s observations and actions."""
-    expert, algo = open_model(path, device="cpu", make_env=lambda: env)
+    expert, algo = open_model(path, device="cpu", make_env=lambda: env, trust=trust)
     if expert.observation_space != env.observation_space or expert.action_space != env.action_space:
         raise PgplugError(
             f"the expert {path} ({algo}) plays observations {describe_space(expert.observation_space)} and actions "

@@ -47,6 +47,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def add_trust_argument(parser: argparse.ArgumentParser) -> None:
+    """``--trust-file``: the one way to let the files a command opens run code (pickles, modules they name)."""
+    parser.add_argument(
+        "--trust-file",
+        action="store_true",
+        help="open the given model zips, VecNormalize statistics and run folders as SB3 does, running the code "
+        "their pickles and configs name: only for files you trust (default: read them as data only)",
+    )
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, hyperparams_help: str) -> None:
     """Where a run's hyperparameters come from and where it is saved (shared by ``train`` and ``bc``)."""
     parser.add_argument("-params", "--hyperparams", nargs="+", default=[], metavar="KEY=VALUE", help=hyperparams_help)

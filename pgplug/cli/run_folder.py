@@ -6,6 +6,7 @@ pgplug keeps ``config.yml`` and ``vecnormalize.pkl`` next to the model zip; rl-b
 
 from __future__ import annotations
 
+import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 import yaml
 
 from pgplug.errors import PgplugError
+from pgplug.files import yaml_text
+from pgplug.files.atomic import atomic_write
 
 VECNORMALIZE_FILE = "vecnormalize.pkl"
 #: The hyperparameters a run used, saved next to its model (read back by ``-i`` and ``eval``).
@@ -43,7 +46,9 @@ RecordLoader.add_multi_constructor("tag:yaml.org,2002:python/", _ordered_dict)
 
 def read_record(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.load(path.read_text(), Loader=RecordLoader)
+        data = yaml_text.load(yaml_text.read_text(path, "run record"), RecordLoader, str(path))
+    except PgplugError:
+        raise
     except (OSError, yaml.YAMLError, ValueError, TypeError) as exc:
         raise PgplugError(f"cannot read {path}: {str(exc).splitlines()[0]}") from exc
     if data is None:
@@ -119,5 +124,6 @@ def save_model(model: Any, run_dir: Path, name: str) -> Path:
     model.save(path)
     vec_normalize = model.get_vec_normalize_env()
     if vec_normalize is not None:
-        vec_normalize.save(str(run_dir / VECNORMALIZE_FILE))
+        with atomic_write(run_dir / VECNORMALIZE_FILE) as file:
+            pickle.dump(vec_normalize, file)  # as VecNormalize.save does, but never a torn file
     return path

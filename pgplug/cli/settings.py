@@ -49,6 +49,8 @@ class RunRequest:
     n_timesteps: int | None = None
     trained_agent: str | None = None
     bc_warmstart: str | None = None
+    #: ``--trust-file``: the ``-i`` and ``--bc-warmstart`` zips may run code when opened
+    trust_file: bool = False
 
 
 @dataclass
@@ -67,6 +69,7 @@ class Settings:
     #: the algorithm that saved the ``-i`` zip, as :func:`pgplug.interop.compat.detect_algorithm` names it
     source_algorithm: str | None = None
     bc_expert: Path | None = None
+    trust_file: bool = False
 
 
 def check_trained_agent(path: str | None) -> Path | None:
@@ -127,12 +130,12 @@ def class_path(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def source_architecture(cls: type, source: Path, base: dict[str, Any]) -> dict[str, Any]:
+def source_architecture(cls: type, source: Path, base: dict[str, Any], trust: bool = False) -> dict[str, Any]:
     """``policy`` and ``policy_kwargs`` (as config data) that rebuild ``source``'s policy for ``cls``.
 
     The config's optimizer settings are kept: the new algorithm trains with its own optimizer.
     """
-    policy_class, policy_kwargs = compat.policy_architecture(source)
+    policy_class, policy_kwargs = compat.policy_architecture(source, trust=trust)
     aliases = getattr(cls, "policy_aliases", {})
     policy = next((name for name, alias in aliases.items() if alias is policy_class), class_path(policy_class))
     optimizer = {
@@ -142,13 +145,13 @@ def source_architecture(cls: type, source: Path, base: dict[str, Any]) -> dict[s
     return {"policy": policy, "policy_kwargs": {**optimizer, **kwargs}}
 
 
-def check_bc_expert(path: str | None, trained_agent: str | None) -> Path | None:
+def check_bc_expert(path: str | None, trained_agent: str | None, trust: bool = False) -> Path | None:
     if path is None:
         return None
     if trained_agent is not None:
         raise PgplugError("--bc-warmstart clones an expert into a new model, so it cannot be combined with -i")
     expert = Path(path)
-    saved_algorithm(expert)
+    saved_algorithm(expert, trust)
     return expert
 
 
@@ -163,7 +166,7 @@ def settle(request: RunRequest, require_timesteps: bool = True) -> Settings:
     if atari:
         check_atari_rom(env_id)
     trained = check_trained_agent(request.trained_agent)
-    source_algorithm = None if trained is None else saved_algorithm(trained)
+    source_algorithm = None if trained is None else saved_algorithm(trained, request.trust_file)
     warm_start = None
     if trained is not None and not continues(request.algo, source_algorithm):
         if source_algorithm == "ppo_lstm":
@@ -172,14 +175,14 @@ def settle(request: RunRequest, require_timesteps: bool = True) -> Settings:
                 "evaluate it with 'pgplug eval' or continue it with sb3-contrib"
             )
         warm_start, trained = trained, None
-    bc_expert = check_bc_expert(request.bc_warmstart, request.trained_agent)
+    bc_expert = check_bc_expert(request.bc_warmstart, request.trained_agent, request.trust_file)
     base, source = base_hyperparams(request, env_id, atari, trained)
     overrides = command_line_hyperparams(request, cls, base)
     if trained is not None and {"policy", "policy_kwargs"} & overrides.keys():
         raise PgplugError("policy and policy_kwargs cannot change when continuing training with -i")
     if warm_start is not None and {"policy", "policy_kwargs"} & overrides.keys():
         raise PgplugError("policy and policy_kwargs come from the -i model when warm-starting from its weights")
-    architecture = {} if warm_start is None else source_architecture(cls, warm_start, base)
+    architecture = {} if warm_start is None else source_architecture(cls, warm_start, base, request.trust_file)
     run_config = cfg.prepare(cls, {**base, **overrides, **architecture}, request.algo, atari)
     if request.n_timesteps is not None:
         run_config.n_timesteps = request.n_timesteps
@@ -188,7 +191,19 @@ def settle(request: RunRequest, require_timesteps: bool = True) -> Settings:
     estimator = run_config.algorithm_kwargs.get("estimator") or getattr(cls, "default_estimator", None)
     if isinstance(estimator, str) and hasattr(cls, "resolve_estimator"):
         cls.resolve_estimator(estimator, run_config.algorithm_kwargs.get("estimator_kwargs"))
-    return Settings(cls, env_id, atari, run_config, overrides, source, trained, warm_start, source_algorithm, bc_expert)
+    return Settings(
+        cls,
+        env_id,
+        atari,
+        run_config,
+        overrides,
+        source,
+        trained,
+        warm_start,
+        source_algorithm,
+        bc_expert,
+        request.trust_file,
+    )
 
 
 def env_spec(settings: Settings, seed: int | None, vec_env: str = "dummy") -> EnvSpec:

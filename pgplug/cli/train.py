@@ -20,20 +20,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch as th
 import yaml
 from rich.console import Console
 
 from pgplug.cli.models import load_expert
-from pgplug.cli.options import add_config_arguments, timesteps
+from pgplug.cli.options import add_config_arguments, add_trust_argument, timesteps
 from pgplug.cli.output import results_table
 from pgplug.cli.run_folder import CONFIG_FILE, VECNORMALIZE_FILE, new_run_dir, save_model
 from pgplug.cli.settings import RunRequest, Settings, env_spec, saved_config, settle, uses_workers
+from pgplug.cli.signals import exit_code, uninterrupted
 from pgplug.interop import compat
 from pgplug.interop import config as cfg
 from pgplug.runtime.envs import EnvSpec, run_name
 
 HELP = "train an algorithm on a gymnasium env"
-INTERRUPTED_EXIT_CODE = 130
 
 
 def add_arguments(parser: argparse.ArgumentParser, host) -> None:
@@ -68,6 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
     parser.add_argument(
         "--bc-steps", type=timesteps, default=10_000, help="expert steps to clone with --bc-warmstart (default 10000)"
     )
+    add_trust_argument(parser)
     parser.add_argument("-tb", "--tensorboard-log", metavar="DIR", help="write TensorBoard logs under DIR/<env>")
     parser.add_argument(
         "--eval-freq", type=int, default=25_000, help="evaluate every N timesteps, keep the best model (-1: never)"
@@ -100,22 +102,24 @@ def build_model(settings: Settings, env: Any, common: dict[str, Any]) -> Any:
     if settings.trained_agent is None:
         model = cls(env=env, **kwargs, **common)
         if settings.warm_start is not None:
-            compat.warm_start(model, settings.warm_start)
+            compat.warm_start(model, settings.warm_start, trust=settings.trust_file)
         return model
     overrides = {k: v for k, v in kwargs.items() if k in settings.overrides and k not in cfg.ENV_KEYS}
     estimator = overrides.pop("estimator", None)
     estimator_kwargs = overrides.pop("estimator_kwargs", None)
-    model = compat.load(settings.trained_agent, env=env, algo=cls.name, **overrides, **common)
+    model = compat.load(
+        settings.trained_agent, env=env, algo=cls.name, trust=settings.trust_file, **overrides, **common
+    )
     if estimator is not None or estimator_kwargs is not None:
         model.estimator = model.resolve_estimator(estimator or model.estimator.name, estimator_kwargs)
     return model
 
 
-def bc_warm_start(model: Any, expert_path: Path, n_steps: int, seed: int) -> str:
+def bc_warm_start(model: Any, expert_path: Path, n_steps: int, seed: int, trust: bool = False) -> str:
     """Clone the expert into the new model on its own env (:func:`pgplug.interop.bc.clone_expert`); says how it went."""
     from pgplug.interop.bc import clone_expert
 
-    expert, expert_algorithm = load_expert(expert_path, model.get_env())
+    expert, expert_algorithm = load_expert(expert_path, model.get_env(), trust)
     result = clone_expert(model, expert, n_steps=n_steps, seed=seed)
     agreement = "" if result.accuracy is None else f", action agreement {result.accuracy:.1%}"
     return (
@@ -201,6 +205,21 @@ def best_evaluation_rows(callbacks: list[Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def save_after_failure(model: Any, run_dir: Path, name: str, console: Console) -> None:
+    """Keep what a failed run learnt: the model (and its VecNormalize statistics) as ``<name>_interrupted.zip``.
+
+    The weights are the last ones the failed update left: a diverged loss is caught before its step, so they
+    are finite; should they not be, nothing is written (a model of NaNs would only mislead).
+    """
+    finite = all(bool(th.isfinite(p).all()) for p in model.policy.parameters())
+    if not finite:
+        console.print("training failed with weights that are not finite: no model saved", markup=False)
+        return
+    with uninterrupted():
+        path = save_model(model, run_dir, f"{name}_interrupted")
+    console.print(f"training failed: model saved to {path}", markup=False, highlight=False, soft_wrap=True)
+
+
 # -- the command ---------------------------------------------------------------------------------
 
 
@@ -220,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
             n_timesteps=args.n_timesteps,
             trained_agent=args.trained_agent,
             bc_warmstart=args.bc_warmstart,
+            trust_file=args.trust_file,
         )
     )
     if args.num_threads > 0:
@@ -238,7 +258,9 @@ def run(args: argparse.Namespace) -> int:
         if uses_workers(settings.cls):
             env = spec
         else:
-            env = spec.make_vec_env(monitor_dir=run_dir, saved_statistics=compat.saved_statistics(trained_stats))
+            env = spec.make_vec_env(
+                monitor_dir=run_dir, saved_statistics=compat.saved_statistics(trained_stats, settings.trust_file)
+            )
             owned_envs.append(env)
         common = dict(seed=seed, verbose=args.verbose, device=args.device)
         if args.tensorboard_log:
@@ -250,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
                 f"(saved by {settings.source_algorithm})"
             )
         if settings.bc_expert is not None:
-            notes.append(bc_warm_start(model, settings.bc_expert, args.bc_steps, seed))
+            notes.append(bc_warm_start(model, settings.bc_expert, args.bc_steps, seed, settings.trust_file))
         callbacks, eval_envs = make_callbacks(args, settings, spec, run_dir, model)
         owned_envs += eval_envs
     except BaseException:
@@ -287,27 +309,34 @@ def train_and_report(
     progress: Any,
     console: Console,
 ) -> int:
-    """Learn, save (also on Ctrl-C), evaluate on a fresh env and print the results table."""
+    """Learn, save (also when stopped by Ctrl-C, SIGTERM or SIGHUP), evaluate on a fresh env and print the results
+    table. A failure after the first update saves the model as ``<env>_interrupted.zip`` before it is reported."""
     from stable_baselines3.common.callbacks import CallbackList
 
     start_timesteps, start = model.num_timesteps, time.monotonic()
-    interrupted = False
+    start_updates = getattr(model, "_n_updates", 0)
+    interrupted: KeyboardInterrupt | None = None
     try:
         model.learn(
             settings.run_config.n_timesteps,
             callback=CallbackList(([progress] if progress else []) + callbacks),
             reset_num_timesteps=settings.trained_agent is None,  # a warm start is a new run
         )
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as exc:
+        interrupted = exc
+    except BaseException:
+        if getattr(model, "_n_updates", 0) > start_updates:
+            save_after_failure(model, run_dir, run_name(settings.env_id), console)
+        raise
     finally:
         if progress is not None:
             progress.close()
     wall_time = time.monotonic() - start
-    model_path = save_model(model, run_dir, run_name(settings.env_id))
-    if interrupted:
+    with uninterrupted():
+        model_path = save_model(model, run_dir, run_name(settings.env_id))
+    if interrupted is not None:
         console.print(f"interrupted: model saved to {model_path}", markup=False, highlight=False)
-        return INTERRUPTED_EXIT_CODE
+        return exit_code(interrupted)
     steps = model.num_timesteps - start_timesteps
     rows = [
         ("timesteps", f"{model.num_timesteps:,}"),

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from pgplug.errors import PgplugError
+from pgplug.files import yaml_text
 from pgplug.validation import check_positive_int, import_dotted
 
 #: Keys that configure the environment or the run rather than the algorithm's constructor.
@@ -52,7 +53,7 @@ ConfigLoader.add_implicit_resolver(
 def parse_value(text: str) -> Any:
     """One YAML scalar, list or flow mapping, e.g. ``1e-3``, ``true``, ``[64, 64]``, ``{net_arch: [64]}``."""
     try:
-        return yaml.load(text, Loader=ConfigLoader)
+        return yaml_text.load(text, ConfigLoader, f"value {text[:40]!r}")
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise PgplugError(f"cannot parse value {text!r} as YAML: {problem}") from exc
@@ -88,10 +89,9 @@ def builtin_config_path(algo: str) -> Path | None:
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """A YAML file whose top level is a mapping (an empty file is an empty mapping)."""
     path = Path(path)
+    text = yaml_text.read_text(path, "config file")
     try:
-        data = yaml.load(path.read_text(), Loader=ConfigLoader)
-    except OSError as exc:
-        raise PgplugError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}") from exc
+        data = yaml_text.load(text, ConfigLoader, f"config file {str(path)!r}")
     except yaml.YAMLError as exc:
         raise PgplugError(f"config file {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from exc
     data = {} if data is None else data

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import os
 from itertools import repeat
 from typing import Any, ClassVar, TypeVar
 
@@ -41,6 +42,8 @@ from pgplug.contracts.objective import LossTerms, Objective
 from pgplug.contracts.registries import get_host, make_estimator, make_objective
 from pgplug.contracts.rollout import Rollout
 from pgplug.errors import InvalidPolicyError, PgplugError, one_line
+from pgplug.files.atomic import atomic_write, zip_path
+from pgplug.files.model_zip import read_zip, rebuild_objects
 from pgplug.runtime.policy_runner import PolicyRunner
 from pgplug.runtime.runners import resolve_fast_paths, runner_for
 from pgplug.validation import check_gamma, check_learning_rate
@@ -330,15 +333,44 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
 
         JSON rather than a pickle keeps the zip loadable where pgplug is not installed
         (``stable_baselines3.A2C.load``) and lets ``pgplug.load`` name the algorithm without unpickling.
+        A path is written atomically (:func:`pgplug.files.atomic.atomic_write`): a failed save leaves the
+        file that was there, never a truncated zip under its name.
         """
         self.pgplug_algorithm = self.name
         replacements = self._json_attributes()
         originals = {key: getattr(self, key) for key in replacements}
         self.__dict__.update(replacements)
         try:
-            super().save(path, exclude, include)
+            if isinstance(path, (str, os.PathLike)):
+                with atomic_write(zip_path(path)) as file:
+                    super().save(file, exclude, include)
+            else:
+                super().save(path, exclude, include)
         finally:
             self.__dict__.update(originals)
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfAlgorithm],
+        path: Any,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        trust: bool = False,
+        **kwargs: Any,
+    ) -> SelfAlgorithm:
+        """SB3's ``load``, reading the zip's pickled entries through pgplug's allowlist
+        (:func:`pgplug.files.model_zip.rebuild_objects`): opening a file runs no code from it.
+
+        :param trust: unpickle the entries as SB3 does, running what they name: only for files you trust
+        """
+        info = read_zip(path)
+        objects = rebuild_objects(info, env, custom_objects, trust)
+        return super().load(  # type: ignore[return-value]
+            info.source, env, device, objects, print_system_info, force_reset, **kwargs
+        )
 
     def _json_attributes(self) -> dict[str, Any]:
         """Attributes to write as plain JSON instead of pickles; ``_setup_model`` turns them back on load."""
