@@ -126,7 +126,11 @@ A2C = [*TRAIN, "--algo", "a2c"]
 BAD_INPUTS = [
     (["train", "--algo", "nope", "--env", "CartPole-v1"], 1, "unknown algorithm 'nope'; valid algorithms: a2c"),
     ([*A2C, "--estimator", "nope"], 1, "unknown estimator 'nope'; valid estimators: baseline"),
-    ([*A2C, "--hyperparams", "clip_range=0.2"], 1, "unknown hyperparameter 'clip_range' for a2c; valid keys: ent_coef"),
+    (
+        [*A2C, "--hyperparams", "clip_range=0.2"],
+        1,
+        "unknown hyperparameter 'clip_range' for a2c; valid keys: allow_negative_ent_coef, ent_coef",
+    ),
     ([*A2C, "--hyperparams", "n_steps=-5"], 1, "n_steps must be a positive integer, got -5"),
     (
         [*A2C, "--estimator", "reward_to_go"],
