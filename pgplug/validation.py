@@ -210,7 +210,8 @@ def available_devices() -> list[str]:
     found = ["cpu"]
     for kind in ("cuda", "xpu", "mps"):
         module = getattr(torch, kind, None)
-        is_available = getattr(module, "is_available", None)
+        backend = getattr(torch.backends, kind, None)  # where older torch versions answer for mps
+        is_available = getattr(module, "is_available", None) or getattr(backend, "is_available", None)
         if is_available is None or not is_available():
             continue
         count = module.device_count() if hasattr(module, "device_count") else 1
