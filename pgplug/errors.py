@@ -9,6 +9,10 @@ class PgplugError(ValueError):
     """A user-facing error. The CLI prints its message on one line and exits non-zero."""
 
 
+class PgplugWarning(UserWarning):
+    """A user-facing warning: a value that works, but probably not as meant. The CLI prints it on one line."""
+
+
 class UnknownNameError(PgplugError):
     """A name that no registry, config or option knows."""
 

@@ -23,7 +23,7 @@ from pgplug.contracts.rollout import Rollout
 from pgplug.errors import PgplugError
 from pgplug.plugin.hookspecs import hookimpl
 from pgplug.runtime.on_policy import OnPolicyLearner
-from pgplug.validation import check_positive_int, check_unit_interval
+from pgplug.validation import check_bool, check_non_negative, check_positive_int, check_unit_interval
 
 
 def estimator_of_gae_lambda(
@@ -85,9 +85,17 @@ class A2C(OnPolicyLearner):
     :param objective: the objective the update minimises (default ``policy_gradient``)
     :param objective_kwargs: the objective's arguments besides this algorithm's own settings
     :param fast_paths: pgplug's speed paths (True), SB3's own code (False), or ``PGPLUG_FAST_PATHS`` (None)
+    :param allow_negative_ent_coef: accept a negative ``ent_coef`` (which punishes exploration; refused otherwise)
     """
 
     name = "a2c"
+    setting_rules = {
+        **OnPolicyLearner.setting_rules,
+        "n_steps": check_positive_int,
+        "gae_lambda": check_unit_interval,
+        "rms_prop_eps": check_non_negative,
+        "use_rms_prop": check_bool,
+    }
     default_estimator = "nstep"
     accepts_episode_estimators = False
     default_log_interval = 100
@@ -124,8 +132,10 @@ class A2C(OnPolicyLearner):
         objective: str | Objective | None = None,
         objective_kwargs: dict[str, Any] | None = None,
         fast_paths: bool | None = None,
+        allow_negative_ent_coef: bool = False,
         _init_setup_model: bool = True,
     ) -> None:
+        checked = self.check_settings(locals())  # before anything is built
         chosen = estimator is not None or estimator_kwargs is not None
         estimator_spec, estimator_kwargs = estimator_of_gae_lambda(gae_lambda, estimator, estimator_kwargs)
         super().__init__(
@@ -142,6 +152,7 @@ class A2C(OnPolicyLearner):
             objective=objective,
             objective_kwargs=objective_kwargs,
             fast_paths=fast_paths,
+            allow_negative_ent_coef=allow_negative_ent_coef,
             use_sde=use_sde,
             sde_sample_freq=sde_sample_freq,
             rollout_buffer_class=rollout_buffer_class,
@@ -153,14 +164,14 @@ class A2C(OnPolicyLearner):
             seed=seed,
             device=device,
         )
-        self.n_steps = check_positive_int("n_steps", n_steps)
+        self.n_steps = checked["n_steps"]
         # The estimator follows gae_lambda (SB3's meaning) unless one was asked for. Saved, so that
         # A2C.load(path, gae_lambda=0.9) gets GAE(0.9); SB3.load's own construction (no estimator, no setup)
         # leaves it unset, for _setup_model to tell SB3's zips from pgplug's older ones.
         if chosen or _init_setup_model:
             self._estimator_follows_gae_lambda = not chosen
-        if use_rms_prop:
-            self.prefer_rms_prop(alpha=0.99, eps=rms_prop_eps)
+        if checked["use_rms_prop"]:
+            self.prefer_rms_prop(alpha=0.99, eps=checked["rms_prop_eps"])
         if _init_setup_model:
             self._setup_model()
 

@@ -5,21 +5,13 @@ Each is a thin class over the pure terms of :mod:`pgplug.plugins.objective_math`
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch as th
 
 from pgplug.contracts.objective import LossTerms, Objective, UpdateBatch
 from pgplug.errors import PgplugError
 from pgplug.plugin.hookspecs import hookimpl
 from pgplug.plugins import objective_math as terms
-
-
-def check_finite(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise PgplugError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
+from pgplug.validation import check_bool, check_finite
 
 
 class PolicyGradient(Objective):
@@ -35,7 +27,7 @@ class PolicyGradient(Objective):
     def __init__(self, ent_coef: float = 0.0, vf_coef: float = 0.5, normalize_advantage: bool = False) -> None:
         self.ent_coef = check_finite("ent_coef", ent_coef)
         self.vf_coef = check_finite("vf_coef", vf_coef)
-        self.normalize_advantage = bool(normalize_advantage)
+        self.normalize_advantage = check_bool("normalize_advantage", normalize_advantage)
 
     @property
     def differentiates_entropy(self) -> bool:

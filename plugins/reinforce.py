@@ -26,7 +26,7 @@ from pgplug.contracts.objective import Objective
 from pgplug.contracts.rollout import Rollout
 from pgplug.plugin.hookspecs import hookimpl
 from pgplug.runtime.on_policy import OnPolicyLearner
-from pgplug.validation import check_positive_int
+from pgplug.validation import check_positive_int, optional
 
 
 def complete_episode_mask(
@@ -65,9 +65,15 @@ class REINFORCE(OnPolicyLearner):
     :param objective: the objective the update minimises (default ``policy_gradient``)
     :param objective_kwargs: the objective's arguments besides this algorithm's own settings
     :param fast_paths: pgplug's speed paths (True), SB3's own code (False), or ``PGPLUG_FAST_PATHS`` (None)
+    :param allow_negative_ent_coef: accept a negative ``ent_coef`` (which punishes exploration; refused otherwise)
     """
 
     name = "reinforce"
+    setting_rules = {
+        **OnPolicyLearner.setting_rules,
+        "n_episodes": optional(check_positive_int),
+        "max_batch_steps": check_positive_int,
+    }
     default_estimator = "reward_to_go"
     accepts_episode_estimators = True
     default_log_interval = 10
@@ -95,8 +101,10 @@ class REINFORCE(OnPolicyLearner):
         verbose: int = 0,
         seed: int | None = None,
         device: th.device | str = "auto",
+        allow_negative_ent_coef: bool = False,
         _init_setup_model: bool = True,
     ) -> None:
+        checked = self.check_settings(locals())  # before anything is built
         super().__init__(
             policy,
             env,
@@ -111,6 +119,7 @@ class REINFORCE(OnPolicyLearner):
             objective=objective,
             objective_kwargs=objective_kwargs,
             fast_paths=fast_paths,
+            allow_negative_ent_coef=allow_negative_ent_coef,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
             policy_kwargs=policy_kwargs,
@@ -118,8 +127,8 @@ class REINFORCE(OnPolicyLearner):
             seed=seed,
             device=device,
         )
-        self.n_episodes = None if n_episodes is None else check_positive_int("n_episodes", n_episodes)
-        self.max_batch_steps = check_positive_int("max_batch_steps", max_batch_steps)
+        self.n_episodes = checked["n_episodes"]
+        self.max_batch_steps = checked["max_batch_steps"]
         if _init_setup_model:
             self._setup_model()
 

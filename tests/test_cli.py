@@ -126,7 +126,11 @@ A2C = [*TRAIN, "--algo", "a2c"]
 BAD_INPUTS = [
     (["train", "--algo", "nope", "--env", "CartPole-v1"], 1, "unknown algorithm 'nope'; valid algorithms: a2c"),
     ([*A2C, "--estimator", "nope"], 1, "unknown estimator 'nope'; valid estimators: baseline"),
-    ([*A2C, "--hyperparams", "clip_range=0.2"], 1, "unknown hyperparameter 'clip_range' for a2c; valid keys: ent_coef"),
+    (
+        [*A2C, "--hyperparams", "clip_range=0.2"],
+        1,
+        "unknown hyperparameter 'clip_range' for a2c; valid keys: allow_negative_ent_coef, ent_coef",
+    ),
     ([*A2C, "--hyperparams", "n_steps=-5"], 1, "n_steps must be a positive integer, got -5"),
     (
         [*A2C, "--estimator", "reward_to_go"],
@@ -146,7 +150,7 @@ BAD_INPUTS = [
     ([*A2C, "-params", "learning_rate=1e40"], 1, "learning_rate must be a number between 0 and 3.4e+38"),
     ([*A2C, "-params", "learning_rate=-0.1"], 1, "learning_rate must be a number between 0 and 3.4e+38"),
     ([*A2C, "-i", "missing.zip"], 1, "--trained-agent 'missing.zip' is not a saved model (.zip file)"),
-    ([*A2C, "-n", "-3"], 2, "argument -n/--n-timesteps: not a positive whole number of timesteps: '-3'"),
+    ([*A2C, "-n", "-3"], 2, "argument -n/--n-timesteps: n_timesteps must be a whole number from 1 to 2**53, got -3"),
     (["train", "--algo", "a2c"], 2, "the following arguments are required: --env (see 'pgplug train --help')"),
     (["fly"], 2, "argument COMMAND: invalid choice: 'fly'"),
     (["list", "--plugin", "no_such_plugin_module"], 1, "plugin module 'no_such_plugin_module' "),

@@ -99,7 +99,11 @@ def test_bc_bad_input_is_one_line(expert_path, tmp_path, capsys, plugin_host):
             "student's env gives Box(6,) float32 and Discrete(3): use the expert's env id, frame_stack and normalize",
         ),
         ([*bc, "--env", "CartPole-v1", "--algo", "nope"], 1, "unknown algorithm 'nope'; valid algorithms: a2c, a3c"),
-        ([*bc, "--env", "CartPole-v1", "--learning-rate", "-1"], 2, "argument --learning-rate: not a positive number"),
+        (
+            [*bc, "--env", "CartPole-v1", "--learning-rate", "-1"],
+            2,
+            "argument --learning-rate: learning_rate must be a number between 0 and 3.4e+38, got -1",
+        ),
         (
             ["bc", "--expert", str(tmp_path / "none.zip"), "--env", "CartPole-v1", "-n", "10"],
             1,

@@ -608,3 +608,26 @@ def test_plugin_options_reach_the_plugin_through_configure(host: PluginHost, cap
     assert main(["list", "--shout", "loud"]) == 0
     assert seen == {"list": "loud"}
     capsys.readouterr()
+
+
+def test_a_failing_command_hook_is_one_error_naming_its_plugin(host: PluginHost) -> None:
+    """``pgplug_addoption``/``pgplug_configure`` run through ``call_checked``: the plugin that raised is named."""
+
+    class Quiet:
+        @hookimpl
+        def pgplug_configure(self, args, command):
+            pass
+
+    class Failing:
+        @hookimpl
+        def pgplug_configure(self, args, command):
+            raise KeyError(command)
+
+    host.register(Quiet(), name="quiet", source="test")
+    host.register(Failing(), name="failing", source="pgplug-failing")
+    with pytest.raises(PgplugError) as error:
+        host.call_checked("pgplug_configure", args=None, command="train")
+    assert str(error.value) == "plugin 'failing' (pgplug-failing) failed in pgplug_configure: KeyError: 'train'"
+    host.unregister("failing")
+    assert host.call_checked("pgplug_configure", args=None, command="train") == []
+    host.unregister("quiet")

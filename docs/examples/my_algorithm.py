@@ -20,10 +20,13 @@ class VPG(OnPolicyLearner):
     name = "vpg"
     default_estimator = "gae"
     accepts_episode_estimators = False  # rollouts cut episodes, so no full_return / reward_to_go
+    # The rule each own setting follows; the shared ones (gamma, ent_coef, ...) are the base's.
+    setting_rules = {**OnPolicyLearner.setting_rules, "n_steps": check_positive_int}
 
     def __init__(self, policy, env, learning_rate=3e-4, n_steps: int = 32, _init_setup_model=True, **kwargs: Any):
+        checked = self.check_settings(locals())  # before anything is built; configs are checked by the same rules
         super().__init__(policy, env, learning_rate, **kwargs)
-        self.n_steps = check_positive_int("n_steps", n_steps)
+        self.n_steps = checked["n_steps"]
         if _init_setup_model:
             self._setup_model()
 

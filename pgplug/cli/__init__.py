@@ -12,13 +12,14 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import ModuleType
 
 from pgplug import __version__
 from pgplug.cli.signals import exit_code, stop_signals_interrupt
-from pgplug.errors import PgplugError, one_line
+from pgplug.errors import PgplugError, PgplugWarning, one_line
 from pgplug.runtime.runners import FAST_PATHS_ENV_VAR
 
 COMMANDS: dict[str, str] = {
@@ -77,6 +78,26 @@ def fast_paths_switch(off: bool) -> Iterator[None]:
             os.environ[FAST_PATHS_ENV_VAR] = previous
 
 
+@contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """pgplug's warnings (:class:`PgplugWarning`) as one ``pgplug: warning: ...`` line on stderr each, once;
+    other warnings as Python shows them."""
+    shown: set[str] = set()
+    show_other = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # warnings.showwarning's
+        if not issubclass(category, PgplugWarning):
+            show_other(message, category, filename, lineno, file, line)
+        elif one_line(message) not in shown:
+            shown.add(one_line(message))
+            print(f"pgplug: warning: {one_line(message)}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", PgplugWarning)
+        warnings.showwarning = show
+        yield
+
+
 def load_plugins(argv: Sequence[str]) -> None:
     """Load the ``--plugin`` modules named anywhere on the command line."""
     from pgplug.contracts.registries import get_host
@@ -109,7 +130,7 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ModuleType]]:
         add_plugin_option(sub)
         if name in RUNS_POLICIES:
             add_fast_paths_option(sub)
-        host.pm.hook.pgplug_addoption(parser=sub, command=name)
+        host.call_checked("pgplug_addoption", parser=sub, command=name)
         modules[name] = module
     return parser, modules
 
@@ -118,14 +139,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``pgplug``; returns the exit code (0 ok, 1 a bad value, 2 a bad command line)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        load_plugins(argv)
-        parser, modules = build_parser()
-        args = parser.parse_args(argv)
-        from pgplug.contracts.registries import get_host
+        with one_line_warnings():
+            load_plugins(argv)
+            parser, modules = build_parser()
+            args = parser.parse_args(argv)
+            from pgplug.contracts.registries import get_host
 
-        get_host().pm.hook.pgplug_configure(args=args, command=args.command)
-        with fast_paths_switch(getattr(args, "no_fast_paths", False)), stop_signals_interrupt():
-            return modules[args.command].run(args)
+            get_host().call_checked("pgplug_configure", args=args, command=args.command)
+            with fast_paths_switch(getattr(args, "no_fast_paths", False)), stop_signals_interrupt():
+                return modules[args.command].run(args)
     except PgplugError as exc:
         print(f"pgplug: error: {one_line(exc)}", file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1

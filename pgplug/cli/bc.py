@@ -22,9 +22,12 @@ from pgplug.cli.models import load_expert, saved_algorithm
 from pgplug.cli.options import (
     add_config_arguments,
     add_trust_argument,
+    check_output_folders,
+    device,
+    learning_rate,
     non_negative_int,
-    positive_float,
     positive_int,
+    seed,
     timesteps,
 )
 from pgplug.cli.output import results_table
@@ -42,18 +45,29 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
     algos = ", ".join(host.algorithms.names())
     parser.add_argument("--expert", required=True, metavar="MODEL.zip", help="the expert: any zip pgplug.load opens")
     parser.add_argument("--env", required=True, help="gymnasium env id the expert was trained on")
-    parser.add_argument("-n", "--n-steps", type=timesteps, required=True, help="expert steps (state, action pairs)")
+    parser.add_argument(
+        "-n", "--n-steps", type=timesteps("n_steps"), required=True, help="expert steps (state, action pairs)"
+    )
     parser.add_argument("--algo", default="a2c", help=f"the student's algorithm: {algos} (default: a2c)")
-    parser.add_argument("--epochs", type=positive_int, default=10, help="passes over the expert data (default: 10)")
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="expert steps per update (default: 64)")
-    parser.add_argument("--learning-rate", type=positive_float, default=1e-3, help="Adam's learning rate (1e-3)")
+    parser.add_argument(
+        "--epochs", type=positive_int("epochs"), default=10, help="passes over the expert data (default: 10)"
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int("batch_size"), default=64, help="expert steps per update (default: 64)"
+    )
+    parser.add_argument("--learning-rate", type=learning_rate, default=1e-3, help="Adam's learning rate (1e-3)")
     add_config_arguments(parser, "override the student's hyperparameters, as in 'pgplug train'")
     add_trust_argument(parser)
-    parser.add_argument("--seed", type=int, help="random seed (default: drawn at random, recorded in config.yml)")
     parser.add_argument(
-        "--n-eval-episodes", type=non_negative_int, default=10, help="episodes to evaluate each model (default: 10)"
+        "--seed", type=seed, help="random seed, 0 to 2**32 - 1 (default: drawn at random, recorded in config.yml)"
     )
-    parser.add_argument("--device", default="auto", help="the student's torch device (default: auto)")
+    parser.add_argument(
+        "--n-eval-episodes",
+        type=non_negative_int("n_eval_episodes"),
+        default=10,
+        help="episodes to evaluate each model (default: 10)",
+    )
+    parser.add_argument("--device", type=device, default="auto", help="the student's torch device (default: auto)")
     parser.add_argument("--num-threads", type=int, default=-1, help="torch threads (-1: torch's default)")
 
 
@@ -73,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         RunRequest(algo=args.algo, env=args.env, hyperparams=args.hyperparams, conf_file=args.conf_file),
         require_timesteps=False,
     )
+    check_output_folders(args)
     if args.num_threads > 0:
         import torch
 

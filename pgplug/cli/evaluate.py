@@ -19,13 +19,13 @@ from rich.console import Console
 from rich.table import Table
 
 from pgplug.cli.models import describe_space, open_model
-from pgplug.cli.options import add_trust_argument, positive_int
+from pgplug.cli.options import add_trust_argument, check_output_folders, device, positive_int, seed
 from pgplug.cli.output import results_table
 from pgplug.cli.run_folder import VECNORMALIZE_FILE, RunFiles, find_run_files
 from pgplug.errors import PgplugError
 from pgplug.interop import compat
 from pgplug.interop import config as cfg
-from pgplug.runtime.envs import EnvSpec, check_atari_rom, check_env_id, is_atari
+from pgplug.runtime.envs import EnvSpec, check_atari_rom, check_env_id, check_env_kwargs, is_atari
 
 HELP = (
     "evaluate a saved model (any SB3/pgplug on-policy zip): episode returns, mean ± std, Atari human-normalised score"
@@ -36,7 +36,7 @@ ALIASES = ("enjoy",)
 def add_arguments(parser: argparse.ArgumentParser, host) -> None:
     parser.add_argument("model", metavar="MODEL.zip", help="the saved model")
     parser.add_argument("--env", help="gymnasium env id (default: the one recorded in the model's run folder)")
-    parser.add_argument("--episodes", type=positive_int, default=10, help="episodes to play (default: 10)")
+    parser.add_argument("--episodes", type=positive_int("episodes"), default=10, help="episodes to play (default: 10)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
         "--deterministic",
@@ -52,12 +52,14 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
         "--vecnormalize", metavar="PATH", help="VecNormalize statistics (default: vecnormalize.pkl of the run folder)"
     )
     parser.add_argument("--video-folder", metavar="DIR", help="record the first --video-length steps to an mp4 here")
-    parser.add_argument("--video-length", type=positive_int, default=1000, help="steps to record (default: 1000)")
+    parser.add_argument(
+        "--video-length", type=positive_int("video_length"), default=1000, help="steps to record (default: 1000)"
+    )
     parser.add_argument(
         "--algo",
         help=f"the algorithm that saved the zip, when the file does not say: {', '.join(compat.algorithm_names())}",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation env (default: 0)")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the evaluation env (default: 0)")
     parser.add_argument(
         "--env-kwargs",
         nargs="+",
@@ -66,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
         help="gymnasium.make arguments (YAML values), e.g. max_episode_steps=1000",
     )
     add_trust_argument(parser)
-    parser.add_argument("--device", default="auto", help="torch device (default: auto)")
+    parser.add_argument("--device", type=device, default="auto", help="torch device (default: auto)")
     parser.add_argument("--num-threads", type=int, default=-1, help="torch threads (-1: torch's default)")
 
 
@@ -167,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
         if not stats.is_file():
             raise PgplugError(f"--vecnormalize {args.vecnormalize!r} is not a file")
     env_kwargs = {**files.env_kwargs, **cfg.parse_assignments(args.env_kwargs, "env argument")}
+    check_env_kwargs(env_id, env_kwargs)
+    check_output_folders(args)
     if args.video_folder is not None:
         env_kwargs["render_mode"] = "rgb_array"
     stack_recorded = "frame_stack" in files.config

@@ -1,50 +1,93 @@
 """Argument types and option groups shared by the ``pgplug`` sub-commands.
 
-The value types apply the rules of :mod:`pgplug.validation`, so a flag refuses what the Python API refuses.
+Every value type is a rule of :mod:`pgplug.validation` (:func:`checked`), so a flag refuses what the Python
+API and the config reader refuse, in the same words.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import Any
 
 from pgplug.errors import PgplugError
-from pgplug.validation import check_positive_int
+from pgplug.validation import (
+    Rule,
+    check_constant_learning_rate,
+    check_device,
+    check_non_negative_int,
+    check_positive_int,
+    check_seed,
+    check_timesteps,
+    check_writable_folder,
+)
+
+#: The options naming folders a command writes to (argparse ``dest`` → the flag), see :func:`check_output_folders`.
+OUTPUT_FOLDERS: dict[str, str] = {
+    "log_folder": "-f/--log-folder",
+    "tensorboard_log": "-tb/--tensorboard-log",
+    "video_folder": "--video-folder",
+}
 
 
-def positive_int(text: str) -> int:
+def number(text: str) -> int | float:
+    """``3`` → 3, ``1e5`` and ``100_000.0`` → floats (a rule then decides whether a whole float counts)."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def checked(rule: Rule, name: str, parse: Callable[[str], Any] = str) -> Callable[[str], Any]:
+    """An argparse type: the text read by ``parse``, then checked by ``rule`` under ``name``.
+
+    Text ``parse`` cannot read goes to the rule as it is, which refuses it in its own words.
+    """
+
+    def convert(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError:
+            value = text
+        try:
+            return rule(name, value)
+        except PgplugError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = name
+    return convert
+
+
+def positive_int(name: str) -> Callable[[str], int]:
     """A whole number ≥ 1 (``3``)."""
-    try:
-        return check_positive_int("value", int(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    except PgplugError:
-        raise argparse.ArgumentTypeError(f"not a positive number: {text!r}") from None
+    return checked(check_positive_int, name, int)
 
 
-def non_negative_int(text: str) -> int:
+def non_negative_int(name: str) -> Callable[[str], int]:
     """``0`` or a whole number ≥ 1."""
-    return 0 if text.strip() == "0" else positive_int(text)
+    return checked(check_non_negative_int, name, int)
 
 
-def timesteps(text: str) -> int:
-    """A number of timesteps: ``100000``, ``100_000`` and ``1e5`` all mean the same."""
-    try:
-        value = float(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of timesteps: {text!r}") from None
-    if not value.is_integer() or value < 1:
-        raise argparse.ArgumentTypeError(f"not a positive whole number of timesteps: {text!r}")
-    return int(value)
+def timesteps(name: str) -> Callable[[str], int]:
+    """A number of timesteps: ``100000``, ``100_000`` and ``1e5`` all mean the same; at most 2**53."""
+    return checked(check_timesteps, name, number)
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"not a positive number: {text!r}")
-    return value
+#: ``--learning-rate`` of ``pgplug bc`` (a constant: the cloning optimizer takes no schedule).
+learning_rate = checked(check_constant_learning_rate, "learning_rate", number)
+#: ``--seed``: 0 to 2**32 - 1.
+seed = checked(check_seed, "seed", int)
+#: ``--device``: ``auto``, ``cpu`` or a device this machine has.
+device = checked(check_device, "device")
+
+
+def check_output_folders(args: argparse.Namespace) -> None:
+    """Refuse, before anything runs, an output folder (:data:`OUTPUT_FOLDERS`) that cannot be written: a file,
+    ``/dev/null``, a read-only folder. Nothing is created: a missing folder is made when the run writes to it."""
+    for dest, flag in OUTPUT_FOLDERS.items():
+        path = getattr(args, dest, None)
+        if path is not None:
+            check_writable_folder(flag, path)
 
 
 def add_trust_argument(parser: argparse.ArgumentParser) -> None:

@@ -37,6 +37,8 @@ class RunRequest:
     :param n_timesteps: the training budget, overriding the config's
     :param trained_agent: a zip to continue (or, of another algorithm, to warm-start from)
     :param bc_warmstart: an expert zip to clone into the new model first
+    :param vec_env: the ``VecEnv`` type, ``dummy`` or ``subproc`` (not for worker algorithms, whose workers are the
+        processes)
     """
 
     algo: str
@@ -49,6 +51,7 @@ class RunRequest:
     n_timesteps: int | None = None
     trained_agent: str | None = None
     bc_warmstart: str | None = None
+    vec_env: str = "dummy"
     #: ``--trust-file``: the ``-i`` and ``--bc-warmstart`` zips may run code when opened
     trust_file: bool = False
 
@@ -161,6 +164,11 @@ def settle(request: RunRequest, require_timesteps: bool = True) -> Settings:
     :param require_timesteps: fail when neither ``-n`` nor the config gives a training budget
     """
     cls = get_host().algorithms.get(request.algo)
+    if request.vec_env != "dummy" and uses_workers(cls):
+        raise PgplugError(
+            f"--vec-env {request.vec_env} does not apply to {request.algo}: its workers each build their own envs "
+            "in their own process; use --vec-env dummy (the default)"
+        )
     env_id = check_env_id(request.env)
     atari = is_atari(env_id)
     if atari:

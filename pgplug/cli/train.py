@@ -25,7 +25,7 @@ import yaml
 from rich.console import Console
 
 from pgplug.cli.models import load_expert
-from pgplug.cli.options import add_config_arguments, add_trust_argument, timesteps
+from pgplug.cli.options import add_config_arguments, add_trust_argument, check_output_folders, device, seed, timesteps
 from pgplug.cli.output import results_table
 from pgplug.cli.run_folder import CONFIG_FILE, VECNORMALIZE_FILE, new_run_dir, save_model
 from pgplug.cli.settings import RunRequest, Settings, env_spec, saved_config, settle, uses_workers
@@ -41,8 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
     algos, estimators = ", ".join(host.algorithms.names()), ", ".join(host.estimators.names())
     parser.add_argument("--algo", required=True, help=f"algorithm to train: {algos}")
     parser.add_argument("--env", required=True, help="gymnasium env id, e.g. CartPole-v1, ALE/Pong-v5")
-    parser.add_argument("-n", "--n-timesteps", type=timesteps, help="timesteps to train (default: the config's)")
-    parser.add_argument("--seed", type=int, help="random seed (default: drawn at random, recorded in config.yml)")
+    parser.add_argument(
+        "-n", "--n-timesteps", type=timesteps("n_timesteps"), help="timesteps to train (default: the config's)"
+    )
+    parser.add_argument(
+        "--seed", type=seed, help="random seed, 0 to 2**32 - 1 (default: drawn at random, recorded in config.yml)"
+    )
     parser.add_argument("--estimator", help=f"advantage estimator: {estimators}")
     parser.add_argument(
         "--estimator-kwargs",
@@ -67,7 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
         help="before training, clone this expert (any loadable .zip) into the new model by behavioural cloning",
     )
     parser.add_argument(
-        "--bc-steps", type=timesteps, default=10_000, help="expert steps to clone with --bc-warmstart (default 10000)"
+        "--bc-steps",
+        type=timesteps("bc_steps"),
+        default=10_000,
+        help="expert steps to clone with --bc-warmstart (default 10000)",
     )
     add_trust_argument(parser)
     parser.add_argument("-tb", "--tensorboard-log", metavar="DIR", help="write TensorBoard logs under DIR/<env>")
@@ -80,13 +87,15 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
         "--n-eval-episodes", type=int, default=10, help="episodes of the final evaluation (default: 10; 0: skip)"
     )
     parser.add_argument("--vec-env", choices=("dummy", "subproc"), default="dummy", help="VecEnv type (default: dummy)")
-    parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, ... (default: auto)")
+    parser.add_argument(
+        "--device", type=device, default="auto", help="torch device: auto, cpu, cuda, ... (default: auto)"
+    )
     parser.add_argument(
         "--num-threads", type=int, default=-1, help="torch threads (-1: torch's default; 1 is fastest for small MLPs)"
     )
     parser.add_argument("--verbose", type=int, default=0, help="SB3 verbosity: 0 quiet, 1 training logs")
     parser.add_argument("--no-progress", action="store_true", help="no live progress display")
-    parser.add_argument("--n-workers", type=int, help="worker processes, for algorithms that have them")
+    parser.add_argument("--n-workers", type=int, help="worker processes (at most 256), for algorithms that have them")
 
 
 # -- model and callbacks -------------------------------------------------------------------------
@@ -239,9 +248,11 @@ def run(args: argparse.Namespace) -> int:
             n_timesteps=args.n_timesteps,
             trained_agent=args.trained_agent,
             bc_warmstart=args.bc_warmstart,
+            vec_env=args.vec_env,
             trust_file=args.trust_file,
         )
     )
+    check_output_folders(args)
     if args.num_threads > 0:
         import torch
 

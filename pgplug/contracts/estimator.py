@@ -46,6 +46,15 @@ def episode_ends(episode_starts: th.Tensor, last_dones: th.Tensor) -> th.Tensor:
     return th.cat([episode_starts[1:], last_dones.reshape(1, -1)], dim=0)
 
 
+def _described(value: object) -> str:
+    """A value as messages show it: an array's kind, dtype and shape, not its numbers (one short line)."""
+    if isinstance(value, th.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    if isinstance(value, np.ndarray):
+        return f"a {value.dtype} numpy array of shape {value.shape}"
+    return "None" if value is None else f"a {type(value).__name__}"
+
+
 def _flat(x: th.Tensor) -> th.Tensor:
     return x if x.ndim == 1 else x.reshape(-1)
 
@@ -87,7 +96,7 @@ class Estimator(Parametrised, ABC):
                 )
         if self.needs_critic and (values_t is None or last_values_t is None):
             raise PgplugError(f"estimator {self.name!r} needs the critic's values and last_values")
-        return self.estimate(
+        estimate = self.estimate(
             rewards=rewards_t,
             values=values_t,
             episode_starts=starts_t,
@@ -95,6 +104,27 @@ class Estimator(Parametrised, ABC):
             last_dones=_flat(as_tensor(last_dones)),
             gamma=check_gamma(gamma),
         )
+        return self.check_estimate(estimate, rewards_t.shape)
+
+    def check_estimate(self, estimate: object, shape: th.Size) -> Estimate:
+        """``estimate`` if it keeps the contract: an :class:`Estimate` of float tensors shaped ``[T, n_envs]`` like the
+        rewards, with the critic's targets when the estimator has a critic (and None or such a tensor otherwise).
+
+        The one place a plugin's output is checked, so a wrong one is a line naming the plugin, not a shape error
+        deep inside the update.
+        """
+        who = f"estimator {self.name!r} ({type(self).__module__}.{type(self).__qualname__})"
+        if not isinstance(estimate, Estimate):
+            raise PgplugError(f"{who} returned {_described(estimate)}, not an Estimate(advantages, returns)")
+        expected = f"a float tensor of shape {tuple(shape)} ([T, n_envs], as the rewards)"
+        for field, value in (("advantages", estimate.advantages), ("returns", estimate.returns)):
+            if value is None and (field == "advantages" or self.needs_critic):
+                raise PgplugError(f"{who} returned no {field} (None); expected {expected}")
+            if value is not None and not (
+                isinstance(value, th.Tensor) and value.shape == shape and value.is_floating_point()
+            ):
+                raise PgplugError(f"{who} returned {field} as {_described(value)}; expected {expected}")
+        return estimate
 
     @abstractmethod
     def estimate(

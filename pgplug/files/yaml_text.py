@@ -34,7 +34,10 @@ def read_text(path: str | Path, what: str) -> str:
     try:
         return content.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise PgplugError(f"{what} {str(path)!r} is not UTF-8 text (byte {exc.start}): not a YAML file") from exc
+        raise PgplugError(
+            f"{what} {str(path)!r} is not a YAML text file (byte {content[exc.start]:#04x} at offset {exc.start} "
+            "is not UTF-8 text)"
+        ) from None
 
 
 def load(text: str, loader: type[yaml.SafeLoader], what: str) -> Any:

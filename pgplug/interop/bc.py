@@ -27,7 +27,7 @@ from pgplug.errors import PgplugError
 from pgplug.runtime.collector import obs_to_tensor
 from pgplug.runtime.gradient import gradient_step
 from pgplug.runtime.runners import resolve_fast_paths, runner_for
-from pgplug.validation import check_positive_int
+from pgplug.validation import check_constant_learning_rate, check_max_grad_norm, check_positive_int, check_seed
 
 Observations = np.ndarray | dict[str, np.ndarray]
 
@@ -187,6 +187,8 @@ def behavioural_cloning(
     if not isinstance(policy, ActorCriticPolicy) or hasattr(policy, "lstm_actor"):
         raise PgplugError(f"behavioural cloning needs a non-recurrent ActorCriticPolicy, got {type(policy).__name__}")
     n_epochs, batch_size = check_positive_int("n_epochs", n_epochs), check_positive_int("batch_size", batch_size)
+    learning_rate = check_constant_learning_rate("learning_rate", learning_rate)
+    max_grad_norm, seed = check_max_grad_norm("max_grad_norm", max_grad_norm), check_seed("seed", seed)
     if len(dataset) == 0:
         raise PgplugError("the expert dataset is empty")
     observations = obs_to_tensor(dataset.observations, policy.device)

@@ -21,7 +21,15 @@ import yaml
 
 from pgplug.errors import PgplugError
 from pgplug.files import yaml_text
-from pgplug.validation import check_positive_int, import_dotted
+from pgplug.runtime.algorithm import check_policy_kwargs
+from pgplug.validation import (
+    check_constant_learning_rate,
+    check_keywords,
+    check_positive_int,
+    check_timesteps,
+    import_dotted,
+    keyword_parameters,
+)
 
 #: Keys that configure the environment or the run rather than the algorithm's constructor.
 ENV_KEYS: tuple[str, ...] = ("n_envs", "n_timesteps", "frame_stack", "normalize", "env_wrapper")
@@ -130,16 +138,7 @@ def select_entry(
 
 def constructor_keys(cls: type) -> list[str]:
     """The keyword arguments ``cls(...)`` accepts, following ``**kwargs`` up the MRO."""
-    keys: list[str] = []
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        params = inspect.signature(init).parameters.values()
-        keys += [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in keys]
-        if not any(p.kind is p.VAR_KEYWORD for p in params):
-            break
-    return keys
+    return keyword_parameters(cls)[0]
 
 
 def valid_keys(cls: type) -> list[str]:
@@ -183,7 +182,7 @@ def parse_schedule(key: str, value: Any) -> Any:
         kind, _, number = value.partition("_")
         initial = parse_value(number) if number else None
         if kind == "lin" and isinstance(initial, (int, float)) and not isinstance(initial, bool):
-            return linear_schedule(float(initial))
+            return linear_schedule(check_constant_learning_rate(f"{key} {value!r}'s initial value", initial))
     if callable(value):
         return value
     raise PgplugError(f"{key} must be a number or a linear schedule such as 'lin_7e-4', got {value!r}")
@@ -280,9 +279,21 @@ def parse_env_wrappers(value: Any) -> tuple[tuple[str, dict[str, Any]], ...]:
             path, kwargs = None, None
         if not isinstance(path, str) or not isinstance(kwargs, dict):
             raise PgplugError(f"env_wrapper must be a dotted class path, {{path: kwargs}} or a list, got {item!r}")
-        resolve_class("env_wrapper", path)
+        check_wrapper_arguments(path, kwargs)
         wrappers.append((path, dict(kwargs)))
     return tuple(wrappers)
+
+
+def check_wrapper_arguments(path: str, kwargs: dict[str, Any]) -> None:
+    """Refuse arguments the wrapper class at ``path`` does not take, and missing required ones, naming them."""
+    wrapper = resolve_class("env_wrapper", path)
+    check_keywords("env_wrapper argument", wrapper, kwargs, reserved=("env",))
+    try:
+        inspect.signature(wrapper).bind(None, **kwargs)
+    except TypeError as exc:
+        raise PgplugError(f"env_wrapper {path}: {exc}") from None
+    except ValueError:  # no signature to check against: the wrapper is built as it is
+        pass
 
 
 def parse_normalize(value: Any, gamma: float | None) -> dict[str, Any] | None:
@@ -327,11 +338,17 @@ class RunConfig:
     env_wrappers: tuple[tuple[str, dict[str, Any]], ...] = ()
 
 
+def aliases_of(cls: type) -> dict[str, type]:
+    """The algorithm's policy names (SB3's ``policy_aliases``: ``MlpPolicy`` → its class)."""
+    return getattr(cls, "policy_aliases", {})
+
+
 def prepare(cls: type, hyperparams: Mapping[str, Any], algo: str, atari: bool = False) -> RunConfig:
     """Check the merged hyperparameters of ``algo`` and convert them into a :class:`RunConfig`.
 
-    Values the algorithm validates itself (``n_steps``, ``gamma``, ...) are passed through, so its own
-    :class:`PgplugError` names them when the model is built.
+    The algorithm's settings (``n_steps``, ``gamma``, ``ent_coef``, ...) are checked here by the algorithm's own
+    rules (its ``check_settings``, which its constructor applies too), and ``policy_kwargs`` against the policy
+    class, so a bad value is refused in the constructor's words before any env is built.
     """
     check_keys(cls, hyperparams, algo)
     raw = dict(hyperparams)
@@ -342,16 +359,21 @@ def prepare(cls: type, hyperparams: Mapping[str, Any], algo: str, atari: bool = 
     if isinstance(policy, str) and "." in policy:
         kwargs["policy"] = resolve_class("policy", policy)
     elif isinstance(policy, str):
-        aliases = getattr(cls, "policy_aliases", {})
+        aliases = aliases_of(cls)
         if aliases and policy not in aliases:
             raise PgplugError(f"unknown policy {policy!r}; valid policies: {', '.join(aliases)} or a dotted path")
     else:
         raise PgplugError(f"policy must be a policy name or a dotted class path, got {policy!r}")
     if "policy_kwargs" in kwargs:
         kwargs["policy_kwargs"] = resolve_policy_kwargs(kwargs["policy_kwargs"])
+        policy_class = kwargs["policy"] if isinstance(kwargs["policy"], type) else aliases_of(cls).get(policy)
+        if policy_class is not None:
+            check_policy_kwargs(policy_class, kwargs["policy_kwargs"])
     for key in SCHEDULE_KEYS:
         if key in kwargs:
             kwargs[key] = parse_schedule(key, kwargs[key])
+    if hasattr(cls, "check_settings"):  # the algorithm's own rules, before anything is built
+        cls.check_settings(kwargs)
     if kwargs.get("estimator_kwargs") is not None and not isinstance(kwargs["estimator_kwargs"], dict):
         raise PgplugError(
             f"estimator_kwargs must be a mapping such as {{gae_lambda: 0.95}}, got {raw['estimator_kwargs']!r}"
@@ -361,7 +383,7 @@ def prepare(cls: type, hyperparams: Mapping[str, Any], algo: str, atari: bool = 
     return RunConfig(
         raw=raw,
         algorithm_kwargs=kwargs,
-        n_timesteps=None if n_timesteps is None else positive_int("n_timesteps", n_timesteps),
+        n_timesteps=None if n_timesteps is None else check_timesteps("n_timesteps", n_timesteps),
         n_envs=positive_int("n_envs", raw.get("n_envs", 1)),
         frame_stack=None if frame_stack in (None, 0, 1) else positive_int("frame_stack", frame_stack),
         normalize=parse_normalize(raw.get("normalize"), raw.get("gamma")),

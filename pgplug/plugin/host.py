@@ -295,6 +295,28 @@ class PluginHost:
         caller = getattr(self.pm.hook, hook_name)
         return caller(**kwargs) if caller.get_hookimpls() else []
 
+    def call_checked(self, hook_name: str, **kwargs: Any) -> list[Any]:
+        """Call hook ``hook_name`` as pluggy does; an exception of one of its implementations becomes one
+        :class:`PgplugError` naming the plugin (one the plugin raised as a ``PgplugError`` passes as it is).
+
+        For the hooks a command calls once (``pgplug_addoption``, ``pgplug_configure``): a plugin's mistake is
+        one line naming it, never a traceback.
+        """
+        caller = getattr(self.pm.hook, hook_name)
+        try:
+            return caller(**kwargs)
+        except PgplugError:
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {one_line(exc)}"
+            raise PgplugError(f"{self._raised_by(caller, exc)} failed in {hook_name}: {error}") from exc
+
+    def _raised_by(self, caller: Any, exc: BaseException) -> str:
+        """How messages name the plugin whose hook implementation raised ``exc`` (the innermost on its traceback)."""
+        codes = {getattr(impl.function, "__code__", None): impl.plugin_name for impl in caller.get_hookimpls()}
+        names = [codes[frame.f_code] for frame, _ in traceback.walk_tb(exc.__traceback__) if frame.f_code in codes]
+        return _label(names[-1], self.source_of(names[-1])) if names else "a plugin"
+
     def implements(self, hook_name: str) -> bool:
         """Whether any registered plugin implements hook ``hook_name``."""
         return bool(getattr(self.pm.hook, hook_name).get_hookimpls())

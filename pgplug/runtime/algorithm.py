@@ -13,6 +13,7 @@ import functools
 import inspect
 import json
 import os
+from collections.abc import Mapping
 from itertools import repeat
 from typing import Any, ClassVar, TypeVar
 
@@ -46,7 +47,22 @@ from pgplug.files.atomic import atomic_write, zip_path
 from pgplug.files.model_zip import read_zip, rebuild_objects
 from pgplug.runtime.policy_runner import PolicyRunner
 from pgplug.runtime.runners import resolve_fast_paths, runner_for
-from pgplug.validation import check_gamma, check_learning_rate
+from pgplug.validation import (
+    Rule,
+    check_bool,
+    check_ent_coef,
+    check_finite,
+    check_keywords,
+    check_learning_rate,
+    check_max_grad_norm,
+    check_model_device,
+    check_net_arch,
+    check_non_negative,
+    check_seed,
+    check_settings,
+    check_timesteps,
+    check_unit_interval,
+)
 
 SelfAlgorithm = TypeVar("SelfAlgorithm", bound="PolicyGradientAlgorithm")
 
@@ -87,6 +103,18 @@ def check_policy_fits(policy_class: type, observation_space: spaces.Space, polic
             f"CnnPolicy needs image observations (a uint8 Box shaped [H, W, C] or [C, H, W]), not "
             f"{type(observation_space).__name__} of shape {shape}; use MlpPolicy (MultiInputPolicy for dicts)"
         )
+
+
+#: The policy's arguments the algorithm passes itself, so never ``policy_kwargs``.
+ALGORITHM_POLICY_ARGUMENTS = ("observation_space", "action_space", "lr_schedule", "use_sde")
+
+
+def check_policy_kwargs(policy_class: type, policy_kwargs: Mapping[str, Any]) -> None:
+    """Refuse, in one line, a ``policy_kwargs`` key ``policy_class`` does not take (naming those it takes) and a
+    ``net_arch`` that is not layer sizes ≥ 1; before the policy is built (the config reader calls it too)."""
+    check_keywords("policy_kwargs key", policy_class, policy_kwargs, reserved=ALGORITHM_POLICY_ARGUMENTS)
+    if "net_arch" in policy_kwargs:
+        check_net_arch("net_arch", policy_kwargs["net_arch"])
 
 
 def estimator_json(estimator: Estimator) -> dict[str, Any] | Estimator:
@@ -138,17 +166,46 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
     :param env: the environment (a gymnasium id, an env or an SB3 ``VecEnv``)
     :param estimator: a registered estimator name or an :class:`~pgplug.contracts.estimator.Estimator`
     :param estimator_kwargs: keyword arguments of the named estimator (e.g. ``{"gae_lambda": 0.95}``)
-    :param ent_coef: entropy coefficient in the loss
-    :param vf_coef: value-loss coefficient (used when the estimator trains a critic)
-    :param max_grad_norm: gradient-norm clipping threshold (None: no clipping)
-    :param normalize_advantage: standardise Ψ in each update
+    :param ent_coef: entropy coefficient in the loss, a finite number ≥ 0
+    :param vf_coef: value-loss coefficient (used when the estimator trains a critic), a finite number ≥ 0
+    :param max_grad_norm: gradient-norm clipping threshold, a finite number > 0 (None: no clipping)
+    :param normalize_advantage: standardise Ψ in each update (True or False, nothing else)
     :param objective: the loss the update minimises: a registered objective name (default: the class's
         ``default_objective``, ``policy_gradient``) or an :class:`~pgplug.contracts.objective.Objective`
     :param objective_kwargs: arguments of the named objective besides the algorithm's own settings, which
         it receives under their names (``ent_coef``, ``vf_coef``, ``normalize_advantage``) at every update
     :param fast_paths: take pgplug's speed paths (True), run SB3's own code (False), or let the
         ``PGPLUG_FAST_PATHS`` environment variable decide (None, the default: on unless it says 0)
+    :param allow_negative_ent_coef: accept a negative ``ent_coef``, which punishes exploration (refused
+        otherwise, as it is almost always a sign error)
+
+    Every setting is checked before anything is built, by the rules of :attr:`setting_rules`.
     """
+
+    #: The rule of :mod:`pgplug.validation` each setting (constructor argument) must pass, by name. The constructor
+    #: applies it before anything is built, and so does the config reader to configs and the command line, so
+    #: all three refuse the same values with the same words. A subclass adds its own settings' rules to these.
+    setting_rules: ClassVar[dict[str, Rule]] = {
+        "learning_rate": check_learning_rate,
+        "gamma": check_unit_interval,
+        "ent_coef": check_finite,  # and ≥ 0 unless allow_negative_ent_coef: check_settings
+        "allow_negative_ent_coef": check_bool,
+        "vf_coef": check_non_negative,
+        "max_grad_norm": check_max_grad_norm,
+        "normalize_advantage": check_bool,
+        "use_sde": check_bool,
+        "seed": check_seed,
+        "device": check_model_device,
+    }
+
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """The settings among ``settings`` that have a rule in :attr:`setting_rules`, checked (and converted);
+        a bad one is a one-line :class:`~pgplug.errors.PgplugError` naming it and what is valid."""
+        checked = check_settings(cls.setting_rules, settings)
+        if "ent_coef" in checked:
+            check_ent_coef("ent_coef", settings["ent_coef"], checked.get("allow_negative_ent_coef", False))
+        return checked
 
     #: ``learn``'s ``log_interval`` when not given: updates between two log dumps.
     default_log_interval: ClassVar[int] = 1
@@ -188,6 +245,7 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
         objective: str | Objective | None = None,
         objective_kwargs: dict[str, Any] | None = None,
         fast_paths: bool | None = None,
+        allow_negative_ent_coef: bool = False,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
         stats_window_size: int = 100,
@@ -199,13 +257,14 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
         monitor_wrapper: bool = True,
         support_multi_env: bool = True,
     ) -> None:
+        checked = self.check_settings(locals())  # before anything is built
         # BaseAlgorithm's, named: a subclass that is also SB3's OnPolicyAlgorithm (OnPolicyLearner) must not run
         # OnPolicyAlgorithm.__init__, which would build SB3's rollout buffer and policy its own way.
         BaseAlgorithm.__init__(
             self,
             policy=policy,
             env=env,
-            learning_rate=check_learning_rate(learning_rate),
+            learning_rate=checked["learning_rate"],
             policy_kwargs=policy_kwargs,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
@@ -213,16 +272,23 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
             device=device,
             support_multi_env=support_multi_env,
             monitor_wrapper=monitor_wrapper,
-            seed=seed,
-            use_sde=use_sde,
+            seed=checked["seed"],
+            use_sde=False,  # checked against the action space below, in one line (SB3 raises its own error)
             sde_sample_freq=sde_sample_freq,
             supported_action_spaces=SUPPORTED_ACTION_SPACES,
         )
-        self.gamma = check_gamma(gamma)
-        self.ent_coef = float(ent_coef)
-        self.vf_coef = float(vf_coef)
-        self.max_grad_norm = max_grad_norm
-        self.normalize_advantage = normalize_advantage
+        if use_sde and self.env is not None and not isinstance(self.action_space, spaces.Box):
+            raise PgplugError(
+                f"use_sde=True needs continuous actions (a Box action space), but the env's are {self.action_space}: "
+                "use_sde must be false"
+            )
+        self.use_sde = checked["use_sde"]
+        self.gamma = checked["gamma"]
+        self.ent_coef = checked["ent_coef"]
+        self.allow_negative_ent_coef = checked["allow_negative_ent_coef"]
+        self.vf_coef = checked["vf_coef"]
+        self.max_grad_norm = checked["max_grad_norm"]
+        self.normalize_advantage = checked["normalize_advantage"]
         resolve_fast_paths(fast_paths)  # a bad value (or PGPLUG_FAST_PATHS) is refused before anything runs
         self.fast_paths = fast_paths
         self.objective = objective or self.default_objective
@@ -298,6 +364,7 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
             self.estimator = self.resolve_estimator(self.estimator["name"], self.estimator.get("kwargs"))
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
+        check_policy_kwargs(self.policy_class, self.policy_kwargs)
         check_policy_fits(self.policy_class, self.observation_space, self.policy_kwargs)
         try:
             self.policy = self.policy_class(  # type: ignore[assignment]
@@ -400,6 +467,11 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
         return self.runner.predict(observation, state, episode_start, deterministic)
 
     # -- learn --------------------------------------------------------------------------------
+
+    def _setup_learn(self, total_timesteps: int, *args: Any, **kwargs: Any) -> tuple[int, Any]:
+        """SB3's ``_setup_learn``, which every ``learn`` calls first, with ``total_timesteps`` checked
+        (:func:`~pgplug.validation.check_timesteps`): a string, a fraction or an unbounded budget fails in one line."""
+        return super()._setup_learn(check_timesteps("total_timesteps", total_timesteps), *args, **kwargs)
 
     # SB3's on-policy log format (time/fps, rollout/ep_rew_mean, ...), reused as is.
     dump_logs = OnPolicyAlgorithm.dump_logs

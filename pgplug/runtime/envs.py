@@ -10,15 +10,15 @@ import difflib
 import importlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 
-from pgplug.errors import PgplugError
-from pgplug.validation import import_dotted
+from pgplug.errors import PgplugError, one_line
+from pgplug.validation import check_keywords, import_dotted, keyword_parameters
 
 
 def _register_atari() -> None:
@@ -51,6 +51,20 @@ def check_env_id(env_id: str) -> str:
 def registered(env_id: str) -> gym.envs.registration.EnvSpec:
     """gymnasium's registry entry of an id checked by :func:`check_env_id`."""
     return gym.registry[env_id.rpartition(":")[2]]
+
+
+def check_env_kwargs(env_id: str, kwargs: Mapping[str, Any]) -> None:
+    """Refuse, in one line, a keyword argument that neither ``gymnasium.make`` nor the env of ``env_id`` takes."""
+    if not kwargs:
+        return
+    creator = registered(env_id).entry_point
+    if isinstance(creator, str):
+        try:
+            creator = gym.envs.registration.load_env_creator(creator)
+        except Exception as exc:
+            raise PgplugError(f"cannot load the env {env_id!r} ({creator}): {one_line(exc)}") from exc
+    make_keywords = keyword_parameters(gym.make)[0]
+    check_keywords("env argument", creator, kwargs, reserved=("id",), also=make_keywords, label=env_id)
 
 
 def is_atari(env_id: str) -> bool:
@@ -87,7 +101,11 @@ class WrapperChain:
 
     def __call__(self, env: gym.Env) -> gym.Env:
         for path, kwargs in self.wrappers:
-            env = import_dotted(path)(env, **kwargs)
+            wrapper = import_dotted(path)
+            try:
+                env = wrapper(env, **kwargs)
+            except (TypeError, ValueError, AssertionError) as exc:
+                raise PgplugError(f"env_wrapper {path} with {kwargs} failed: {one_line(exc)}") from exc
         return env
 
 

@@ -31,7 +31,7 @@ from pgplug.errors import PgplugError
 from pgplug.plugins.a3c.worker import VecEnvFactory, WorkerSpec, rollout_of
 from pgplug.runtime.algorithm import CLASS_DEFAULT, PolicyGradientAlgorithm, constructor_parameters
 from pgplug.runtime.envs import EnvSpec
-from pgplug.validation import check_learning_rate, check_positive_int
+from pgplug.validation import check_bool, check_n_workers, check_non_negative, check_positive_int, optional
 
 #: The metric a worker reports with each update: global updates between its weight pull and its gradient push.
 POLICY_LAG = "a3c/policy_lag"
@@ -80,9 +80,22 @@ class A3C(PolicyGradientAlgorithm):
     :param objective: the objective the update minimises (default ``policy_gradient``)
     :param objective_kwargs: the objective's arguments besides this algorithm's own settings
     :param fast_paths: pgplug's speed paths (True), SB3's own code (False), or ``PGPLUG_FAST_PATHS`` (None)
+    :param allow_negative_ent_coef: accept a negative ``ent_coef`` (which punishes exploration; refused otherwise)
     """
 
     name = "a3c"
+    setting_rules = {
+        **PolicyGradientAlgorithm.setting_rules,
+        "n_workers": check_n_workers,
+        "n_envs_per_worker": check_positive_int,
+        "t_max": check_positive_int,
+        "use_rms_prop": check_bool,
+        "rms_prop_alpha": check_non_negative,
+        "rms_prop_eps": check_non_negative,
+        "shared_optimizer": check_bool,
+        "lock": check_bool,
+        "callback_lag": optional(check_positive_int),
+    }
     default_estimator = "nstep"
     accepts_episode_estimators = False
     default_log_interval = 100
@@ -119,25 +132,26 @@ class A3C(PolicyGradientAlgorithm):
         verbose: int = 0,
         seed: int | None = None,
         device: th.device | str = "auto",
+        allow_negative_ent_coef: bool = False,
         _init_setup_model: bool = True,
     ) -> None:
-        check_learning_rate(learning_rate)  # before anything starts (the forkserver, the main process's env)
+        checked = self.check_settings(locals())  # before anything starts (the forkserver, the main process's env)
         self.env_factory = self._as_factory(env)
-        self.n_workers = check_positive_int("n_workers", n_workers)
-        self.n_envs_per_worker = check_positive_int("n_envs_per_worker", n_envs_per_worker)
-        self.t_max = check_positive_int("t_max", t_max)
+        self.n_workers = checked["n_workers"]
+        self.n_envs_per_worker = checked["n_envs_per_worker"]
+        self.t_max = checked["t_max"]
         self.backend, self.backend_kwargs = backend, dict(backend_kwargs or {})
         backend_class = self._backend_class()
         if backend_class.max_workers is not None and self.n_workers > backend_class.max_workers:
             raise PgplugError(
                 f"the {backend} backend runs at most {backend_class.max_workers} worker(s); got n_workers={n_workers}"
             )
-        self.callback_lag = None if callback_lag is None else check_positive_int("callback_lag", callback_lag)
+        self.callback_lag = checked["callback_lag"]
         if _init_setup_model:  # building to train (load() passes False): e.g. the forkserver imports meanwhile
             backend_class.prepare(**self.backend_kwargs)
-        self.shared_optimizer, self.lock = shared_optimizer, lock
+        self.shared_optimizer, self.lock = checked["shared_optimizer"], checked["lock"]
         # The main process keeps one env of the kind the workers build: for spaces, evaluation and callbacks.
-        main_env = self.env_factory(1, seed) if self.env_factory is not None else None
+        main_env = self.env_factory(1, checked["seed"]) if self.env_factory is not None else None
         super().__init__(
             policy,
             main_env,
@@ -152,15 +166,16 @@ class A3C(PolicyGradientAlgorithm):
             objective=objective,
             objective_kwargs=objective_kwargs,
             fast_paths=fast_paths,
+            allow_negative_ent_coef=allow_negative_ent_coef,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
             policy_kwargs=policy_kwargs,
             verbose=verbose,
-            seed=seed,
+            seed=checked["seed"],
             device=device,
         )
-        if use_rms_prop:
-            self.prefer_rms_prop(alpha=rms_prop_alpha, eps=rms_prop_eps)
+        if checked["use_rms_prop"]:
+            self.prefer_rms_prop(alpha=checked["rms_prop_alpha"], eps=checked["rms_prop_eps"])
         self._live: dict[str, Any] = {}
         if _init_setup_model:
             self._setup_model()
