@@ -25,6 +25,17 @@ def check_positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
+def check_positive_number(name: str, value: Any) -> float:
+    """``value`` as a float if it is a finite real number > 0 (numpy scalars included; not bools)."""
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, numbers.Real)
+        or not 0.0 < value < float("inf")  # also refuses NaN
+    ):
+        raise PgplugError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
 def check_unit_interval(name: str, value: object) -> float:
     """``value`` as a float if it is a real number in [0, 1] (numpy scalars included)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:

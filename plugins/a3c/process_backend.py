@@ -119,7 +119,7 @@ class ProcessBackend(WorkerBackend):
         forkserver.ensure_running()
 
     def start(self, job: WorkerJob, n_workers: int, model: GlobalModel) -> ParameterStore:
-        self.store = store = SharedMemoryStore(model, self.ctx)
+        self.store = store = SharedMemoryStore(model, self.ctx, n_workers)
         if self.ctx.get_start_method() == "forkserver":
             check_forkserver_can_share(model.policy)
         self.queue = self.ctx.Queue()
