@@ -10,6 +10,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -56,6 +58,37 @@ class KillAfter(gym.Wrapper):
         if self.steps >= self.after and in_worker_process():
             os.kill(os.getpid(), signal.SIGKILL)
         return self.env.step(action)
+
+
+class BlockAfter(gym.Wrapper):
+    """Blocks forever in ``step`` once it has been stepped ``after`` times (in a worker only), as a hung env would."""
+
+    def __init__(self, env: gym.Env, after: int) -> None:
+        super().__init__(env)
+        self.after, self.steps = after, 0
+
+    def step(self, action: Any):
+        self.steps += 1
+        if self.steps >= self.after and in_worker_process():
+            threading.Event().wait()
+        return self.env.step(action)
+
+
+def cartpole_blocking_in_worker_1(n_envs: int, seed: int | None) -> VecEnv:
+    """CartPole whose envs block forever in ``step`` after 30 steps in worker 1 of a run seeded 0 with one env per
+    worker (the worker whose envs are seeded 1)."""
+    if seed == 1:
+        return make_vec_env(
+            "CartPole-v1", n_envs=n_envs, seed=seed, wrapper_class=BlockAfter, wrapper_kwargs={"after": 30}
+        )
+    return make_vec_env("CartPole-v1", n_envs=n_envs, seed=seed)
+
+
+def cartpole_slow_to_build(n_envs: int, seed: int | None) -> VecEnv:
+    """CartPole that takes a minute to build in a worker (as a simulator that loads for long), at once elsewhere."""
+    if in_worker_process():
+        time.sleep(60)
+    return make_vec_env("CartPole-v1", n_envs=n_envs, seed=seed)
 
 
 def exploding_cartpole(n_envs: int, seed: int | None) -> VecEnv:
