@@ -41,7 +41,7 @@ class Activity(StrEnum):
     COMPUTING = "computing its gradient"
     PUSHING = "pushing its gradient"
     WAITING = "waiting for the driver's callbacks"
-    FINISHED = "finished"
+    FINISHING = "finishing"  # its last update done: sending its last report, closing its envs
 
 
 @dataclass(frozen=True)

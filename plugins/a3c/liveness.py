@@ -72,7 +72,8 @@ class WorkerWatch:
         self._last_look = now
         if self.worker_timeout is None:
             return
-        silent = [rank for rank, beat in heartbeats.items() if beat.activity is not Activity.FINISHED]
+        # A finishing worker is the backend's to end if its process does not exit: its work is done and reported.
+        silent = [rank for rank, beat in heartbeats.items() if beat.activity is not Activity.FINISHING]
         if not silent:
             return
         rank = max(silent, key=lambda r: (heartbeats[r].seconds, -r))  # the lowest rank of equals (all starting)

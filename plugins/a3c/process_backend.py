@@ -24,7 +24,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from multiprocessing import forkserver
+from multiprocessing import forkserver, resource_tracker
 from multiprocessing import util as mp_util
 from typing import Any
 
@@ -33,7 +33,15 @@ import torch as th
 import torch.multiprocessing as mp
 from stable_baselines3.common.policies import ActorCriticPolicy
 
-from pgplug.contracts.backend import GlobalModel, Message, ParameterStore, WorkerBackend, WorkerFailed, WorkerJob
+from pgplug.contracts.backend import (
+    Activity,
+    GlobalModel,
+    Message,
+    ParameterStore,
+    WorkerBackend,
+    WorkerFailed,
+    WorkerJob,
+)
 from pgplug.contracts.registries import get_host
 from pgplug.errors import PgplugError, WorkerError, one_line
 from pgplug.plugins.a3c.shared_memory import SharedMemoryStore
@@ -77,7 +85,12 @@ def check_forkserver_can_share(policy: ActorCriticPolicy) -> None:
 @contextlib.contextmanager
 def sigint_blocked() -> Iterator[None]:
     """Block SIGINT in this thread: the processes it starts inherit the mask, so that a Ctrl-C meant for the
-    driver does not interrupt their start-up with a traceback (a blocked signal stays blocked in Python)."""
+    driver does not interrupt their start-up with a traceback (a blocked signal stays blocked in Python).
+
+    multiprocessing's resource tracker is started first, if it is not running: starting it unblocks SIGINT in the
+    thread that starts it (it blocks SIGINT for its own start, then unblocks it rather than restore the mask).
+    """
+    resource_tracker.ensure_running()
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
@@ -216,6 +229,7 @@ class ProcessBackend(WorkerBackend):
         self._cancel_start, self._stop_reading = threading.Event(), threading.Event()
         self._start_failure: str | None = None  # a traceback from the starter thread
         self._read_failure: str | None = None  # a traceback from the reader thread
+        self._ended: set[int] = set()  # ranks killed once finishing: a worker stuck closing its envs, not a failure
         self._stopping = False
         self._reap_forkserver = False  # the run did not end cleanly: stop() reaps the forkserver too
 
@@ -264,12 +278,12 @@ class ProcessBackend(WorkerBackend):
     def _start_processes(self, processes: dict[int, Any]) -> None:
         """The starter thread: start the workers in turn until all run or ``stop`` cancels the rest."""
         try:
-            with sigint_blocked():
-                for rank, process in processes.items():
-                    if self._cancel_start.is_set():
-                        return
+            for rank, process in processes.items():
+                if self._cancel_start.is_set():
+                    return
+                with sigint_blocked():
                     process.start()  # with a forkserver: waits until it has finished importing and forked
-                    self.processes[rank] = process
+                self.processes[rank] = process
         except BaseException:
             self._start_failure = traceback.format_exc()
 
@@ -316,14 +330,30 @@ class ProcessBackend(WorkerBackend):
         if self._read_failure is not None:
             self._reap_forkserver = True
             raise WorkerFailed(f"lost the A3C workers' messages:\n{self._read_failure}")
+        beats = self.store.heartbeats() if self.store is not None else {}
         for rank, process in list(self.processes.items()):
             code = process.exitcode
-            if code is not None and code != 0:
+            if code is None and rank in beats and beats[rank].activity is Activity.FINISHING:
+                self._end_if_stuck_finishing(rank, process, beats[rank].seconds)
+            elif code is not None and code != 0 and rank not in self._ended:
                 # Give a dying worker's traceback message a moment to arrive before reporting the exit code.
                 self.poll(timeout=0.5)
                 self._reap_forkserver = True
                 how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
                 raise WorkerFailed(f"A3C worker {rank} (pid {process.pid}) {how}")
+
+    def _end_if_stuck_finishing(self, rank: int, process: Any, seconds: float) -> None:
+        """A worker that has done its last update and sent its last report, but has not exited ``STOP_GRACE``
+        seconds later (stuck closing its envs, say), is killed: nothing is lost, and the run goes on to its end. If
+        even SIGKILL brings no exit code (the forkserver that reports it is stopped), the run fails."""
+        if seconds < STOP_GRACE:
+            return
+        if rank not in self._ended:
+            self._ended.add(rank)
+            self._reap_forkserver = True
+            process.kill()
+        elif seconds > STOP_GRACE + JOIN_TIMEOUT:
+            raise WorkerFailed(f"A3C worker {rank} (pid {process.pid}) finished, but its process does not exit")
 
     def _starting(self) -> bool:
         return self._starter is not None and self._starter.is_alive()

@@ -196,7 +196,7 @@ class Worker:
         self._slowest_update = None
 
     def finish(self) -> None:
-        self._beat(Activity.FINISHED)
+        self._beat(Activity.FINISHING)
         self._maybe_report(force=True)
 
     def close(self) -> None:
