@@ -27,7 +27,13 @@ from typing import Any
 
 import pytest
 import torch.multiprocessing as mp
-from a3c_helpers import cartpole_blocking_in_worker_1, cartpole_slow_to_build, deadline
+from a3c_helpers import (
+    cartpole_blocking_in_worker_1,
+    cartpole_blocking_on_close,
+    cartpole_slow_to_build,
+    child_pids,
+    deadline,
+)
 
 from pgplug import A3C
 from pgplug.contracts.backend import BEAT_INTERVAL, Activity, GlobalModel, Heartbeat
@@ -204,6 +210,20 @@ def test_a_forkserver_that_does_not_answer_ends_the_run_at_the_timeout(backends:
     assert gone(server)
 
 
+def test_a_worker_stuck_closing_its_envs_is_ended_and_the_run_completes(backends: list[ProcessBackend]) -> None:
+    """Its last update is done and reported: after STOP_GRACE s it is killed, and ``learn()`` returns as usual."""
+    model = A3C("MlpPolicy", cartpole_blocking_on_close, worker_timeout=TIMEOUT, **KWARGS)
+    server = ready_forkserver()
+    started = time.monotonic()
+    with deadline(120):
+        model.learn(500)
+    assert STOP_GRACE <= time.monotonic() - started < STOP_GRACE + MARGIN
+    assert model.num_timesteps >= 500
+    backend = backends[0]
+    assert [process.exitcode for process in backend.processes.values()] == [-signal.SIGKILL] * 2
+    assert_all_reaped(backend, server)
+
+
 # ------------------------------------------------------------------------------------------------
 # Ctrl-C during start-up
 # ------------------------------------------------------------------------------------------------
@@ -260,6 +280,61 @@ def test_ctrl_c_while_the_forkserver_does_not_answer(backends: list[ProcessBacke
     assert pressed_at and time.monotonic() - pressed_at[0] < START_GRACE + MARGIN
     assert backends[0].processes == {}
     assert gone(server)
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["forkserver-importing", "workers-building-envs"])
+def test_ctrl_c_to_the_command_line_during_start_up_ends_without_a_traceback(tmp_path: Path, workers: int) -> None:
+    """Ctrl-C in a terminal signals the whole process group: the CLI, the forkserver and the workers. Sent half a
+    second after the forkserver started (it imports torch, SB3 and pgplug for seconds), or once the workers run
+    (they take a minute to build their envs), ``pgplug train`` ends with its interrupted line and exit code 130
+    (and, once in ``learn()``, the model saved), no traceback from any process, the forkserver and workers reaped."""
+    tests = str(Path(__file__).parent)
+    environ = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))}
+    argv = ["train", "--algo", "a3c", "--env", "a3c_helpers:pgplug-test/SlowToBuild-v0", "-n", "10000", "--seed", "0"]
+    argv += ["--no-progress", "--n-eval-episodes", "0", "--eval-freq", "0", "-f", str(tmp_path)]
+    # As from a terminal, whatever this test runner ignores: SIGINT raises KeyboardInterrupt in the CLI.
+    run_cli = "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    run_cli += f"from pgplug.cli import main; sys.exit(main({argv!r}))"
+    cli = subprocess.Popen(
+        [sys.executable, "-c", run_cli],
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=environ,
+    )
+    try:
+        with deadline(240):
+            pids = wait_for_forkserver_children(cli.pid, workers)
+            time.sleep(0.5)  # into the forkserver's imports (or the workers' minute)
+            os.killpg(cli.pid, signal.SIGINT)
+            output, _ = cli.communicate(timeout=STOP_GRACE + 60)
+    finally:
+        if cli.poll() is None:
+            os.killpg(cli.pid, signal.SIGKILL)
+            cli.wait()
+    assert cli.returncode == 130, output
+    assert "Traceback" not in output, output
+    assert "pgplug: interrupted" in output or "interrupted: model saved to" in output
+    if workers:
+        assert "interrupted: model saved to" in output
+    assert all(gone(pid) for pid in pids)
+
+
+def wait_for_forkserver_children(cli: int, n: int, timeout: float = 180.0) -> list[int]:
+    """The pids of the forkserver of the command line ``cli`` and of ``n`` of its children (A3C workers), once
+    they run."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        for child in child_pids(cli):
+            try:
+                command = Path(f"/proc/{child}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"forkserver" in command and len(workers := sorted(child_pids(child))) >= n:
+                return [child, *workers]
+        time.sleep(0.02)
+    raise AssertionError(f"no forkserver with {n} children within {timeout} s")
 
 
 def test_the_main_process_reaps_its_forkserver_at_exit(tmp_path: Path) -> None:
@@ -352,7 +427,7 @@ def test_the_watch_names_the_worker_silent_longest_past_the_limit(clock: FakeClo
     with pytest.raises(WorkerTimeoutError) as info:
         watch.check(beats(0.1, 10.5, 0.2))
     assert str(info.value).startswith("A3C worker 1 sent nothing for 10 s (last: stepping its envs in update 5); ")
-    watch.check(beats(0.1, 10.5, 0.2, activity=Activity.FINISHED))  # finished workers are not silent
+    watch.check(beats(0.1, 10.5, 0.2, activity=Activity.FINISHING))  # finishing workers are not silent
 
 
 def test_the_limit_grows_with_the_slowest_update(clock: FakeClock) -> None:
