@@ -320,12 +320,14 @@ class A3C(PolicyGradientAlgorithm):
             keep_calling = False
             raise
         finally:  # the workers' last reports still count; callbacks that asked to stop are not called again
-            self._absorb(backend.stop(), stats, callback if keep_calling else None)
-            if store is not None:
-                store.pull(driver_state)
-                final_steps, self._n_updates = int(store.steps), int(store.n_updates)
-            if not keep_calling:  # stopped early: what the workers did still counts (and is saved)
-                self.num_timesteps = final_steps
+            try:
+                self._absorb(backend.stop(), stats, callback if keep_calling else None)
+            finally:  # also when a second Ctrl-C, held back while the workers were stopped, is raised
+                if store is not None:
+                    store.pull(list(self.policy.state_dict().values()))
+                    final_steps, self._n_updates = int(store.steps), int(store.n_updates)
+                if not keep_calling:  # stopped early: what the workers did still counts (and is saved)
+                    self.num_timesteps = final_steps
         if keep_calling:  # the on_step calls for the steps the workers took after the last poll
             self._advance_callbacks(final_steps, callback)
         self.num_timesteps = final_steps

@@ -90,6 +90,9 @@ def sigint_blocked() -> Iterator[None]:
     multiprocessing's resource tracker is started first, if it is not running: starting it unblocks SIGINT in the
     thread that starts it (it blocks SIGINT for its own start, then unblocks it rather than restore the mask).
     """
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: spawn only, and no process groups
+        yield
+        return
     resource_tracker.ensure_running()
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
