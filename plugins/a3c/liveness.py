@@ -43,7 +43,7 @@ def describe(beat: Heartbeat) -> str:
 class WorkerWatch:
     """Raises :class:`~pgplug.errors.WorkerTimeoutError` when a worker has been silent for longer than its limit.
 
-    :param worker_timeout: seconds of silence allowed before any update is seen; None: never raise
+    :param worker_timeout: the seconds of silence allowed (more once updates are slow: see ``limit``); None: never
     """
 
     def __init__(self, worker_timeout: float | None) -> None:
