@@ -48,6 +48,10 @@ class WorkerError(PgplugError):
     """A worker of an asynchronous algorithm stopped on a user-facing error (a diverged loss, a bad value)."""
 
 
+class WorkerTimeoutError(WorkerError):
+    """A worker of an asynchronous algorithm sent nothing for longer than its limit (stopped, or stuck in an env)."""
+
+
 def one_line(message: object) -> str:
     """Collapse a message to its first non-empty line, for terminal output."""
     for line in str(message).splitlines():

@@ -89,6 +89,13 @@ def check_non_negative(name: str, value: Any) -> float:
     return float(value)
 
 
+def check_positive_number(name: str, value: Any) -> float:
+    """``value`` as a float if it is a finite number > 0."""
+    if not _is_real(value) or not math.isfinite(value) or value <= 0:
+        raise PgplugError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
 def check_unit_interval(name: str, value: object) -> float:
     """``value`` as a float if it is a real number in [0, 1] (numpy scalars included)."""
     if not _is_real(value) or not 0.0 <= value <= 1.0:  # type: ignore[operator]
@@ -122,9 +129,10 @@ def check_max_grad_norm(name: str, value: Any) -> float | None:
     """The gradient-clipping threshold: a finite number > 0, or None for no clipping."""
     if value is None:
         return None
-    if not _is_real(value) or not math.isfinite(value) or value <= 0:
-        raise PgplugError(f"{name} must be a finite number > 0, or None for no clipping, got {value!r}")
-    return float(value)
+    try:
+        return check_positive_number(name, value)
+    except PgplugError:
+        raise PgplugError(f"{name} must be a finite number > 0, or None for no clipping, got {value!r}") from None
 
 
 def check_ent_coef(name: str, value: Any, allow_negative: bool = False) -> float:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import gymnasium as gym
+from gymnasium.envs.classic_control import CartPoleEnv
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv
 
@@ -56,6 +59,62 @@ class KillAfter(gym.Wrapper):
         if self.steps >= self.after and in_worker_process():
             os.kill(os.getpid(), signal.SIGKILL)
         return self.env.step(action)
+
+
+class BlockAfter(gym.Wrapper):
+    """Blocks forever in ``step`` once it has been stepped ``after`` times (in a worker only), as a hung env would."""
+
+    def __init__(self, env: gym.Env, after: int) -> None:
+        super().__init__(env)
+        self.after, self.steps = after, 0
+
+    def step(self, action: Any):
+        self.steps += 1
+        if self.steps >= self.after and in_worker_process():
+            threading.Event().wait()
+        return self.env.step(action)
+
+
+def cartpole_blocking_in_worker_1(n_envs: int, seed: int | None) -> VecEnv:
+    """CartPole whose envs block forever in ``step`` after 30 steps in worker 1 of a run seeded 0 with one env per
+    worker (the worker whose envs are seeded 1)."""
+    if seed == 1:
+        return make_vec_env(
+            "CartPole-v1", n_envs=n_envs, seed=seed, wrapper_class=BlockAfter, wrapper_kwargs={"after": 30}
+        )
+    return make_vec_env("CartPole-v1", n_envs=n_envs, seed=seed)
+
+
+class BlockOnClose(gym.Wrapper):
+    """Blocks forever in ``close`` (in a worker only), as an env whose simulator does not shut down."""
+
+    def close(self) -> None:
+        if in_worker_process():
+            threading.Event().wait()
+        super().close()
+
+
+def cartpole_blocking_on_close(n_envs: int, seed: int | None) -> VecEnv:
+    """CartPole whose envs block forever in ``close``, in worker processes."""
+    return make_vec_env("CartPole-v1", n_envs=n_envs, seed=seed, wrapper_class=BlockOnClose)
+
+
+def cartpole_slow_to_build(n_envs: int, seed: int | None) -> VecEnv:
+    """CartPole that takes a minute to build in a worker (as a simulator that loads for long), at once elsewhere."""
+    if in_worker_process():
+        time.sleep(60)
+    return make_vec_env("CartPole-v1", n_envs=n_envs, seed=seed)
+
+
+def slow_to_build_cartpole_env(**kwargs: Any) -> gym.Env:
+    """The env of ``a3c_helpers:pgplug-test/SlowToBuild-v0``: CartPole, after a minute's wait in a worker."""
+    if in_worker_process():
+        time.sleep(60)
+    return CartPoleEnv(**kwargs)
+
+
+if "pgplug-test/SlowToBuild-v0" not in gym.registry:  # for the command line: --env a3c_helpers:pgplug-test/...
+    gym.register("pgplug-test/SlowToBuild-v0", entry_point=slow_to_build_cartpole_env, max_episode_steps=500)
 
 
 def exploding_cartpole(n_envs: int, seed: int | None) -> VecEnv:

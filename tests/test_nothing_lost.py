@@ -160,3 +160,39 @@ def test_a_signal_during_a_save_waits_for_the_save() -> None:
         finished = True
     assert finished and stopped.value.signum == signal.SIGTERM and exit_code(stopped.value) == 143
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def descendants(pid: int) -> set[int]:
+    from a3c_helpers import child_pids
+
+    found, frontier = set(), {pid}
+    while frontier:
+        children = set().union(*(child_pids(parent) for parent in frontier)) - found
+        found |= children
+        frontier = children
+    return found
+
+
+def test_a_killed_a3c_worker_saves_the_model_and_is_one_line(tmp_path) -> None:
+    """The forkserver's children are the workers; one of them is killed by SIGKILL mid-run."""
+    import time
+
+    process = pgplug_command("train", "--algo", "a3c", "--env", "CartPole-v1", "-n", "10000000", *QUIET, cwd=tmp_path)
+    try:
+        wait_for_training(process)
+        time.sleep(6)  # the workers have started and pushed updates
+        forkservers = [p for p in descendants(process.pid) if descendants(p)]
+        workers = sorted(set().union(*(descendants(p) for p in forkservers)))
+        assert workers, "no A3C worker found"
+        os.kill(workers[0], signal.SIGKILL)
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+        process.wait()
+    lines = err.strip().splitlines()
+    assert process.returncode == 1 and len(lines) == 1, err
+    assert lines[0].startswith("pgplug: error: A3C worker")
+    assert f"was killed by signal {int(signal.SIGKILL)}" in lines[0]
+    saved = tmp_path / "logs" / "a3c" / "CartPole-v1_1" / "CartPole-v1_interrupted.zip"
+    assert f"training failed: model saved to {saved.relative_to(tmp_path)}" in out
+    assert pgplug.load(saved).num_timesteps > 0

@@ -2,10 +2,10 @@
 
 An asynchronous algorithm (A3C) runs worker loops that each pull the global weights, roll out,
 compute a gradient and push it to a :class:`ParameterStore`, which applies it with the shared
-optimizer and keeps the global counters and the stop and pause flags. A :class:`WorkerBackend` starts
-the workers, gives them a store, relays their messages and stops them. Local processes over shared
-memory and an in-process worker are two backends; an actor on a distributed engine is another store
-behind the same seam. Backends are registered by name through ``pgplug_register_backends``.
+optimizer and keeps the global counters, the stop and pause flags and each worker's heartbeat. A
+:class:`WorkerBackend` starts the workers, gives them a store, relays their messages and stops them. Local
+processes over shared memory and an in-process worker are two backends; an actor on a distributed engine
+is another store behind the same seam. Backends are registered by name through ``pgplug_register_backends``.
 """
 
 from __future__ import annotations
@@ -13,18 +13,50 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
 import torch as th
 
+from pgplug.errors import PgplugError
 from pgplug.plugin.registry import RegistryKind
 
 #: What a worker sends the driver: ``(kind, rank, payload)``, kind ``report`` or ``error``.
 Message = tuple[str, int, Any]
 
+#: Seconds between a busy worker's heartbeats while its activity stays the same (see ``ParameterStore.beat``).
+BEAT_INTERVAL = 0.5
+
 
 class WorkerFailed(RuntimeError):
     """A worker raised or died; the message carries the worker's traceback or exit code."""
+
+
+class WorkerDied(WorkerFailed, PgplugError):
+    """A worker's process ended without a report (killed, exited, or will not exit): there is no traceback of the
+    user's to show, so the command line says it in one line."""
+
+
+class Activity(StrEnum):
+    """What a worker is doing, as it tells its store with each heartbeat (:meth:`ParameterStore.beat`)."""
+
+    STARTING = "starting"  # not beaten yet: being started, importing, loading plugins
+    BUILDING_ENVS = "building its envs"
+    PULLING = "pulling the weights"
+    STEPPING = "stepping its envs"
+    COMPUTING = "computing its gradient"
+    PUSHING = "pushing its gradient"
+    WAITING = "waiting for the driver's callbacks"
+    FINISHING = "finishing"  # its last update done: sending its last report, closing its envs
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """A worker's latest sign of life: ``seconds`` ago it was ``activity``, having pushed ``updates`` updates."""
+
+    activity: Activity
+    updates: int
+    seconds: float
 
 
 class ParameterStore(ABC):
@@ -85,9 +117,27 @@ class ParameterStore(ABC):
         """The env steps the driver's callbacks have seen, as last published."""
 
     @abstractmethod
-    def wait_for_driver(self, max_ahead: int) -> None:
-        """Block while the env steps run more than ``max_ahead`` ahead of the driver's callbacks; return at once
-        when a stop is asked or the driver is gone (a worker then stops)."""
+    def wait_for_driver(self, max_ahead: int, timeout: float) -> bool:
+        """Block while the env steps run more than ``max_ahead`` ahead of the driver's callbacks, for at most
+        ``timeout`` seconds (the worker beats between two waits).
+
+        :return: True once the worker may go on, or at once when a stop is asked or the driver is gone (a worker
+            then stops); False if it is still held after ``timeout``
+        """
+
+    @abstractmethod
+    def beat(self, rank: int, activity: Activity, updates: int) -> None:
+        """Worker ``rank`` is alive and ``activity``, having pushed ``updates`` updates.
+
+        A worker beats at each change of activity and about every :data:`BEAT_INTERVAL` seconds within one, a few
+        times per update: a store on another machine keeps the latest beat where the worker runs and sends it on
+        about once a second, which is plenty against limits of seconds.
+        """
+
+    @abstractmethod
+    def heartbeats(self) -> dict[int, Heartbeat]:
+        """Each worker's latest beat, with its age in seconds; a worker that has not beaten yet is ``starting``,
+        as old as the store. The driver ends the run when one is too old (a worker stopped or stuck)."""
 
 
 class WorkerLoop(Protocol):
@@ -163,7 +213,10 @@ class WorkerBackend(ABC):
 
     @abstractmethod
     def start(self, job: WorkerJob, n_workers: int, model: GlobalModel) -> ParameterStore:
-        """Start ``n_workers`` workers running ``job``; return the driver's view of their store."""
+        """Start ``n_workers`` workers running ``job``; return the driver's view of their store.
+
+        It may return while the workers are still starting (so that the driver watches their start-up too): until
+        they all have started, :meth:`finished` is False."""
 
     @abstractmethod
     def poll(self, timeout: float) -> list[Message]:
@@ -179,7 +232,9 @@ class WorkerBackend(ABC):
 
     @abstractmethod
     def stop(self) -> list[Message]:
-        """Ask the workers to stop, wait for them (ending stragglers) and return their last messages."""
+        """Ask the workers to stop, wait for them (ending stragglers, also a worker still being started) and return
+        their last messages. Called once, also after a failure or an interrupt at any point of :meth:`start`; when
+        it returns, nothing the backend started runs any more."""
 
 
 #: The backend registry: filled by ``pgplug_register_backends``.

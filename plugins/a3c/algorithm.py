@@ -4,7 +4,8 @@ Parallel actor-learners, each with its own envs and a local copy of the policy, 
 parameter store that steps a shared optimizer on the global policy (Hogwild, lock-free by default).
 Where the workers run and where the store lives is a registered backend's business (``process``:
 local processes over shared memory; ``serial``: one worker in the driver). The driver is the SB3
-face: it starts and watches the workers, turns the global step counter into callback calls, logs
+face: it starts and watches the workers (a worker silent for ``worker_timeout`` ends the run, see
+``liveness.py``), turns the global step counter into callback calls, logs
 what the workers report, calls the plugins' lifecycle hooks for every worker update, and
 saves/loads/predicts like any SB3 model.
 """
@@ -28,10 +29,18 @@ from pgplug.contracts.estimator import Estimator
 from pgplug.contracts.objective import Objective
 from pgplug.contracts.registries import call_hook, get_host
 from pgplug.errors import PgplugError
+from pgplug.plugins.a3c.liveness import WorkerWatch
 from pgplug.plugins.a3c.worker import VecEnvFactory, WorkerSpec, rollout_of
 from pgplug.runtime.algorithm import CLASS_DEFAULT, PolicyGradientAlgorithm, constructor_parameters
 from pgplug.runtime.envs import EnvSpec
-from pgplug.validation import check_bool, check_n_workers, check_non_negative, check_positive_int, optional
+from pgplug.validation import (
+    check_bool,
+    check_n_workers,
+    check_non_negative,
+    check_positive_int,
+    check_positive_number,
+    optional,
+)
 
 #: The metric a worker reports with each update: global updates between its weight pull and its gradient push.
 POLICY_LAG = "a3c/policy_lag"
@@ -74,6 +83,10 @@ class A3C(PolicyGradientAlgorithm):
         updates, so an ``EvalCallback`` at step S sees the weights of at most S + ``callback_lag`` +
         one rollout per worker, and a slow callback holds training back as in SB3 rather than
         falling ever further behind the workers
+    :param worker_timeout: seconds a worker may send nothing (no heartbeat, start-up included) before the run
+        ends with a one-line :class:`~pgplug.errors.WorkerTimeoutError` naming it and what it was doing, and
+        every worker is stopped; 20 × the slowest update seen so far if that is longer. None: wait forever.
+        A backend whose worker runs in the driver (``serial``) has no silence to watch
     :param estimator: ``nstep`` (default, n=None: the forward view), ``td``, ``gae`` or any estimator
         that does not need complete episodes
     :param estimator_kwargs: the estimator's arguments
@@ -95,6 +108,7 @@ class A3C(PolicyGradientAlgorithm):
         "shared_optimizer": check_bool,
         "lock": check_bool,
         "callback_lag": optional(check_positive_int),
+        "worker_timeout": optional(check_positive_number),
     }
     default_estimator = "nstep"
     accepts_episode_estimators = False
@@ -120,6 +134,7 @@ class A3C(PolicyGradientAlgorithm):
         backend: str = "process",
         backend_kwargs: dict[str, Any] | None = None,
         callback_lag: int | None = 1_000,
+        worker_timeout: float | None = 60.0,
         normalize_advantage: bool = False,
         estimator: str | Estimator = "nstep",
         estimator_kwargs: dict[str, Any] | None = None,
@@ -147,6 +162,7 @@ class A3C(PolicyGradientAlgorithm):
                 f"the {backend} backend runs at most {backend_class.max_workers} worker(s); got n_workers={n_workers}"
             )
         self.callback_lag = checked["callback_lag"]
+        self.worker_timeout = checked["worker_timeout"]
         if _init_setup_model:  # building to train (load() passes False): e.g. the forkserver imports meanwhile
             backend_class.prepare(**self.backend_kwargs)
         self.shared_optimizer, self.lock = checked["shared_optimizer"], checked["lock"]
@@ -300,6 +316,8 @@ class A3C(PolicyGradientAlgorithm):
         callback.on_training_start(locals(), globals())
         self._live = {}
         stats = _UpdateStats()
+        # Workers in the driver cannot be silent while it looks: nothing to watch.
+        watch = WorkerWatch(None if backend.runs_in_driver else self.worker_timeout)
         keep_calling = True  # False once a callback asked to stop: it is not called again
         store: ParameterStore | None = None
         final_steps = self.num_timesteps
@@ -309,23 +327,28 @@ class A3C(PolicyGradientAlgorithm):
             driver_state = list(self.policy.state_dict().values())
             callback.on_rollout_start()
             while keep_calling and not backend.finished():
-                self._absorb(backend.poll(timeout=0.01), stats, callback)
+                messages = backend.poll(timeout=0.01)
+                watch.saw_reports(messages)
+                self._absorb(messages, stats, callback)
                 store.pull(driver_state)  # the global weights, for the callbacks (the very tensors in shared memory)
                 keep_calling = self._advance_callbacks(store.steps, callback)
                 store.publish_progress(self.num_timesteps)
-                backend.check()
+                backend.check()  # a dead worker is named as dead, before the watch would call it silent
+                watch.check(store.heartbeats())
                 if log_interval and stats.updates_since_dump >= log_interval:
                     self._dump(stats, store.n_updates)
         except BaseException:
             keep_calling = False
             raise
         finally:  # the workers' last reports still count; callbacks that asked to stop are not called again
-            self._absorb(backend.stop(), stats, callback if keep_calling else None)
-            if store is not None:
-                store.pull(driver_state)
-                final_steps, self._n_updates = int(store.steps), int(store.n_updates)
-            if not keep_calling:  # stopped early: what the workers did still counts (and is saved)
-                self.num_timesteps = final_steps
+            try:
+                self._absorb(backend.stop(), stats, callback if keep_calling else None)
+            finally:  # also when a second Ctrl-C, held back while the workers were stopped, is raised
+                if store is not None:
+                    store.pull(list(self.policy.state_dict().values()))
+                    final_steps, self._n_updates = int(store.steps), int(store.n_updates)
+                if not keep_calling:  # stopped early: what the workers did still counts (and is saved)
+                    self.num_timesteps = final_steps
         if keep_calling:  # the on_step calls for the steps the workers took after the last poll
             self._advance_callbacks(final_steps, callback)
         self.num_timesteps = final_steps

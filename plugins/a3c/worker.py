@@ -4,7 +4,9 @@ Each update (Mnih et al. 2016, Algorithm S3): pull the global weights into the l
 ``t_max`` steps in the worker's own envs → estimate Ψ (forward view) → backward locally → clip → push
 the gradients, which the store applies with the shared optimizer (Hogwild, lock-free unless ``lock``)
 → count the steps in the store. The same loop runs in a local process, in the driver (the serial
-backend) or in an actor on another machine.
+backend) or in an actor on another machine. Along the way the worker beats (``store.beat``): at each
+change of activity and every ``BEAT_INTERVAL`` seconds within one, so that the driver can tell a
+worker that is slow from one that is stuck.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch as th
 from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.common.vec_env import VecEnv
 
-from pgplug.contracts.backend import Message, ParameterStore
+from pgplug.contracts.backend import BEAT_INTERVAL, Activity, Message, ParameterStore
 from pgplug.contracts.estimator import Estimator
 from pgplug.contracts.objective import Objective
 from pgplug.contracts.rollout import Rollout, map_observation
@@ -97,6 +99,10 @@ class Worker:
 
     def __init__(self, rank: int, spec: WorkerSpec, store: ParameterStore, send: Callable[[Message], None]) -> None:
         self.rank, self.spec, self.store, self.send = rank, spec, store, send
+        self.n_updates = 0  # updates this worker has pushed
+        self._activity: Activity | None = None
+        self._beaten_at = 0.0
+        self._beat(Activity.BUILDING_ENVS)
         self.env = spec.env_factory(spec.n_envs, spec.worker_seed(rank))
         self.local_policy = store.local_policy()
         # One gradient per rollout, on the local weights that collected it: the rollout's graph may serve it.
@@ -112,9 +118,19 @@ class Worker:
         self._updates: list[dict[str, float]] = []
         self._rollouts: list[dict[str, Any]] = []
         self._steps_since_report = 0
+        self._slowest_update: float | None = None  # seconds, pull to push, since the last report
         self._last_report = time.perf_counter()
 
+    def _beat(self, activity: Activity) -> None:
+        """Tell the store this worker is alive: at each change of activity, else every ``BEAT_INTERVAL`` seconds."""
+        now = time.monotonic()
+        if activity is self._activity and now - self._beaten_at < BEAT_INTERVAL:
+            return
+        self._activity, self._beaten_at = activity, now
+        self.store.beat(self.rank, activity, self.n_updates)
+
     def _on_step(self, step: dict[str, Any]) -> bool:
+        self._beat(Activity.STEPPING)
         self.store.add_steps(self.spec.n_envs)
         self._steps_since_report += self.spec.n_envs
         return not self.store.stop_requested()
@@ -129,7 +145,8 @@ class Worker:
         """One update, unless the budget is spent or a stop was asked (then False)."""
         spec, store = self.spec, self.store
         if spec.callback_lag is not None:
-            store.wait_for_driver(spec.callback_lag)
+            while not store.wait_for_driver(spec.callback_lag, timeout=BEAT_INTERVAL):
+                self._beat(Activity.WAITING)
         if store.stop_requested() or store.steps >= spec.total_timesteps:
             return False
         return self._update()
@@ -137,14 +154,22 @@ class Worker:
     def _update(self) -> bool:
         """Pull → rollout → gradient → push. False if stopped before the update was applied."""
         spec, store = self.spec, self.store
+        started = time.perf_counter()
+        self._beat(Activity.PULLING)
         synced_at = store.pull(self._state)
+        self._beat(Activity.STEPPING)
         rollout = self.collector.collect(spec.t_max, on_step=self._on_step, on_episodes_end=self._on_episodes_end)
         if rollout is None:
             return False
+        self._beat(Activity.COMPUTING)
         rollout.fill_estimate(spec.estimator, spec.gamma)
         terms = compute_gradients(self.runner, spec.objective, rollout, self._params, spec.max_grad_norm)
         learning_rate = spec.lr_schedule(max(1.0 - store.steps / spec.total_timesteps, 0.0))
+        self._beat(Activity.PUSHING)
         applied_at = store.push([param.grad for param in self._params], learning_rate, self.rank)
+        self.n_updates += 1
+        seconds = time.perf_counter() - started
+        self._slowest_update = max(seconds, self._slowest_update or 0.0)
         update = {f"train/{name}": value for name, value in loss_metrics(terms, rollout).items()}
         update.update({"train/learning_rate": learning_rate, "a3c/policy_lag": float(applied_at - 1 - synced_at)})
         self._updates.append(update)
@@ -164,11 +189,14 @@ class Worker:
             "rollouts": self._rollouts,
             # A forced report after a short window would show a meaningless rate.
             "steps_per_s": self._steps_since_report / elapsed if elapsed > 0.1 else None,
+            "slowest_update": self._slowest_update,  # seconds from pull to push; the driver's limits scale with it
         }
         self.send(("report", self.rank, report))
         self._episodes, self._updates, self._rollouts, self._steps_since_report, self._last_report = [], [], [], 0, now
+        self._slowest_update = None
 
     def finish(self) -> None:
+        self._beat(Activity.FINISHING)
         self._maybe_report(force=True)
 
     def close(self) -> None:
