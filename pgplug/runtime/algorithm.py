@@ -41,6 +41,7 @@ from pgplug.contracts.objective import LossTerms, Objective
 from pgplug.contracts.registries import get_host, make_estimator, make_objective
 from pgplug.contracts.rollout import Rollout
 from pgplug.errors import InvalidPolicyError, PgplugError, one_line
+from pgplug.runtime import random_state
 from pgplug.runtime.policy_runner import PolicyRunner
 from pgplug.runtime.runners import resolve_fast_paths, runner_for
 from pgplug.validation import check_gamma, check_learning_rate
@@ -326,19 +327,36 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
         return runner
 
     def save(self, path: Any, exclude: Any = None, include: Any = None) -> None:
-        """SB3's ``save``, with the algorithm's name and a registered estimator written as plain JSON.
+        """SB3's ``save``, with the algorithm's name, a registered estimator and the random generators' states
+        (:mod:`pgplug.runtime.random_state`, which :meth:`load` restores) written as plain JSON.
 
         JSON rather than a pickle keeps the zip loadable where pgplug is not installed
         (``stable_baselines3.A2C.load``) and lets ``pgplug.load`` name the algorithm without unpickling.
         """
         self.pgplug_algorithm = self.name
-        replacements = self._json_attributes()
-        originals = {key: getattr(self, key) for key in replacements}
+        replacements = {**self._json_attributes(), random_state.KEY: random_state.capture()}
+        originals = {key: self.__dict__[key] for key in replacements if key in self.__dict__}
         self.__dict__.update(replacements)
         try:
             super().save(path, exclude, include)
         finally:
+            for key in replacements.keys() - originals.keys():
+                del self.__dict__[key]
             self.__dict__.update(originals)
+
+    @classmethod
+    def load(cls: type[SelfAlgorithm], path: Any, *args: Any, **kwargs: Any) -> SelfAlgorithm:
+        """SB3's ``load``, then python's, numpy's and torch's generators as the model left them when it was saved.
+
+        SB3 seeds them afresh (with ``seed``, which also seeds the env and the action space, as here); restoring
+        them makes training on from the file draw the same actions as training on in memory would. Files
+        without the states (SB3's, older pgplug's) keep SB3's seeding.
+        """
+        model = super().load(path, *args, **kwargs)
+        state = model.__dict__.pop(random_state.KEY, None)
+        if state is not None:
+            random_state.restore(state, path)
+        return model
 
     def _json_attributes(self) -> dict[str, Any]:
         """Attributes to write as plain JSON instead of pickles; ``_setup_model`` turns them back on load."""
