@@ -188,7 +188,7 @@ def test_a_linear_schedule_goes_on_from_the_saved_timestep_not_from_its_start(tm
 
 def test_load_restores_the_random_generators_that_save_found(tmp_path: Path) -> None:
     model = pgplug.A2C("MlpPolicy", make_env(SEED), n_steps=5, seed=SEED, device="cpu").learn(40)
-    observations = np.stack([model.observation_space.sample() for _ in range(64)])
+    observations = np.random.default_rng(0).uniform(-0.2, 0.2, (64, 4)).astype(np.float32)
     model.save(tmp_path / "model.zip")
     saved_states = random_states()
     sampled_in_memory, _ = model.predict(observations, deterministic=False)  # drawn from torch's generator
