@@ -24,7 +24,7 @@ import pytest
 import torch as th
 import yaml
 from stable_baselines3 import A2C as SB3A2C
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
@@ -274,4 +274,44 @@ def test_train_i_equals_training_on_in_memory(case: str, tmp_path: Path, monkeyp
         assert env.obs_rms.count > first.obs_rms.count  # the saved statistics went on from the first run's
     resumed = pgplug.load(second_run / "CartPole-v1.zip", env=env, device="cpu")
     assert resumed.num_timesteps >= N + M and type(resumed) is cls
+    assert_same_run(in_memory, resumed)
+
+
+def test_train_i_from_a_checkpoint_equals_stopping_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``-i <run>/rl_model_<K>_steps.zip`` continues with that checkpoint's own ``VecNormalize`` statistics
+    (``rl_model_vecnormalize_<K>_steps.pkl``, not the run's final ``vecnormalize.pkl``): it ends where the same
+    run, stopped at step K and trained on in memory, ends."""
+    checkpoint_step = 160  # the last step of the 4th rollout of 8 envs × 5 steps: saved before its update
+    stopped: list[Any] = []
+    original_learn = pgplug.A2C.learn
+
+    class StopAtCheckpoint(BaseCallback):
+        def _on_step(self) -> bool:
+            return self.model.num_timesteps < checkpoint_step
+
+    def learn_until_the_checkpoint(self, total_timesteps: int, callback: Any = None, **kwargs: Any) -> Any:
+        stopped.append(self)
+        callback = CallbackList([callback, StopAtCheckpoint()])
+        return original_learn(self, total_timesteps, callback=callback, **kwargs)
+
+    logs = tmp_path / "logs"
+    common = ["train", "--algo", "a2c", "--env", "CartPole-v1", "-f", str(logs), *QUIET]
+    first = [*common, "-n", "400", "--seed", str(SEED), "--save-freq", str(checkpoint_step), "--hyperparams",
+             "normalize=true"]  # fmt: skip
+    assert main(first) == 0  # the whole run, with its checkpoint
+    checkpoint = logs / "a2c" / "CartPole-v1_1" / f"rl_model_{checkpoint_step}_steps.zip"
+    assert checkpoint.with_name(f"rl_model_vecnormalize_{checkpoint_step}_steps.pkl").is_file()
+    with monkeypatch.context() as patch:
+        patch.setattr(pgplug.A2C, "learn", learn_until_the_checkpoint)
+        assert main(first) == 0  # the same run, stopped at the checkpoint
+    (in_memory,) = stopped
+    assert in_memory.num_timesteps == checkpoint_step
+    in_memory.set_env(continuation_env(in_memory, NEW_SEED))
+    in_memory.learn(M, reset_num_timesteps=False)
+
+    assert main([*common, "-i", str(checkpoint), "-n", str(M), "--seed", str(NEW_SEED)]) == 0
+    resumed_run = logs / "a2c" / "CartPole-v1_3"
+    env = VecNormalize.load(str(resumed_run / "vecnormalize.pkl"), make_vec_env("CartPole-v1", n_envs=8))
+    resumed = pgplug.load(resumed_run / "CartPole-v1.zip", env=env, device="cpu")
+    assert resumed.num_timesteps == checkpoint_step + M
     assert_same_run(in_memory, resumed)
