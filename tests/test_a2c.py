@@ -13,7 +13,6 @@ import stable_baselines3 as sb3
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback, StopTrainingOnRewardThreshold
 from stable_baselines3.common.env_util import make_atari_env, make_vec_env
-from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecFrameStack, VecNormalize
 
 import pgplug
@@ -237,17 +236,26 @@ def test_stop_training_on_reward_threshold() -> None:
 @pytest.mark.slow
 @pytest.mark.both_paths
 def test_learns_cartpole() -> None:
-    # The zoo's CartPole-v1 settings (n_envs 8, ent_coef 0.0, A2C defaults otherwise). At 100k steps
-    # seeds 0, 1 and 2 all evaluate at 496-500 (checked when this test was written; A2C on CartPole
-    # is not monotone: seeds 3-5 reached 500 earlier, then fell back). Seed 2 is tested: it holds
-    # 500 from 80k to 120k steps, so small numeric drift cannot flip the outcome.
+    """The zoo's CartPole-v1 settings (n_envs 8, ent_coef 0.0, A2C defaults otherwise) reach an evaluation of 400.
+
+    Constant-rate A2C on CartPole oscillates (SB3's too), so the test stops at the first evaluation ≥ 400
+    (5 episodes every 2,000 steps) instead of judging the weights at a fixed step: where exactly a run
+    stands at 100k steps is a chaotic function of the CPU's rounding. It once asserted ≥ 400 at 100k;
+    seeds 0-5 evaluated 494, 500, 500, 122, 168 and 134 there (10 episodes), so another CPU whose
+    rounding flips one sampled action would fail it half the time. The first evaluation ≥ 400 came at
+    6k-28k steps for seeds 0-7 (seed 2, tested: 8k); the 100k budget leaves more than 3× that.
+    """
     seed = 2
     model = pgplug.A2C("MlpPolicy", make_vec_env("CartPole-v1", n_envs=8, seed=seed), ent_coef=0.0, seed=seed)
-    model.learn(100_000)
-    mean_reward, _ = evaluate_policy(
-        model, make_vec_env("CartPole-v1", n_envs=1, seed=1000), n_eval_episodes=10, deterministic=True
+    evaluation = EvalCallback(
+        make_vec_env("CartPole-v1", n_envs=1, seed=1000),
+        eval_freq=2_000 // 8,
+        n_eval_episodes=5,
+        callback_on_new_best=StopTrainingOnRewardThreshold(reward_threshold=400),
+        verbose=0,
     )
-    assert mean_reward >= 400
+    model.learn(100_000, callback=evaluation)
+    assert evaluation.best_mean_reward >= 400
 
 
 def test_refuses_estimator_that_needs_complete_episodes() -> None:

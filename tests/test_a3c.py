@@ -159,8 +159,9 @@ def test_two_workers_learn_cartpole() -> None:
 
     Constant-rate actor-critic on CartPole oscillates (SB3's A2C too), so the test stops at the first
     evaluation ≥ 400 (``evaluate_policy``, 5 episodes, every 2000 steps) rather than judging the last
-    weights. With these settings seeds 0–4 got there within 80k steps (seed 3 last, near 70k); the
-    budget leaves margin for Hogwild's non-determinism. The test runs seed 0 (about 30k steps).
+    weights. With these settings seeds 0–4 got there within 80k steps (seed 3 last, near 70k) when this
+    was written; re-measured since (one run each of seeds 0–7), 5k–11k steps. The budget leaves margin
+    for Hogwild's non-determinism and for other CPUs' rounding. The test runs seed 0.
     """
     model = A3C(
         "MlpPolicy",

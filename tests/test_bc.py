@@ -124,23 +124,38 @@ def test_dict_observations_clone_to_a_high_accuracy(tmp_path: Path) -> None:
     assert result.accuracy is not None and result.accuracy >= 0.9 > before
 
 
-# -- cloning a trained expert ------------------------------------------------------------------
+# -- cloning the analytic expert ---------------------------------------------------------------
+
+
+def test_the_expert_plays_its_rule_and_balances_through_flipped_actions(expert_path: Path) -> None:
+    from cartpole_expert import CONTROLLER, controller_action, controller_return
+
+    expert = pgplug.load(expert_path)
+    states = np.random.default_rng(0).uniform(-1, 1, (2_000, 4)).astype(np.float32) * np.float32([2.4, 2, 0.2, 2])
+    clear = np.abs(states.astype(np.float64) @ np.asarray(CONTROLLER)) > 1e-4  # not within rounding of the boundary
+    actions, _ = expert.predict(states, deterministic=True)
+    np.testing.assert_array_equal(actions[clear], controller_action(states)[clear])
+    assert [controller_return(seed, flip_probability=0.1) for seed in range(5)] == [500.0] * 5
 
 
 @pytest.mark.slow
 @pytest.mark.both_paths
 def test_cloning_a_ppo_expert_reaches_most_of_its_return_and_a2c_fine_tunes_on(expert_path: Path) -> None:
+    """The expert is analytic (``tests/cartpole_expert.py``), so its 500 does not depend on the CPU; cloning is
+    supervised learning, which rounding does not tip over. Margins, measured over student seeds 1-5 and few-ulp
+    perturbations of the student's initial weights: accuracy 0.961-0.964 (≥ 0.9 asserted), final/first loss
+    0.24-0.27 (< 0.5), the clone's return and, after the gentle fine-tuning, the return 500 (≥ 400)."""
     expert = pgplug.load(expert_path)
     expert_score = evaluate(expert, "CartPole-v1", n_episodes=10, seed=100).mean
-    assert expert_score >= 200
-    dataset = collect_expert_data(expert_path, "CartPole-v1", n_steps=2_000, seed=1)
+    assert expert_score >= 475
+    dataset = collect_expert_data(expert_path, "CartPole-v1", n_steps=5_000, seed=1)
     # A small learning rate for the RL phase: the cloned policy meets an untrained critic (docs/behavioural-cloning.md).
     env = make_vec_env("CartPole-v1", n_envs=8, seed=2)
     student = pgplug.A2C("MlpPolicy", env, learning_rate=1e-4, seed=1, device="cpu")
     assert evaluate(student, "CartPole-v1", n_episodes=10, seed=100).mean < 0.2 * expert_score
     result = behavioural_cloning(student, dataset, n_epochs=10, batch_size=64, learning_rate=1e-3, seed=0)
-    assert result.n_updates == 10 * 32 and result.losses[-1] < 0.5 * result.losses[0]
-    assert result.accuracy is not None and result.accuracy >= 0.8
+    assert result.n_updates == 10 * 79 and result.losses[-1] < 0.5 * result.losses[0]
+    assert result.accuracy is not None and result.accuracy >= 0.9
     assert student.policy.optimizer.state_dict()["state"] == {}  # A2C's RMSprop is untouched by cloning
     assert evaluate(student, "CartPole-v1", n_episodes=10, seed=100).mean >= 0.8 * expert_score
     cloned = {k: v.clone() for k, v in student.policy.state_dict().items()}

@@ -412,10 +412,12 @@ def test_warm_start_from_sb3_ppo_copies_the_weights_and_training_goes_on(algo: s
     for key, value in expert.policy.state_dict().items():
         assert th.equal(model.policy.state_dict()[key], value)
     expert_score = evaluate(expert, "CartPole-v1", n_episodes=5, seed=10).mean
-    assert expert_score >= 200
+    assert expert_score >= 475  # the analytic expert (tests/cartpole_expert.py): 500 on any CPU
     assert evaluate(model, "CartPole-v1", n_episodes=5, seed=10).mean == expert_score
     model.learn(2_000)
     assert any(not th.equal(model.policy.state_dict()[k], v) for k, v in expert.policy.state_dict().items())
+    # 500 after the 2,000 steps for seeds 1-5 and few-ulp perturbations of the copied weights (A2C and A3C):
+    # the expert's actor is saturated, so a small learning rate barely moves what it does.
     assert evaluate(model, "CartPole-v1", n_episodes=5, seed=10).mean >= 0.8 * expert_score
 
 

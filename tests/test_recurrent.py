@@ -252,7 +252,9 @@ def cue_score(model: Any, seed: int = 100) -> float:
 @pytest.mark.both_paths
 def test_a2c_lstm_solves_cue_memory_where_feed_forward_cannot() -> None:
     """Budget: with 8 envs × 6 steps, the LSTM scored 1.0 on seeds 0, 1 and 2 at 10k steps (5k solved only
-    2 of 3); the feed-forward policy scored 0.2, −0.08 and 0.12 at 10k. One seed is tested."""
+    2 of 3); the feed-forward policy scored 0.2, −0.08 and 0.12 at 10k. One seed is tested. Re-measured for
+    robustness to other CPUs' rounding: seeds 0-5 all reached 1.0 by 6k steps and stayed there through 10k
+    (evaluated every 2k); the feed-forward policy cannot beat chance whatever the rounding."""
     scores = {}
     for policy, policy_kwargs in (("MlpLstmPolicy", LSTM_KWARGS), ("MlpPolicy", {})):
         env = make_vec_env(CUE, n_envs=8, seed=0)
@@ -339,10 +341,21 @@ def test_reinforce_lstm_masked_loss_replays_each_complete_episode() -> None:
 @pytest.mark.slow
 @pytest.mark.both_paths
 def test_reinforce_lstm_learns_cue_memory() -> None:
-    """Budget: 20k steps (8 envs, lr 3e-3) scored 1.0 on seeds 0, 1 and 2 (10k: 2 of 3). One seed is tested."""
+    """Trains until an evaluation (50 episodes every 1,000 steps) scores ≥ 0.95, within 30k steps.
+
+    Not the score after a fixed budget: it once asserted ≥ 0.9 after 20k steps, and seed 5 solves the task
+    by 4k, then forgets it (0.16 from 12k on), so a CPU whose rounding sends a run that way would fail. The
+    first evaluation ≥ 0.95 came at 3k-11k steps for seeds 0-7 (seed 0, tested: 11k), each then scoring 1.0.
+    """
     model = REINFORCE("MlpLstmPolicy", make_vec_env(CUE, n_envs=8, seed=0), learning_rate=3e-3, seed=0,
                       policy_kwargs=LSTM_KWARGS)  # fmt: skip
-    assert cue_score(model.learn(20_000)) >= 0.9
+    until_solved = EvalCallback(
+        make_vec_env(CUE, n_envs=1, seed=50),
+        eval_freq=1_000 // 8,
+        n_eval_episodes=50,
+        callback_on_new_best=StopTrainingOnRewardThreshold(0.95),
+    )
+    assert cue_score(model.learn(30_000, callback=until_solved)) >= 0.9
 
 
 # ------------------------------------------------------------------------------------------------

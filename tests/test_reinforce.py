@@ -287,6 +287,9 @@ def test_save_load_round_trip_predicts_the_same_and_learns_on(tmp_path) -> None:
 def test_baseline_learns_cartpole() -> None:
     # configs/reinforce.yml's CartPole-v1 settings. Evaluation means after 30k steps for seeds
     # 0, 1, 2: 454, 500, 500 (and >= 420 after 50k for seeds 0-6), far above the 150 asserted.
+    # Re-measured as "another CPU" (seeds 0-5, and seed 0 with few-ulp perturbations of the initial
+    # weights, which do change its trajectory): 449-500 after 30k, so a rounding-driven change of
+    # trajectory keeps the margin.
     env = make_vec_env("CartPole-v1", n_envs=4, seed=0)
     model = REINFORCE("MlpPolicy", env, learning_rate=3e-3, estimator="baseline", seed=0)
     model.learn(30_000)

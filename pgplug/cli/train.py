@@ -27,7 +27,7 @@ from rich.console import Console
 from pgplug.cli.models import load_expert
 from pgplug.cli.options import add_config_arguments, add_trust_argument, check_output_folders, device, seed, timesteps
 from pgplug.cli.output import results_table
-from pgplug.cli.run_folder import CONFIG_FILE, VECNORMALIZE_FILE, new_run_dir, save_model
+from pgplug.cli.run_folder import CONFIG_FILE, VECNORMALIZE_FILE, find_run_files, new_run_dir, save_model
 from pgplug.cli.settings import RunRequest, Settings, env_spec, saved_config, settle, uses_workers
 from pgplug.cli.signals import exit_code, uninterrupted
 from pgplug.interop import compat
@@ -262,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
     spec = env_spec(settings, seed, args.vec_env)
     run_dir = new_run_dir(args.log_folder, args.algo, name)
     source_zip = settings.trained_agent or settings.warm_start
-    trained_stats = None if source_zip is None else source_zip.parent / VECNORMALIZE_FILE
+    trained_stats = None if source_zip is None else find_run_files(source_zip).vecnormalize  # a checkpoint's own
     owned_envs: list = []
     notes: list[str] = []
     try:

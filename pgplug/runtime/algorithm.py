@@ -45,6 +45,7 @@ from pgplug.contracts.rollout import Rollout
 from pgplug.errors import InvalidPolicyError, PgplugError, one_line
 from pgplug.files.atomic import atomic_write, zip_path
 from pgplug.files.model_zip import read_zip, rebuild_objects
+from pgplug.runtime import random_state
 from pgplug.runtime.policy_runner import PolicyRunner
 from pgplug.runtime.runners import resolve_fast_paths, runner_for
 from pgplug.validation import (
@@ -396,7 +397,8 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
         return runner
 
     def save(self, path: Any, exclude: Any = None, include: Any = None) -> None:
-        """SB3's ``save``, with the algorithm's name and a registered estimator written as plain JSON.
+        """SB3's ``save``, with the algorithm's name, a registered estimator and the random generators' states
+        (:mod:`pgplug.runtime.random_state`, which :meth:`load` restores) written as plain JSON.
 
         JSON rather than a pickle keeps the zip loadable where pgplug is not installed
         (``stable_baselines3.A2C.load``) and lets ``pgplug.load`` name the algorithm without unpickling.
@@ -404,8 +406,8 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
         file that was there, never a truncated zip under its name.
         """
         self.pgplug_algorithm = self.name
-        replacements = self._json_attributes()
-        originals = {key: getattr(self, key) for key in replacements}
+        replacements = {**self._json_attributes(), random_state.KEY: random_state.capture()}
+        originals = {key: self.__dict__[key] for key in replacements if key in self.__dict__}
         self.__dict__.update(replacements)
         try:
             if isinstance(path, (str, os.PathLike)):
@@ -414,6 +416,8 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
             else:
                 super().save(path, exclude, include)
         finally:
+            for key in replacements.keys() - originals.keys():
+                del self.__dict__[key]
             self.__dict__.update(originals)
 
     @classmethod
@@ -429,15 +433,22 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
         **kwargs: Any,
     ) -> SelfAlgorithm:
         """SB3's ``load``, reading the zip's pickled entries through pgplug's allowlist
-        (:func:`pgplug.files.model_zip.rebuild_objects`): opening a file runs no code from it.
+        (:func:`pgplug.files.model_zip.rebuild_objects`): opening a file runs no code from it. Then python's,
+        numpy's and torch's generators as the model left them when it was saved.
+
+        SB3 seeds the generators afresh (with ``seed``, which also seeds the env and the action space, as here);
+        restoring them makes training on from the file draw the same actions as training on in memory would.
+        Files without the states (SB3's, older pgplug's) keep SB3's seeding.
 
         :param trust: unpickle the entries as SB3 does, running what they name: only for files you trust
         """
         info = read_zip(path)
         objects = rebuild_objects(info, env, custom_objects, trust)
-        return super().load(  # type: ignore[return-value]
-            info.source, env, device, objects, print_system_info, force_reset, **kwargs
-        )
+        model = super().load(info.source, env, device, objects, print_system_info, force_reset, **kwargs)
+        state = model.__dict__.pop(random_state.KEY, None)
+        if state is not None:
+            random_state.restore(state, info.path)
+        return model  # type: ignore[return-value]
 
     def _json_attributes(self) -> dict[str, Any]:
         """Attributes to write as plain JSON instead of pickles; ``_setup_model`` turns them back on load."""
