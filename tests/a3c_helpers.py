@@ -33,8 +33,8 @@ def in_worker_process() -> bool:
     return multiprocessing.parent_process() is not None
 
 
-class ExplodeAfter(gym.Wrapper):
-    """Raises ``RuntimeError`` from ``step`` once it has been stepped ``after`` times (in a worker only)."""
+class SabotageAfter(gym.Wrapper):
+    """Sabotages ``step`` once it has been stepped ``after`` times (in a worker only); subclasses say how."""
 
     def __init__(self, env: gym.Env, after: int) -> None:
         super().__init__(env)
@@ -43,36 +43,32 @@ class ExplodeAfter(gym.Wrapper):
     def step(self, action: Any):
         self.steps += 1
         if self.steps >= self.after and in_worker_process():
-            raise RuntimeError(f"{EXPLOSION} {self.steps}")
+            self.sabotage()
         return self.env.step(action)
 
-
-class KillAfter(gym.Wrapper):
-    """SIGKILLs its own process from ``step`` once it has been stepped ``after`` times (in a worker only)."""
-
-    def __init__(self, env: gym.Env, after: int) -> None:
-        super().__init__(env)
-        self.after, self.steps = after, 0
-
-    def step(self, action: Any):
-        self.steps += 1
-        if self.steps >= self.after and in_worker_process():
-            os.kill(os.getpid(), signal.SIGKILL)
-        return self.env.step(action)
+    def sabotage(self) -> None:
+        raise NotImplementedError
 
 
-class BlockAfter(gym.Wrapper):
-    """Blocks forever in ``step`` once it has been stepped ``after`` times (in a worker only), as a hung env would."""
+class ExplodeAfter(SabotageAfter):
+    """Raises ``RuntimeError``, as an env with a bug would."""
 
-    def __init__(self, env: gym.Env, after: int) -> None:
-        super().__init__(env)
-        self.after, self.steps = after, 0
+    def sabotage(self) -> None:
+        raise RuntimeError(f"{EXPLOSION} {self.steps}")
 
-    def step(self, action: Any):
-        self.steps += 1
-        if self.steps >= self.after and in_worker_process():
-            threading.Event().wait()
-        return self.env.step(action)
+
+class KillAfter(SabotageAfter):
+    """SIGKILLs its own process, as the OOM killer would."""
+
+    def sabotage(self) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class BlockAfter(SabotageAfter):
+    """Blocks forever, as a hung env would."""
+
+    def sabotage(self) -> None:
+        threading.Event().wait()
 
 
 def cartpole_blocking_in_worker_1(n_envs: int, seed: int | None) -> VecEnv:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import stable_baselines3 as sb3
 import torch as th
+from learning import until_reward
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback, StopTrainingOnRewardThreshold
 from stable_baselines3.common.env_util import make_atari_env, make_vec_env
 from stable_baselines3.common.vec_env import VecFrameStack, VecNormalize
@@ -247,13 +248,7 @@ def test_learns_cartpole() -> None:
     """
     seed = 2
     model = pgplug.A2C("MlpPolicy", make_vec_env("CartPole-v1", n_envs=8, seed=seed), ent_coef=0.0, seed=seed)
-    evaluation = EvalCallback(
-        make_vec_env("CartPole-v1", n_envs=1, seed=1000),
-        eval_freq=2_000 // 8,
-        n_eval_episodes=5,
-        callback_on_new_best=StopTrainingOnRewardThreshold(reward_threshold=400),
-        verbose=0,
-    )
+    evaluation = until_reward("CartPole-v1", 400, every_steps=2_000, n_envs=8, eval_seed=1000)
     model.learn(100_000, callback=evaluation)
     assert evaluation.best_mean_reward >= 400
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch as th
 from a3c_helpers import EXPLOSION, deadline, exploding_cartpole, self_killing_cartpole
+from learning import until_reward
 from stable_baselines3.common.callbacks import (
     BaseCallback,
     CheckpointCallback,
@@ -173,12 +174,7 @@ def test_two_workers_learn_cartpole() -> None:
         ent_coef=0.0,
         seed=0,
     )
-    evaluation = EvalCallback(
-        make_vec_env("CartPole-v1", n_envs=1, seed=100),
-        eval_freq=2_000 // 4,
-        n_eval_episodes=5,
-        callback_on_new_best=StopTrainingOnRewardThreshold(reward_threshold=400),
-    )
+    evaluation = until_reward("CartPole-v1", 400, every_steps=2_000, n_envs=4, eval_seed=100)
     with deadline(600):
         model.learn(100_000, callback=evaluation)
     assert evaluation.best_mean_reward >= 400

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch as th
-from stable_baselines3.common.callbacks import EvalCallback, StopTrainingOnRewardThreshold
+from learning import until_reward
 from stable_baselines3.common.env_util import make_vec_env
 
 import pgplug
@@ -89,13 +89,7 @@ def test_it_learns_cartpole(host: Host) -> None:
     rounding away from failing. The first evaluation ≥ 400 came at 12k-20k steps for seeds 0-7 (seed 2: 14k).
     """
     model = pgplug.ClippedPG("MlpPolicy", make_vec_env("CartPole-v1", n_envs=4, seed=2), learning_rate=1e-3, seed=2)
-    evaluation = EvalCallback(
-        make_vec_env("CartPole-v1", n_envs=1, seed=100),
-        eval_freq=2_000 // 4,
-        n_eval_episodes=5,
-        callback_on_new_best=StopTrainingOnRewardThreshold(reward_threshold=400),
-        verbose=0,
-    )
+    evaluation = until_reward("CartPole-v1", 400, every_steps=2_000, n_envs=4, eval_seed=100)
     model.learn(50_000, callback=evaluation)
     assert evaluation.best_mean_reward >= 400
 

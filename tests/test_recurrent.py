@@ -18,6 +18,7 @@ import torch as th
 import torch.nn.functional as F
 from gymnasium import spaces
 from gymnasium.wrappers import TimeLimit
+from learning import until_reward
 from sb3_contrib import RecurrentPPO
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticCnnPolicy, RecurrentActorCriticPolicy
 from sb3_contrib.common.recurrent.type_aliases import RNNStates
@@ -280,12 +281,7 @@ def test_a3c_lstm_workers_solve_cue_memory_where_feed_forward_cannot() -> None:
         return A3C(policy, f"pgplug.toy_envs:{CUE}", n_workers=2, n_envs_per_worker=4, t_max=6, seed=0,
                    policy_kwargs=policy_kwargs, **LEARN_KWARGS)  # fmt: skip
 
-    until_solved = EvalCallback(
-        make_vec_env(CUE, n_envs=1, seed=50),
-        eval_freq=250,  # on_step calls of 4 env steps: every 1,000 steps
-        n_eval_episodes=50,
-        callback_on_new_best=StopTrainingOnRewardThreshold(0.95),
-    )
+    until_solved = until_reward(CUE, 0.95, every_steps=1_000, n_envs=4, eval_seed=50, n_eval_episodes=50)
     lstm = a3c("MlpLstmPolicy", LSTM_KWARGS).learn(30_000, callback=until_solved)
     feed_forward = a3c("MlpPolicy", {}).learn(10_000)
     assert feed_forward.num_timesteps >= 10_000
