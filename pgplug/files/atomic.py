@@ -38,9 +38,12 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
             os.fsync(file.fileno())
         os.chmod(temporary, target.stat().st_mode & 0o777 if target.is_file() else DEFAULT_MODE)
         os.replace(temporary, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
+        if isinstance(exc, OSError) and exc.filename is None:  # a failed write names no file: name the target
+            note = "nothing written, the file there before is untouched"
+            raise OSError(exc.errno, f"{exc.strerror or exc} ({note})", str(target)) from exc
         raise
     _sync_folder(target.parent)
 
