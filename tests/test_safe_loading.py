@@ -138,6 +138,8 @@ def test_the_allowlist_reads_what_sb3_and_pgplug_save(tmp_path) -> None:
     for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
         value = {"x": np.arange(3), "t": (1, {2}), "f": frozenset([1])}
         assert safe_loads(pickle.dumps(value, protocol=protocol))["t"] == (1, {2})
+    numpy_1 = pickle.dumps(np.arange(3.0), protocol=2).replace(b"numpy._core", b"numpy.core")  # as numpy 1.x wrote
+    assert b"numpy.core.multiarray" in numpy_1 and safe_loads(numpy_1).tolist() == [0.0, 1.0, 2.0]
 
 
 @pytest.mark.parametrize(
