@@ -196,3 +196,22 @@ def test_a_killed_a3c_worker_saves_the_model_and_is_one_line(tmp_path) -> None:
     saved = tmp_path / "logs" / "a3c" / "CartPole-v1_1" / "CartPole-v1_interrupted.zip"
     assert f"training failed: model saved to {saved.relative_to(tmp_path)}" in out
     assert pgplug.load(saved).num_timesteps > 0
+
+
+def test_checkpoints_write_their_vecnormalize_statistics_atomically_in_sb3s_format(tmp_path) -> None:
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from pgplug.cli.run_folder import AtomicCheckpointCallback
+
+    venv = VecNormalize(make_vec_env("CartPole-v1", n_envs=2, seed=0))
+    model = A2C("MlpPolicy", venv, n_steps=5, seed=0)
+    checkpoints = AtomicCheckpointCallback(save_freq=10, save_path=str(tmp_path), save_vecnormalize=True)
+    model.learn(60, callback=checkpoints)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(
+        [f"rl_model_{n}_steps.zip" for n in (20, 40, 60)]
+        + [f"rl_model_vecnormalize_{n}_steps.pkl" for n in (20, 40, 60)]
+    )
+    restored = VecNormalize.load(str(tmp_path / "rl_model_vecnormalize_60_steps.pkl"), make_vec_env("CartPole-v1"))
+    assert restored.obs_rms.count == venv.obs_rms.count

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from stable_baselines3.common.callbacks import CheckpointCallback
 
 from pgplug.errors import PgplugError
 from pgplug.files import yaml_text
@@ -120,10 +121,32 @@ def new_run_dir(log_folder: str | Path, algo: str, name: str) -> Path:
 
 
 def save_model(model: Any, run_dir: Path, name: str) -> Path:
+    """The model as ``<name>.zip`` and its VecNormalize statistics as ``vecnormalize.pkl``, both atomically."""
     path = run_dir / f"{name}.zip"
     model.save(path)
     vec_normalize = model.get_vec_normalize_env()
     if vec_normalize is not None:
-        with atomic_write(run_dir / VECNORMALIZE_FILE) as file:
-            pickle.dump(vec_normalize, file)  # as VecNormalize.save does, but never a torn file
+        save_vecnormalize(vec_normalize, run_dir / VECNORMALIZE_FILE)
     return path
+
+
+def save_vecnormalize(vec_normalize: Any, path: Path) -> None:
+    """What ``VecNormalize.save`` writes (a pickle SB3 and the zoo read), but never a torn file."""
+    with atomic_write(path) as file:
+        pickle.dump(vec_normalize, file)
+
+
+class AtomicCheckpointCallback(CheckpointCallback):
+    """SB3's ``CheckpointCallback``, whose VecNormalize statistics are written atomically too (the zip already is:
+    it goes through the model's ``save``)."""
+
+    def _on_step(self) -> bool:
+        keep, self.save_vecnormalize = self.save_vecnormalize, False
+        try:
+            result = super()._on_step()
+        finally:
+            self.save_vecnormalize = keep
+        vec_normalize = self.model.get_vec_normalize_env()
+        if keep and vec_normalize is not None and self.n_calls % self.save_freq == 0:
+            save_vecnormalize(vec_normalize, Path(self._checkpoint_path("vecnormalize_", extension="pkl")))
+        return result

@@ -27,7 +27,14 @@ from rich.console import Console
 from pgplug.cli.models import load_expert
 from pgplug.cli.options import add_config_arguments, add_trust_argument, check_output_folders, device, seed, timesteps
 from pgplug.cli.output import results_table
-from pgplug.cli.run_folder import CONFIG_FILE, VECNORMALIZE_FILE, find_run_files, new_run_dir, save_model
+from pgplug.cli.run_folder import (
+    CONFIG_FILE,
+    VECNORMALIZE_FILE,
+    AtomicCheckpointCallback,
+    find_run_files,
+    new_run_dir,
+    save_model,
+)
 from pgplug.cli.settings import RunRequest, Settings, env_spec, saved_config, settle, uses_workers
 from pgplug.cli.signals import exit_code, uninterrupted
 from pgplug.interop import compat
@@ -145,13 +152,13 @@ def make_callbacks(
     SB3 counts callback calls, one per vec-env step of ``n_envs`` timesteps (of one worker's
     ``n_envs_per_worker`` for A3C), so frequencies in timesteps are divided by that, as the zoo does.
     """
-    from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
+    from stable_baselines3.common.callbacks import EvalCallback
 
     callbacks, envs = [], []
     n_envs = getattr(model, "n_envs_per_worker", None) or model.n_envs
     if args.save_freq > 0:
         callbacks.append(
-            CheckpointCallback(
+            AtomicCheckpointCallback(
                 save_freq=max(args.save_freq // n_envs, 1),
                 save_path=str(run_dir),
                 name_prefix="rl_model",
