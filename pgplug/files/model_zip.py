@@ -14,6 +14,7 @@ import base64
 import binascii
 import io
 import json
+import pickletools
 import re
 import warnings
 import zipfile
@@ -162,8 +163,6 @@ def check_sizes(path: Path, archive: zipfile.ZipFile) -> None:
 
 def _policy_class_name(info: ModelZip) -> tuple[str, str]:
     """``(module, name)`` of the saved policy class, from the pickle's opcodes (nothing runs)."""
-    import pickletools
-
     blob = info.pickled("policy_class")
     if blob is None:
         raise PgplugError(f"{info.path} has no pickled 'policy_class' in its 'data': not an SB3 model zip")
