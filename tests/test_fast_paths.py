@@ -156,17 +156,23 @@ def test_the_command_line_switch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert FAST_PATHS_ENV_VAR not in os.environ  # set for the command only
 
 
-def test_a_replaced_head_is_fused_afresh() -> None:
-    model = pgplug.A2C("MlpPolicy", "CartPole-v1", seed=0)
-    policy = model.policy
+def fused_afresh_after(policy: Any, replace: Any) -> th.Tensor:
+    """``replace`` a module of ``policy``: the fused MLP is built anew and computes what SB3's modules do now.
+    Returns the observations it was checked on."""
     before = FusedActorCritic.of(policy)
-    policy.action_net = th.nn.Linear(64, 2)
+    replace(policy)
     after = FusedActorCritic.of(policy)
     assert after is not None and after is not before
     obs = th.zeros(3, 4)
     with th.no_grad():
         latent_pi, _ = policy.mlp_extractor(policy.extract_features(obs))
         th.testing.assert_close(after(policy.extract_features(obs))[0], policy.action_net(latent_pi))
+    return obs
+
+
+def test_a_replaced_head_is_fused_afresh() -> None:
+    policy = pgplug.A2C("MlpPolicy", "CartPole-v1", seed=0).policy
+    fused_afresh_after(policy, lambda p: setattr(p, "action_net", th.nn.Linear(64, 2)))
 
 
 # -- the direct forward: SB3's modules' ops without module calls ------------------------------------
@@ -247,16 +253,10 @@ def test_a_hook_on_an_inner_module_runs_as_often_as_under_sb3s_code(where: str, 
 
 
 def test_a_replaced_inner_layer_is_run_and_fused_afresh() -> None:
-    model = pgplug.A2C("MlpPolicy", "CartPole-v1", seed=0)
-    policy = model.policy
-    before = FusedActorCritic.of(policy)
-    policy.mlp_extractor.policy_net[0] = th.nn.Linear(4, 64)
-    after = FusedActorCritic.of(policy)
-    assert after is not None and after is not before
-    obs = th.zeros(3, 4)
+    policy = pgplug.A2C("MlpPolicy", "CartPole-v1", seed=0).policy
+    obs = fused_afresh_after(policy, lambda p: p.mlp_extractor.policy_net.__setitem__(0, th.nn.Linear(4, 64)))
     with th.no_grad():
         latent_pi, _ = policy.mlp_extractor(policy.extract_features(obs))
-        th.testing.assert_close(after(policy.extract_features(obs))[0], policy.action_net(latent_pi))
         assert th.equal(logits_and_values(policy, obs)[0], policy.action_net(latent_pi))
     policy.mlp_extractor.policy_net[1] = th.nn.GELU()  # not a layer the direct forward runs: SB3's modules run
     assert mlp_modules(policy) is None and FusedActorCritic.of(policy) is None
