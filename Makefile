@@ -15,9 +15,10 @@ train: $(VENV)/.installed
 	$(BIN)/pgplug train --algo a3c --env CartPole-v1 $(ARGS)
 
 # The whole test suite: lint, the import-layer contracts, pgplug's tests (pytest exits 5 when it collects no
-# test, failing this target), then SB3's own tests of A2C run against pgplug.A2C.
-test: lint lint-imports
-	$(BIN)/python -m pytest $(ARGS)
+# test, failing this target), then SB3's own tests of A2C run against pgplug.A2C. pytest runs in a network
+# namespace whose only interface is loopback (tests/loopback.sh): the Ray tests' traffic stays on this machine.
+test: lint lint-imports $(VENV)/.installed-extras
+	tests/loopback.sh $(BIN)/python -m pytest $(ARGS)
 	$(MAKE) sb3-suite
 
 lint: $(VENV)/.installed
@@ -39,6 +40,11 @@ $(SB3_TESTS): constraints.txt | $(VENV)/.installed
 	rm -rf $(SB3_SUITE) && mkdir -p $(SB3_SUITE)
 	$(BIN)/python -m pip download -q --no-deps --no-binary :all: -d $(SB3_SUITE) stable_baselines3==$(SB3_VERSION)
 	tar -xzf $(SB3_SUITE)/stable_baselines3-$(SB3_VERSION).tar.gz -C $(SB3_SUITE)
+	touch $@
+
+# The optional extras the tests exercise (A3C's ray backend).
+$(VENV)/.installed-extras: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,sb3-tests,ray]'
 	touch $@
 
 $(VENV)/.installed: pyproject.toml constraints.txt

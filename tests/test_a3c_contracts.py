@@ -139,8 +139,8 @@ def test_a_plugin_backend_with_a_store_that_is_not_shared_memory_fits(copying_ba
 
 
 def test_an_unknown_backend_or_option_is_one_line() -> None:
-    with pytest.raises(PgplugError, match=r"^unknown backend 'ray'; valid backends: process, serial$"):
-        A3C("MlpPolicy", "CartPole-v1", backend="ray")
+    with pytest.raises(PgplugError, match=r"^unknown backend 'mpi'; valid backends: process, ray, serial$"):
+        A3C("MlpPolicy", "CartPole-v1", backend="mpi")
     with pytest.raises(
         PgplugError, match=r"unknown backend_kwargs \['workers'\] for the process backend; valid keys: "
     ):

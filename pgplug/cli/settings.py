@@ -17,6 +17,7 @@ from pgplug.contracts.registries import get_host
 from pgplug.errors import PgplugError
 from pgplug.interop import compat
 from pgplug.interop import config as cfg
+from pgplug.runtime.algorithm import constructor_parameters
 from pgplug.runtime.envs import EnvSpec, check_atari_rom, check_env_id, is_atari
 
 #: What ``config.yml`` records besides the hyperparameters (dropped when ``-i`` reads it back).
@@ -34,6 +35,8 @@ class RunRequest:
     :param estimator: the estimator's name, overriding the config's
     :param estimator_kwargs: ``key=value`` estimator arguments
     :param n_workers: workers, for algorithms that have them
+    :param backend: the worker backend, for algorithms that have them
+    :param address: the cluster a backend that joins one (``ray``) joins: ``auto`` or ``HOST:PORT``
     :param n_timesteps: the training budget, overriding the config's
     :param trained_agent: a zip to continue (or, of another algorithm, to warm-start from)
     :param bc_warmstart: an expert zip to clone into the new model first
@@ -48,6 +51,8 @@ class RunRequest:
     estimator: str | None = None
     estimator_kwargs: list[str] = field(default_factory=list)
     n_workers: int | None = None
+    backend: str | None = None
+    address: str | None = None
     n_timesteps: int | None = None
     trained_agent: str | None = None
     bc_warmstart: str | None = None
@@ -115,13 +120,33 @@ def command_line_hyperparams(request: RunRequest, cls: type, base: dict[str, Any
             **kwargs,
             **cfg.parse_assignments(request.estimator_kwargs, "estimator argument"),
         }
-    if request.n_workers is not None:
-        if "n_workers" not in cfg.constructor_keys(cls):
-            with_workers = [e.name for e in get_host().algorithms if "n_workers" in cfg.constructor_keys(e.cls)]
-            names = ", ".join(with_workers) or "none"
-            raise PgplugError(f"--n-workers does not apply to {request.algo}; algorithms with workers: {names}")
-        overrides["n_workers"] = request.n_workers
+    worker_flags = (("--n-workers", "n_workers", request.n_workers), ("--backend", "backend", request.backend))
+    for flag, key, value in worker_flags:
+        if value is not None:
+            check_has_workers(request.algo, cls, flag, key)
+            overrides[key] = value
+    if request.address is not None:
+        check_has_workers(request.algo, cls, "--address", "backend_kwargs")
+        backend = overrides.get("backend", base.get("backend", "process"))
+        joining = [entry.name for entry in get_host().backends if "address" in constructor_parameters(entry.cls)]
+        if backend not in joining:
+            raise PgplugError(
+                f"--address applies to backends that join a cluster ({', '.join(joining) or 'none'}); "
+                f"the backend is {backend!r} (add --backend ray)"
+            )
+        kwargs = overrides.get("backend_kwargs", base.get("backend_kwargs")) or {}
+        if not isinstance(kwargs, dict):
+            raise PgplugError(f"backend_kwargs must be a mapping, got {kwargs!r}")
+        overrides["backend_kwargs"] = {**kwargs, "address": request.address}
     return overrides
+
+
+def check_has_workers(algo: str, cls: type, flag: str, key: str) -> None:
+    """One line if ``flag`` (constructor argument ``key``) does not apply to ``algo``, naming those it applies to."""
+    if key not in cfg.constructor_keys(cls):
+        with_workers = [e.name for e in get_host().algorithms if key in cfg.constructor_keys(e.cls)]
+        names = ", ".join(with_workers) or "none"
+        raise PgplugError(f"{flag} does not apply to {algo}; algorithms with workers: {names}")
 
 
 def continues(algo: str, source_algorithm: str | None) -> bool:

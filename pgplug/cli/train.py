@@ -103,6 +103,16 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
     parser.add_argument("--verbose", type=int, default=0, help="SB3 verbosity: 0 quiet, 1 training logs")
     parser.add_argument("--no-progress", action="store_true", help="no live progress display")
     parser.add_argument("--n-workers", type=int, help="worker processes (at most 256), for algorithms that have them")
+    parser.add_argument(
+        "--backend",
+        help=f"where the workers run, for algorithms that have them: {', '.join(e.name for e in host.backends)} "
+        "(default: the config's, else process)",
+    )
+    parser.add_argument(
+        "--address",
+        help="with --backend ray: join this Ray cluster (auto, HOST:PORT or ray://HOST:PORT) instead of starting a "
+        "local Ray for the run; the cluster keeps running after it",
+    )
 
 
 # -- model and callbacks -------------------------------------------------------------------------
@@ -252,6 +262,8 @@ def run(args: argparse.Namespace) -> int:
             estimator=args.estimator,
             estimator_kwargs=args.estimator_kwargs,
             n_workers=args.n_workers,
+            backend=args.backend,
+            address=args.address,
             n_timesteps=args.n_timesteps,
             trained_agent=args.trained_agent,
             bc_warmstart=args.bc_warmstart,

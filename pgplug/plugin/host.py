@@ -337,6 +337,19 @@ class PluginHost:
             if plugin is not None and name in self._local_specs
         ]
 
+    def local_plugin_modules(self) -> list[str]:
+        """The module names of the ``load_local`` plugins, in order: what loads them where the files were shipped
+        under those names (an A3C worker on another machine)."""
+        return [name for name, plugin in self.pm.list_name_plugin() if plugin is not None and name in self._local_specs]
+
+    def local_plugin_files(self) -> dict[str, Path]:
+        """The ``load_local`` plugins given as files: module name → file."""
+        return {
+            name: Path(self._local_specs[name])
+            for name in self.local_plugin_modules()
+            if self._local_specs[name].endswith(".py")
+        }
+
     def plugins(self) -> list[PluginInfo]:
         """The registered plugins in registration order (blocked ones are not registered)."""
         return [

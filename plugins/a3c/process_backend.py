@@ -44,8 +44,9 @@ from pgplug.contracts.backend import (
     WorkerJob,
 )
 from pgplug.contracts.registries import get_host
-from pgplug.errors import PgplugError, WorkerError, one_line
+from pgplug.errors import PgplugError
 from pgplug.plugins.a3c.shared_memory import SharedMemoryStore
+from pgplug.plugins.a3c.worker import error_message, error_of
 
 #: What the forkserver imports once, so that each worker forked from it starts without importing
 #: torch, SB3 and pgplug again (about 1.4 s per worker with ``spawn``).
@@ -202,9 +203,7 @@ def worker_process_main(
             pass
         worker.finish()
     except BaseException as exc:
-        # A user-facing error (e.g. a diverged loss) also travels as its one-line message.
-        user_error = one_line(exc) if isinstance(exc, PgplugError) else None
-        queue.put(("error", rank, {"traceback": traceback.format_exc(), "user_error": user_error}))
+        queue.put(error_message(rank, exc))
         raise SystemExit(1) from None
     finally:
         if worker is not None:
@@ -320,9 +319,7 @@ class ProcessBackend(WorkerBackend):
         for kind, rank, payload in messages:
             if kind == "error":
                 self._stopping = self._reap_forkserver = True
-                if payload["user_error"]:
-                    raise WorkerError(f"A3C worker {rank}: {payload['user_error']}")
-                raise WorkerFailed(f"A3C worker {rank} raised an exception:\n{payload['traceback']}")
+                raise error_of(rank, payload)
         return messages
 
     def check(self) -> None:

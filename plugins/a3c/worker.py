@@ -12,6 +12,7 @@ worker that is slow from one that is stuck.
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -21,10 +22,11 @@ import torch as th
 from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.common.vec_env import VecEnv
 
-from pgplug.contracts.backend import BEAT_INTERVAL, Activity, Message, ParameterStore
+from pgplug.contracts.backend import BEAT_INTERVAL, Activity, Message, ParameterStore, WorkerFailed
 from pgplug.contracts.estimator import Estimator
 from pgplug.contracts.objective import Objective
 from pgplug.contracts.rollout import Rollout, map_observation
+from pgplug.errors import PgplugError, WorkerError, one_line
 from pgplug.runtime.algorithm import loss_metrics
 from pgplug.runtime.collector import RolloutCollector
 from pgplug.runtime.gradient import compute_gradients
@@ -78,6 +80,21 @@ class WorkerSpec:
 
     def build(self, rank: int, store: ParameterStore, send: Callable[[Message], None]) -> Worker:
         return Worker(rank, self, store, send)
+
+
+def error_message(rank: int, exc: BaseException) -> Message:
+    """What a worker that stopped on ``exc`` sends the driver: its traceback, and a user-facing error (a diverged
+    loss, a bad value) also as its one line. Call it in the ``except`` block (it reads the traceback there)."""
+    user_error = one_line(exc) if isinstance(exc, PgplugError) else None
+    return ("error", rank, {"traceback": traceback.format_exc(), "user_error": user_error})
+
+
+def error_of(rank: int, payload: dict[str, Any]) -> Exception:
+    """The driver's exception for a worker's :func:`error_message`: one line for a user-facing error, else the
+    worker's traceback."""
+    if payload["user_error"]:
+        return WorkerError(f"A3C worker {rank}: {payload['user_error']}")
+    return WorkerFailed(f"A3C worker {rank} raised an exception:\n{payload['traceback']}")
 
 
 def rollout_copy(rollout: Rollout) -> dict[str, Any]:

@@ -1,0 +1,310 @@
+"""The parameter store as two views of one Ray actor: the worker's and the driver's.
+
+The global policy, its optimizer and the counters live in a parameter-server actor (``ray_actors.py``).
+What crosses the network is flat numpy buffers (one per dtype, which Ray moves without copying on one node
+and far faster than torch tensors), and as few round trips as an update allows:
+
+- a worker's push sends its gradient together with everything it has to tell (steps counted, its latest
+  beat, its reports) and gets the new weights back, so the next pull costs nothing: one round trip per
+  update. Counters and the stop flag are read from the last reply; a worker's own steps count at once.
+  With ``pipeline`` the push is sent while the next rollout runs on the weights the previous push returned.
+- the driver syncs once per poll (messages, counters, beats) and fetches the weights only when they changed.
+
+A worker's beats stay where it runs and travel with its next call, or on their own about once a second.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch as th
+
+from pgplug.contracts.backend import Activity, Heartbeat, Message, ParameterStore
+
+#: Seconds between two beats a busy worker sends on their own (between its calls, which carry them too).
+BEAT_SEND_INTERVAL = 1.0
+#: Seconds between two looks at the server of a worker waiting for the driver's callbacks.
+WAIT_POLL = 0.02
+
+
+def as_tensor(array: np.ndarray) -> th.Tensor:
+    """A tensor viewing ``array``, which may be read-only (Ray hands out object-store buffers so): only read."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return th.from_numpy(array)
+
+
+class FlatLayout:
+    """Packs a list of tensors into one flat numpy buffer per dtype, and back, in a fixed order."""
+
+    def __init__(self, tensors: Sequence[th.Tensor]) -> None:
+        self.dtypes = sorted({str(t.dtype) for t in tensors})
+        self.slots = [(self.dtypes.index(str(t.dtype)), t.numel(), tuple(t.shape)) for t in tensors]
+
+    def pack(self, tensors: Sequence[th.Tensor]) -> list[np.ndarray]:
+        """One buffer per dtype."""
+        parts: list[list[np.ndarray]] = [[] for _ in self.dtypes]
+        for (group, _, _), tensor in zip(self.slots, tensors, strict=True):
+            parts[group].append(tensor.detach().reshape(-1).cpu().numpy())
+        return [np.concatenate(p) for p in parts]
+
+    def unpack_into(self, buffers: Sequence[np.ndarray], into: Sequence[th.Tensor]) -> None:
+        """Copy the buffers' values into ``into`` (same layout), in place."""
+        offsets = [0] * len(self.dtypes)
+        with th.no_grad():
+            for (group, numel, shape), tensor in zip(self.slots, into, strict=True):
+                start = offsets[group]
+                tensor.copy_(as_tensor(buffers[group][start : start + numel]).reshape(shape))
+                offsets[group] = start + numel
+
+    def tensors(self, buffers: Sequence[np.ndarray]) -> list[th.Tensor]:
+        """New tensors viewing the buffers (the server's gradients, as its optimizer wants them)."""
+        offsets = [0] * len(self.dtypes)
+        out = []
+        for group, numel, shape in self.slots:
+            start = offsets[group]
+            out.append(as_tensor(buffers[group][start : start + numel]).reshape(shape))
+            offsets[group] = start + numel
+        return out
+
+
+@dataclass
+class WorkerNews:
+    """What a worker tells the server with each call: steps counted since, its latest beat, its reports."""
+
+    steps: int = 0
+    beat: tuple[str, int] | None = None  # (activity, updates)
+    messages: list[Message] = field(default_factory=list)
+
+
+@dataclass
+class Reply:
+    """The server's answer to a worker: counters and flags, and the weights when asked for."""
+
+    steps: int
+    updates: int
+    stop: bool
+    progress: int
+    weights: list[np.ndarray] | None = None
+    lag: int | None = None  # the pushed gradient's policy lag: updates applied between its pull and its push
+
+
+@dataclass
+class DriverView:
+    """The server's answer to the driver's sync: everything the driver loop reads each poll."""
+
+    steps: int
+    updates: int
+    stop: bool
+    messages: list[Message]
+    heartbeats: dict[int, tuple[str, int, float]]  # rank → (activity, updates, seconds ago)
+
+
+class RayWorkerStore(ParameterStore):
+    """A worker's view of the parameter server: a :class:`ParameterStore` whose calls go to a Ray actor.
+
+    :param server: the parameter server's actor handle
+    :param rank: the worker's rank
+    :param get: ``ray.get`` (passed in so that this module imports without Ray)
+    :param pipeline: send each push without waiting for it; the next pull takes the weights it returns
+    """
+
+    def __init__(self, server: Any, rank: int, get: Callable[[Any], Any], pipeline: bool = False) -> None:
+        self.server, self.rank, self._get, self.pipeline = server, rank, get, pipeline
+        self._news = WorkerNews()
+        self._last: Reply = self._get(server.status.remote(rank, WorkerNews()))
+        self._fresh: list[np.ndarray] | None = None  # weights a push returned, for the next pull
+        self._synced_at = 0  # the update count of the weights in the local policy
+        self._in_flight: Any = None  # a pipelined push not yet collected
+        self._lags: list[int] = []  # lags of pipelined pushes collected, not yet reported by a push
+        self._beat_sent = time.monotonic()
+        self._layout: FlatLayout | None = None
+        self._grad_layouts: dict[tuple[int, ...], FlatLayout] = {}
+
+    def send(self, message: Message) -> None:
+        """The worker loop's ``send``: the message travels with the next call."""
+        self._news.messages.append(message)
+
+    def _take_news(self) -> WorkerNews:
+        news, self._news = self._news, WorkerNews()
+        self._beat_sent = time.monotonic()
+        return news
+
+    def _took(self, reply: Reply) -> Reply:
+        self._last = reply
+        return reply
+
+    def flush(self) -> None:
+        """Send what is pending (the last report) and wait until the server has it."""
+        self._collect_in_flight()
+        self._took(self._get(self.server.status.remote(self.rank, self._take_news())))
+
+    def local_policy(self) -> Any:
+        return self._get(self.server.local_policy.remote())
+
+    def pull(self, into: Sequence[th.Tensor]) -> int:
+        self._collect_in_flight()
+        if self._layout is None:
+            self._layout = FlatLayout(into)
+        if self._fresh is None:
+            reply = self._took(self._get(self.server.pull.remote(self.rank, self._take_news())))
+            self._fresh = reply.weights
+        assert self._fresh is not None
+        self._layout.unpack_into(self._fresh, into)
+        self._fresh = None
+        self._synced_at = self._last.updates
+        return self._synced_at
+
+    def push(self, grads: Sequence[th.Tensor | None], learning_rate: float, rank: int) -> int:
+        present = [g for g in grads if g is not None]
+        missing = tuple(i for i, g in enumerate(grads) if g is None)  # parameters without a gradient (frozen)
+        if missing not in self._grad_layouts:
+            self._grad_layouts[missing] = FlatLayout(present)
+        packed = self._grad_layouts[missing].pack(present)
+        ref = self.server.push.remote(self.rank, packed, missing, learning_rate, self._synced_at, self._take_news())
+        if not self.pipeline:
+            reply = self._took(self._get(ref))
+            self._fresh = reply.weights
+            return reply.updates
+        self._in_flight = ref
+        # The lag of this push is known once it is applied: report the last collected one's, one update late.
+        lag = self._lags.pop(0) if self._lags else 0
+        return self._synced_at + 1 + lag
+
+    def _collect_in_flight(self) -> None:
+        if self._in_flight is None:
+            return
+        reply = self._took(self._get(self._in_flight))
+        self._in_flight = None
+        self._fresh = reply.weights
+        if reply.lag is not None:
+            self._lags.append(reply.lag)
+
+    def add_steps(self, n: int) -> int:
+        self._news.steps += n
+        return self.steps
+
+    @property
+    def steps(self) -> int:
+        return self._last.steps + self._news.steps
+
+    @property
+    def n_updates(self) -> int:
+        return self._last.updates
+
+    def request_stop(self) -> None:
+        self._get(self.server.request_stop.remote())
+
+    def stop_requested(self) -> bool:
+        return self._last.stop
+
+    def publish_progress(self, steps: int) -> None:
+        raise NotImplementedError("the driver publishes progress through RayDriverStore")
+
+    @property
+    def progress(self) -> int:
+        return self._last.progress
+
+    def wait_for_driver(self, max_ahead: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.steps - self.progress > max_ahead and not self.stop_requested():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(WAIT_POLL)
+            self._took(self._get(self.server.status.remote(self.rank, self._take_news())))
+        return True
+
+    def beat(self, rank: int, activity: Activity, updates: int) -> None:
+        self._news.beat = (activity.value, updates)
+        if time.monotonic() - self._beat_sent >= BEAT_SEND_INTERVAL:
+            self.server.beat.remote(self.rank, self._take_news())  # on its own, not waited for
+
+    def heartbeats(self) -> dict[int, Heartbeat]:
+        raise NotImplementedError("the driver reads the heartbeats through RayDriverStore")
+
+
+class RayDriverStore(ParameterStore):
+    """The driver's view of the parameter server: synced once per poll, weights fetched when they changed.
+
+    When the server is lost, the last weights fetched stay: what the driver saves.
+    """
+
+    def __init__(self, server: Any, get: Callable[..., Any], steps: int, updates: int) -> None:
+        self.server, self._get = server, get
+        self._view = DriverView(steps=steps, updates=updates, stop=False, messages=[], heartbeats={})
+        self._synced = time.monotonic()
+        self._progress = steps
+        self._weights: list[np.ndarray] | None = None
+        self.weights_at = -1  # the update count of the weights fetched (-1: none yet)
+        self._layout: FlatLayout | None = None
+        self.server_lost = False
+
+    def sync(self, timeout: float | None = None) -> list[Message]:
+        """One round trip: publish the driver's progress, take the workers' messages and the counters."""
+        view: DriverView = self._get(self.server.driver_sync.remote(self._progress), timeout=timeout)
+        self._view, self._synced = view, time.monotonic()
+        return view.messages
+
+    def fetch_weights(self, timeout: float | None = None) -> None:
+        """Fetch the global weights if they changed since the last fetch."""
+        if self.weights_at == self._view.updates and self._weights is not None:
+            return
+        self._weights, self.weights_at = self._get(self.server.weights.remote(), timeout=timeout)
+
+    def local_policy(self) -> Any:
+        return self._get(self.server.local_policy.remote())
+
+    def pull(self, into: Sequence[th.Tensor]) -> int:
+        if not self.server_lost:
+            self.fetch_weights()
+        if self._weights is not None:
+            if self._layout is None:
+                self._layout = FlatLayout(into)
+            self._layout.unpack_into(self._weights, into)
+        return self.weights_at
+
+    def push(self, grads: Sequence[th.Tensor | None], learning_rate: float, rank: int) -> int:
+        raise NotImplementedError("only workers push")
+
+    def add_steps(self, n: int) -> int:
+        raise NotImplementedError("only workers count steps")
+
+    @property
+    def steps(self) -> int:
+        return self._view.steps
+
+    @property
+    def n_updates(self) -> int:
+        return self._view.updates
+
+    def request_stop(self) -> None:
+        if not self.server_lost:
+            self._get(self.server.request_stop.remote(), timeout=5.0)
+
+    def stop_requested(self) -> bool:
+        return self._view.stop
+
+    def publish_progress(self, steps: int) -> None:
+        self._progress = steps  # sent with the next sync
+
+    @property
+    def progress(self) -> int:
+        return self._progress
+
+    def wait_for_driver(self, max_ahead: int, timeout: float) -> bool:
+        raise NotImplementedError("only workers wait for the driver")
+
+    def beat(self, rank: int, activity: Activity, updates: int) -> None:
+        raise NotImplementedError("only workers beat")
+
+    def heartbeats(self) -> dict[int, Heartbeat]:
+        since = time.monotonic() - self._synced
+        return {
+            rank: Heartbeat(Activity(activity), updates, seconds + since)
+            for rank, (activity, updates, seconds) in self._view.heartbeats.items()
+        }
