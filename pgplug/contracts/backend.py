@@ -230,6 +230,10 @@ class WorkerBackend(ABC):
     def finished(self) -> bool:
         """True once every worker has stopped."""
 
+    def telemetry(self) -> dict[str, int | float]:
+        """The backend's own figures for the live display and the logger (e.g. workers restarted); none by default."""
+        return {}
+
     @abstractmethod
     def stop(self) -> list[Message]:
         """Ask the workers to stop, wait for them (ending stragglers, also a worker still being started) and return

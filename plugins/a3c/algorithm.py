@@ -330,6 +330,7 @@ class A3C(PolicyGradientAlgorithm):
                 messages = backend.poll(timeout=0.01)
                 watch.saw_reports(messages)
                 self._absorb(messages, stats, callback)
+                self._live.update(backend.telemetry())
                 store.pull(driver_state)  # the global weights, for the callbacks (the very tensors in shared memory)
                 keep_calling = self._advance_callbacks(store.steps, callback)
                 store.publish_progress(self.num_timesteps)

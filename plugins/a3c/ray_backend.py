@@ -187,6 +187,9 @@ class RayBackend(WorkerBackend):
         self._server.restarting.remote(rank)
         self._start_worker(rank)
 
+    def telemetry(self) -> dict[str, int | float]:
+        return {"worker restarts": self.restarts} if self.restarts else {}
+
     def check(self) -> None:
         if not self._stopping:
             self._reap(raise_errors=True)
