@@ -80,6 +80,7 @@ class RayBackend(WorkerBackend):
         self._shipped: ShippedPlugins | None = None
         self._server: Any = None
         self._store: RayDriverStore | None = None
+        self._policy: Any = None  # the driver's global policy, which gets the server's optimizer state at the end
         self._job_bytes = b""
         self._actors: dict[int, Any] = {}
         self._runs: dict[Any, int] = {}  # a worker's run() in flight → its rank
@@ -118,6 +119,7 @@ class RayBackend(WorkerBackend):
         )
         self._server = server_class.remote(cloudpickle.dumps(model), n_workers, self._shipped.modules)
         self._store = RayDriverStore(self._server, ray.get, model.steps, model.updates)
+        self._policy = model.policy
         self._job_bytes = cloudpickle.dumps(job)
         self._n_workers = n_workers
         for rank in range(n_workers):
@@ -211,7 +213,9 @@ class RayBackend(WorkerBackend):
         return [m for m in messages if m[0] != "error"]
 
     def _finish_workers(self) -> list[Message]:
-        """Ask the workers to stop, take their last reports, fetch the final weights (which ``pull`` then gives)."""
+        """Ask the workers to stop, take their last reports, fetch the final weights (which ``pull`` then gives) and
+        the optimizer's final state (which the driver's policy takes now: it is saved with the model, and a next
+        ``learn()`` starts from it, as with the other backends, whose optimizer state is the driver's own)."""
         assert self._store is not None
         ray, messages = self._ray, []
         with contextlib.suppress(ray.exceptions.RayError, PgplugError):
@@ -223,6 +227,9 @@ class RayBackend(WorkerBackend):
                 time.sleep(0.02)
             messages += self._sync()
             self._store.fetch_weights(timeout=SERVER_TIMEOUT)
+            optimizer_state = ray.get(self._server.optimizer_state.remote(), timeout=SERVER_TIMEOUT)
+            if optimizer_state is not None:
+                self._policy.optimizer.load_state_dict(optimizer_state)
         return messages
 
     def _end_everything(self) -> None:
