@@ -118,7 +118,7 @@ class RayBackend(WorkerBackend):
             num_cpus=0, scheduling_strategy=here, runtime_env=self._shipped.runtime_env or None
         )
         self._server = server_class.remote(cloudpickle.dumps(model), n_workers, self._shipped.modules)
-        self._store = RayDriverStore(self._server, ray.get, model.steps, model.updates)
+        self._store = RayDriverStore(self._server, self._server_get, model.steps, model.updates)
         self._policy = model.policy
         self._job_bytes = cloudpickle.dumps(job)
         self._n_workers = n_workers
@@ -146,11 +146,17 @@ class RayBackend(WorkerBackend):
         return messages
 
     def _sync(self) -> list[Message]:
-        """The driver's round trip to the server; a server that died or does not answer ends the run."""
+        """The driver's round trip to the server."""
+        assert self._store is not None
+        return self._store.sync(timeout=SERVER_TIMEOUT)
+
+    def _server_get(self, ref: Any, timeout: float | None = SERVER_TIMEOUT) -> Any:
+        """``ray.get`` for every call of the driver to the server (its store's included): a server that died or does
+        not answer ends the run in one line, whichever call finds out."""
         assert self._store is not None
         ray = self._ray
         try:
-            return self._store.sync(timeout=SERVER_TIMEOUT)
+            return ray.get(ref, timeout=timeout)
         except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
             self._store.server_lost = self._stopping = True
             raise ParameterServerLost(
@@ -227,7 +233,7 @@ class RayBackend(WorkerBackend):
                 time.sleep(0.02)
             messages += self._sync()
             self._store.fetch_weights(timeout=SERVER_TIMEOUT)
-            optimizer_state = ray.get(self._server.optimizer_state.remote(), timeout=SERVER_TIMEOUT)
+            optimizer_state = self._server_get(self._server.optimizer_state.remote())
             if optimizer_state is not None:
                 self._policy.optimizer.load_state_dict(optimizer_state)
         return messages
@@ -236,6 +242,8 @@ class RayBackend(WorkerBackend):
         """Kill the actors this run started and stop (or leave) Ray: nothing the backend started runs after."""
         ray = self._ray
         try:
+            if self._store is not None:
+                self._store.server_lost = True  # gone now: the driver keeps the weights it has, and calls Ray no more
             for actor in [*self._actors.values(), self._server]:
                 if actor is not None:
                     with contextlib.suppress(Exception):
