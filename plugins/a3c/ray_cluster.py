@@ -167,6 +167,7 @@ def connect(address: str | None, n_workers: int, object_store_mib: int = DEFAULT
         try:
             with sigterm_kept():
                 ray.init(
+                    address="local",  # a new instance, also where RAY_ADDRESS or a `ray start` cluster would be joined
                     num_cpus=max(available_cpus(), n_workers),  # like local processes, workers may share cores
                     object_store_memory=object_store_mib * 2**20,
                     include_dashboard=False,
