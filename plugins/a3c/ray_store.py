@@ -118,7 +118,7 @@ class RayWorkerStore(ParameterStore):
         self.server, self.rank, self._get, self.pipeline = server, rank, get, pipeline
         self._news = WorkerNews()
         self._last: Reply = self._get(server.status.remote(rank, WorkerNews()))
-        self._fresh: list[np.ndarray] | None = None  # weights a push returned, for the next pull
+        self._fresh: tuple[list[np.ndarray], int] | None = None  # weights a push returned and their update count
         self._synced_at = 0  # the update count of the weights in the local policy
         self._in_flight: Any = None  # a pipelined push not yet collected
         self._lags: list[int] = []  # lags of pipelined pushes collected, not yet reported by a push
@@ -148,16 +148,17 @@ class RayWorkerStore(ParameterStore):
         return self._get(self.server.local_policy.remote())
 
     def pull(self, into: Sequence[th.Tensor]) -> int:
-        self._collect_in_flight()
+        """The weights the last push returned, else the server's; with a pipelined push still in flight, the local
+        weights stay (the next rollout runs while the server applies that push: one more update of lag)."""
         if self._layout is None:
             self._layout = FlatLayout(into)
-        if self._fresh is None:
+        if self._fresh is None and self._in_flight is None:
             reply = self._took(self._get(self.server.pull.remote(self.rank, self._take_news())))
-            self._fresh = reply.weights
-        assert self._fresh is not None
-        self._layout.unpack_into(self._fresh, into)
-        self._fresh = None
-        self._synced_at = self._last.updates
+            self._fresh = (reply.weights, reply.updates)
+        if self._fresh is not None:
+            weights, self._synced_at = self._fresh
+            self._layout.unpack_into(weights, into)
+            self._fresh = None
         return self._synced_at
 
     def push(self, grads: Sequence[th.Tensor | None], learning_rate: float, rank: int) -> int:
@@ -166,10 +167,11 @@ class RayWorkerStore(ParameterStore):
         if missing not in self._grad_layouts:
             self._grad_layouts[missing] = FlatLayout(present)
         packed = self._grad_layouts[missing].pack(present)
+        self._collect_in_flight()  # the previous push, sent a rollout ago: one in flight at most
         ref = self.server.push.remote(self.rank, packed, missing, learning_rate, self._synced_at, self._take_news())
         if not self.pipeline:
             reply = self._took(self._get(ref))
-            self._fresh = reply.weights
+            self._fresh = (reply.weights, reply.updates)
             return reply.updates
         self._in_flight = ref
         # The lag of this push is known once it is applied: report the last collected one's, one update late.
@@ -181,7 +183,7 @@ class RayWorkerStore(ParameterStore):
             return
         reply = self._took(self._get(self._in_flight))
         self._in_flight = None
-        self._fresh = reply.weights
+        self._fresh = (reply.weights, reply.updates)
         if reply.lag is not None:
             self._lags.append(reply.lag)
 
