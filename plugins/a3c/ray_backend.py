@@ -110,13 +110,11 @@ class RayBackend(WorkerBackend):
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         self._ray = ray = require_ray()
-        self._connection = connect(self.address, n_workers, self.object_store_mib)
-        print(f"A3C on Ray: {self._connection.description}", flush=True)
         self._shipped = ship_plugins()
+        self._connection = connect(self.address, n_workers, self.object_store_mib, self._shipped)
+        print(f"A3C on Ray: {self._connection.description}", flush=True)
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        server_class = ray.remote(ParameterServer).options(
-            num_cpus=0, scheduling_strategy=here, runtime_env=self._shipped.runtime_env or None
-        )
+        server_class = ray.remote(ParameterServer).options(num_cpus=0, scheduling_strategy=here)
         self._server = server_class.remote(cloudpickle.dumps(model), n_workers, self._shipped.modules)
         self._store = RayDriverStore(self._server, self._server_get, model.steps, model.updates)
         self._policy = model.policy
@@ -128,7 +126,7 @@ class RayBackend(WorkerBackend):
 
     def _start_worker(self, rank: int) -> None:
         assert self._shipped is not None
-        worker_class = self._ray.remote(A3CWorker).options(num_cpus=1, runtime_env=self._shipped.runtime_env or None)
+        worker_class = self._ray.remote(A3CWorker).options(num_cpus=1)
         actor = worker_class.remote(
             rank, self._job_bytes, self._server, self._shipped.modules, local_versions(), self.pipeline
         )
