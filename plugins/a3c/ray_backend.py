@@ -107,11 +107,12 @@ class RayBackend(WorkerBackend):
     # -- start ---------------------------------------------------------------------------------------
 
     def start(self, job: WorkerJob, n_workers: int, model: GlobalModel) -> ParameterStore:
+        self._shipped = ship_plugins()
+        # connect() first: it sets a local instance's defaults before Ray is first imported, when Ray reads them.
+        self._connection = connect(self.address, n_workers, self.object_store_mib, self._shipped)
+        self._ray = ray = require_ray()
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        self._ray = ray = require_ray()
-        self._shipped = ship_plugins()
-        self._connection = connect(self.address, n_workers, self.object_store_mib, self._shipped)
         print(f"A3C on Ray: {self._connection.description}", flush=True)
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         server_class = ray.remote(ParameterServer).options(num_cpus=0, scheduling_strategy=here)
