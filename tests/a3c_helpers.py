@@ -334,15 +334,23 @@ def ray_processes_left(owner: str, sessions: Iterable[str] = (), grace: float = 
     return left
 
 
-def ray_actor_pids(class_name: str) -> list[int]:
-    """Pids of the live processes of this test session's Ray that run an actor of class ``class_name`` (Ray titles
-    them ``ray::<class>`` or ``ray::<class>.<method>``)."""
+def ray_actor_processes(class_name: str) -> list[ProcessInfo]:
+    """The live processes of this test session's Ray that run an actor of class ``class_name`` (Ray titles them
+    ``ray::<class>`` or ``ray::<class>.<method>``), by pid."""
     return sorted(
-        process.pid
-        for process in processes()
-        if process.cmdline.partition(" ")[0].partition(".")[0] == f"ray::{class_name}"
-        and process.environ.get("RAY_TMPDIR") == ray_root()
+        (
+            process
+            for process in processes()
+            if process.cmdline.partition(" ")[0].partition(".")[0] == f"ray::{class_name}"
+            and process.environ.get("RAY_TMPDIR") == ray_root()
+        ),
+        key=lambda process: process.pid,
     )
+
+
+def gone(pid: int) -> bool:
+    """The process has exited and been reaped (a zombie keeps its /proc entry)."""
+    return not os.path.exists(f"/proc/{pid}")
 
 
 def loopback_only_failure() -> str | None:
