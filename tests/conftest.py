@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import shutil
+import tempfile
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +18,22 @@ from pgplug.contracts.registries import get_host, reset_host
 # The suite runs on 2 shared cores: one torch thread per process avoids oversubscription (and A3C
 # workers set the same for themselves).
 torch.set_num_threads(1)
+
+# Ray reads its settings when it is first imported (see set_local_defaults in plugins/a3c/ray_cluster.py), and no
+# test module has imported it yet: no usage statistics; token authentication with a token of this test session's
+# (Ray would otherwise write one into ~/.ray), which every Ray the tests start, and every command line they run,
+# uses; and a folder of this session's under which each of those Rays keeps its session folder, so that the
+# leftover checks know them. A cluster the environment names (RAY_ADDRESS) is never joined.
+RAY_ROOT = tempfile.mkdtemp(prefix="pgplug-ray-")  # short: Ray's socket paths in it must stay under 108 bytes
+os.environ.update(
+    RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16), RAY_TMPDIR=RAY_ROOT
+)
+for _name in ("RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"):
+    os.environ.pop(_name, None)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(RAY_ROOT, ignore_errors=True)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -47,3 +68,35 @@ def no_leftover_processes() -> Iterator[None]:
     before = worker_pids()
     yield
     assert_no_leftover_processes(before)
+
+
+@pytest.fixture(autouse=True)
+def ray_contained(request: pytest.FixtureRequest, no_leftover_processes: None) -> Iterator[None]:
+    """Tests marked ``ray`` run only in a loopback-only network namespace (they fail in one line elsewhere), and
+    leave no process of theirs behind: none that carries their owner label (Ray's workers, also once reparented to
+    init), none whose command line names a Ray session they started, no Ray worker, and no descendant of this
+    process (the children are ``no_leftover_processes``' to check, after this)."""
+    from a3c_helpers import (
+        OWNER_VARIABLE,
+        descendant_pids,
+        helper_pids,
+        loopback_only_failure,
+        ray_processes_left,
+        ray_sessions,
+    )
+
+    if request.node.get_closest_marker("ray") is None:
+        yield
+        return
+    failure = loopback_only_failure()
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
+    owner = f"test-{uuid.uuid4().hex}"
+    sessions, descendants = ray_sessions(), descendant_pids()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(OWNER_VARIABLE, owner)
+        yield
+    left = ray_processes_left(owner, ray_sessions() - sessions)
+    assert not left, f"Ray processes left running: {left}"
+    escaped = descendant_pids() - descendants - helper_pids()
+    assert not escaped, f"descendant processes left running: {sorted(escaped)}"

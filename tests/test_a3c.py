@@ -15,7 +15,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
-from a3c_helpers import EXPLOSION, deadline, exploding_cartpole, self_killing_cartpole
+from a3c_helpers import (
+    EXPLOSION,
+    assert_same_model,
+    deadline,
+    exploding_cartpole,
+    flat_params,
+    self_killing_cartpole,
+)
 from learning import until_reward
 from stable_baselines3.common.callbacks import (
     BaseCallback,
@@ -76,23 +83,6 @@ class GlobalWeightsProbe(BaseCallback):
         self.shared.append(all(p.is_shared() for p in params))
         self.snapshots.append(th.cat([p.detach().flatten() for p in params]).clone())
         return True
-
-
-def flat_params(model: Any) -> th.Tensor:
-    return th.cat([p.detach().flatten() for p in model.policy.parameters()]).clone()
-
-
-def assert_same_model(a: Any, b: Any) -> None:
-    """Equal parameters and equal optimizer statistics (not merely close)."""
-    sa, sb = a.policy.state_dict(), b.policy.state_dict()
-    assert sa.keys() == sb.keys()
-    for key in sa:
-        assert th.equal(sa[key], sb[key]), key
-    oa, ob = a.policy.optimizer.state_dict()["state"], b.policy.optimizer.state_dict()["state"]
-    assert oa.keys() == ob.keys()
-    for index in oa:
-        for key in oa[index]:
-            assert th.equal(th.as_tensor(oa[index][key]), th.as_tensor(ob[index][key])), (index, key)
 
 
 # ------------------------------------------------------------------------------------------------

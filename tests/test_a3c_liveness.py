@@ -33,6 +33,7 @@ from a3c_helpers import (
     cartpole_slow_to_build,
     child_pids,
     deadline,
+    gone,
 )
 
 from pgplug import A3C
@@ -90,11 +91,6 @@ def ready_forkserver() -> int:
     pid = forkserver._forkserver._forkserver_pid
     assert probe.exitcode == 0 and pid is not None
     return pid
-
-
-def gone(pid: int) -> bool:
-    """The process has exited and been reaped (a zombie keeps its /proc entry)."""
-    return not os.path.exists(f"/proc/{pid}")
 
 
 def ctrl_c() -> None:

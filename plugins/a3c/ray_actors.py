@@ -124,6 +124,11 @@ class ParameterServer:
         updates = self.store.n_updates
         return self._weights(), updates
 
+    def optimizer_state(self) -> dict[str, Any] | None:
+        """The global policy's optimizer state (the shared statistics), for the driver's copy at the end of a run."""
+        optimizer = getattr(self.policy, "optimizer", None)
+        return None if optimizer is None else optimizer.state_dict()
+
     def request_stop(self) -> None:
         self.store.request_stop()
 

@@ -80,6 +80,7 @@ class RayBackend(WorkerBackend):
         self._shipped: ShippedPlugins | None = None
         self._server: Any = None
         self._store: RayDriverStore | None = None
+        self._policy: Any = None  # the driver's global policy, which gets the server's optimizer state at the end
         self._job_bytes = b""
         self._actors: dict[int, Any] = {}
         self._runs: dict[Any, int] = {}  # a worker's run() in flight → its rank
@@ -106,18 +107,18 @@ class RayBackend(WorkerBackend):
     # -- start ---------------------------------------------------------------------------------------
 
     def start(self, job: WorkerJob, n_workers: int, model: GlobalModel) -> ParameterStore:
+        self._shipped = ship_plugins()
+        # connect() first: it sets a local instance's defaults before Ray is first imported, when Ray reads them.
+        self._connection = connect(self.address, n_workers, self.object_store_mib, self._shipped)
+        self._ray = ray = require_ray()
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        self._ray = ray = require_ray()
-        self._connection = connect(self.address, n_workers, self.object_store_mib)
         print(f"A3C on Ray: {self._connection.description}", flush=True)
-        self._shipped = ship_plugins()
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        server_class = ray.remote(ParameterServer).options(
-            num_cpus=0, scheduling_strategy=here, runtime_env=self._shipped.runtime_env or None
-        )
+        server_class = ray.remote(ParameterServer).options(num_cpus=0, scheduling_strategy=here)
         self._server = server_class.remote(cloudpickle.dumps(model), n_workers, self._shipped.modules)
-        self._store = RayDriverStore(self._server, ray.get, model.steps, model.updates)
+        self._store = RayDriverStore(self._server, self._server_get, model.steps, model.updates)
+        self._policy = model.policy
         self._job_bytes = cloudpickle.dumps(job)
         self._n_workers = n_workers
         for rank in range(n_workers):
@@ -126,7 +127,7 @@ class RayBackend(WorkerBackend):
 
     def _start_worker(self, rank: int) -> None:
         assert self._shipped is not None
-        worker_class = self._ray.remote(A3CWorker).options(num_cpus=1, runtime_env=self._shipped.runtime_env or None)
+        worker_class = self._ray.remote(A3CWorker).options(num_cpus=1)
         actor = worker_class.remote(
             rank, self._job_bytes, self._server, self._shipped.modules, local_versions(), self.pipeline
         )
@@ -144,11 +145,17 @@ class RayBackend(WorkerBackend):
         return messages
 
     def _sync(self) -> list[Message]:
-        """The driver's round trip to the server; a server that died or does not answer ends the run."""
+        """The driver's round trip to the server."""
+        assert self._store is not None
+        return self._store.sync(timeout=SERVER_TIMEOUT)
+
+    def _server_get(self, ref: Any, timeout: float | None = SERVER_TIMEOUT) -> Any:
+        """``ray.get`` for every call of the driver to the server (its store's included): a server that died or does
+        not answer ends the run in one line, whichever call finds out."""
         assert self._store is not None
         ray = self._ray
         try:
-            return self._store.sync(timeout=SERVER_TIMEOUT)
+            return ray.get(ref, timeout=timeout)
         except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
             self._store.server_lost = self._stopping = True
             raise ParameterServerLost(
@@ -214,7 +221,9 @@ class RayBackend(WorkerBackend):
         return [m for m in messages if m[0] != "error"]
 
     def _finish_workers(self) -> list[Message]:
-        """Ask the workers to stop, take their last reports, fetch the final weights (which ``pull`` then gives)."""
+        """Ask the workers to stop, take their last reports, fetch the final weights (which ``pull`` then gives) and
+        the optimizer's final state (which the driver's policy takes now: it is saved with the model, and a next
+        ``learn()`` starts from it, as with the other backends, whose optimizer state is the driver's own)."""
         assert self._store is not None
         ray, messages = self._ray, []
         with contextlib.suppress(ray.exceptions.RayError, PgplugError):
@@ -226,12 +235,17 @@ class RayBackend(WorkerBackend):
                 time.sleep(0.02)
             messages += self._sync()
             self._store.fetch_weights(timeout=SERVER_TIMEOUT)
+            optimizer_state = self._server_get(self._server.optimizer_state.remote())
+            if optimizer_state is not None:
+                self._policy.optimizer.load_state_dict(optimizer_state)
         return messages
 
     def _end_everything(self) -> None:
         """Kill the actors this run started and stop (or leave) Ray: nothing the backend started runs after."""
         ray = self._ray
         try:
+            if self._store is not None:
+                self._store.server_lost = True  # gone now: the driver keeps the weights it has, and calls Ray no more
             for actor in [*self._actors.values(), self._server]:
                 if actor is not None:
                     with contextlib.suppress(Exception):

@@ -6,20 +6,26 @@
   the driver's ``sys.path`` for the workers (so env factories importable here import there).
 - ``address``: joins an existing cluster (``auto``, ``HOST:PORT`` or ``ray://...``) and, after ``learn()``,
   only disconnects: the cluster is not pgplug's to stop. A process already connected to Ray is used as is.
-- Local plugin files travel in each actor's runtime env (``py_modules``), under the module name they have in
-  the driver, so the objects of their classes unpickle on any node.
+- Local plugin files travel in the runtime env of the Ray job pgplug starts or joins (``py_modules``, which
+  ``ray.init`` uploads: an actor's own runtime env takes only URIs), under the module name they have in the
+  driver, so the objects of their classes unpickle on any node.
+- Connecting keeps the process's SIGTERM handler, which ``ray.init`` would replace by one that aborts it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import logging
 import os
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -91,8 +97,9 @@ class ShippedPlugins:
 
 
 def ship_plugins() -> ShippedPlugins:
-    """Copy each local plugin file as ``<its module name in the driver>.py`` into a folder Ray uploads with the
-    actors (``py_modules``); plugins given as module names must be importable on every node as they are."""
+    """Copy each local plugin file as ``<its module name in the driver>.py`` into a folder Ray uploads for the job
+    (``py_modules``, see :func:`connect`); plugins given as module names must be importable on every node as they
+    are."""
     host = get_host()
     files = host.local_plugin_files()
     modules = host.local_plugin_modules()
@@ -130,34 +137,68 @@ def set_local_defaults() -> None:
         os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16))
 
 
+@contextlib.contextmanager
+def sigterm_kept() -> Iterator[None]:
+    """Keep this process's SIGTERM handler across ``ray.init``, which replaces it twice: in Python, with one that
+    exits at once, and underneath, with its core's crash handler, which aborts the process. The command line's
+    own handler (SIGTERM stops training and saves the model, as Ctrl-C does) stays. Only the main thread has one."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if previous is not None:  # None: a handler not installed from Python, which Python cannot put back
+            signal.signal(signal.SIGTERM, previous)
+
+
 def _python_path() -> str:
     """The driver's ``sys.path`` folders, for workers on this machine."""
     return os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
 
 
-def connect(address: str | None, n_workers: int, object_store_mib: int = DEFAULT_OBJECT_STORE_MIB) -> Connection:
-    """Connect to Ray for ``n_workers`` workers of one CPU each; one line if the cluster has too few CPUs."""
+def connect(
+    address: str | None,
+    n_workers: int,
+    object_store_mib: int = DEFAULT_OBJECT_STORE_MIB,
+    shipped: ShippedPlugins | None = None,
+) -> Connection:
+    """Connect to Ray for ``n_workers`` workers of one CPU each; one line if the cluster has too few CPUs.
+
+    ``shipped``: the local plugin files, which go into the runtime env of the job this connection starts (a process
+    already connected to Ray has its job, and cannot take them).
+    """
+    job_env = shipped.runtime_env if shipped is not None else {}
     if address is None and "ray" not in sys.modules:
         set_local_defaults()  # before Ray is imported: it reads its authentication settings then
     ray = require_ray()
     if ray.is_initialized():
+        if job_env:
+            raise PgplugError(
+                "this process is already connected to Ray, whose job cannot take pgplug's local plugin files: let "
+                "pgplug connect (backend_kwargs address), or install the plugins on every node"
+            )
         connection = Connection(False, False, "the Ray instance this process is connected to", 0.0)
     elif address is None:
         try:
-            ray.init(
-                num_cpus=max(available_cpus(), n_workers),  # like local processes, workers may share cores
-                object_store_memory=object_store_mib * 2**20,
-                include_dashboard=False,
-                logging_level=logging.WARNING,
-                runtime_env={"env_vars": {"PYTHONPATH": _python_path()}},
-            )
+            with sigterm_kept():
+                ray.init(
+                    address="local",  # a new instance, also where RAY_ADDRESS or a `ray start` cluster would be joined
+                    num_cpus=max(available_cpus(), n_workers),  # like local processes, workers may share cores
+                    object_store_memory=object_store_mib * 2**20,
+                    include_dashboard=False,
+                    logging_level=logging.WARNING,
+                    runtime_env={"env_vars": {"PYTHONPATH": _python_path()}, **job_env},
+                )
         except BaseException:
             ray.shutdown()  # whatever of the instance had started
             raise
         connection = Connection(True, True, "a local Ray instance started by pgplug", 0.0)
     else:
         try:
-            ray.init(address=address, logging_level=logging.WARNING)
+            with sigterm_kept():
+                ray.init(address=address, logging_level=logging.WARNING, runtime_env=job_env or None)
         except ConnectionError as exc:
             raise PgplugError(f"cannot join the Ray cluster at {address!r}: {exc}") from None
         connection = Connection(False, True, f"the Ray cluster at {address}", 0.0)
