@@ -5,6 +5,10 @@ The server holds the global policy and its optimizer in a :class:`SharedMemorySt
 the same optimizer code, learning-rate order, counters and heartbeats as the local backend, behind one actor
 whose calls run one at a time (gradients are applied in the order they arrive, asynchronously to the
 workers). A worker runs pgplug's worker loop, unchanged, on a :class:`RayWorkerStore`.
+
+With ``PGPLUG_RAY_STATS=1`` (see ``ray_store.py``) the server times each call by kind, and within a push the
+optimizer step (``apply``) and the packing of new weights (``pack``), counts pushes by rank (``push/<rank>``) and
+keeps the policy lag of every pushed gradient; ``stats()`` returns the running totals (None when off).
 """
 
 from __future__ import annotations
@@ -21,7 +25,16 @@ import torch.multiprocessing as mp
 
 from pgplug.contracts.backend import Activity, GlobalModel, Message, WorkerJob
 from pgplug.plugins.a3c.ray_cluster import check_versions, load_plugins
-from pgplug.plugins.a3c.ray_store import DriverView, FlatLayout, RayWorkerStore, Reply, WorkerNews
+from pgplug.plugins.a3c.ray_store import (
+    STATS,
+    DriverView,
+    FlatLayout,
+    RayWorkerStore,
+    Reply,
+    Timings,
+    WorkerNews,
+    timed,
+)
 from pgplug.plugins.a3c.shared_memory import SharedMemoryStore
 from pgplug.plugins.a3c.worker import error_message
 
@@ -46,9 +59,14 @@ class ParameterServer:
         self.grad_layouts: dict[tuple[int, ...], FlatLayout] = {}
         self.messages: list[Message] = []
         self._packed: tuple[int, list[np.ndarray]] | None = None  # (updates, weights) of the last packing
+        self.timings: Timings | None = Timings() if STATS else None
 
     def pid(self) -> int:
         return os.getpid()
+
+    def stats(self) -> dict[str, Any] | None:
+        """The timing counters' running totals (``Timings.snapshot``), or None without ``PGPLUG_RAY_STATS=1``."""
+        return None if self.timings is None else self.timings.snapshot()
 
     def _hear(self, rank: int, news: WorkerNews) -> None:
         if news.steps:
@@ -72,22 +90,34 @@ class ParameterServer:
     def _weights(self) -> list[np.ndarray]:
         updates = self.store.n_updates
         if self._packed is None or self._packed[0] != updates:
-            self._packed = (updates, self.layout.pack(self.state))
+            self._packed = (updates, self._pack())
         return self._packed[1]
+
+    @timed("pack")
+    def _pack(self) -> list[np.ndarray]:
+        return self.layout.pack(self.state)
+
+    @timed("apply")
+    def _apply(self, grads: list[th.Tensor | None], learning_rate: float, rank: int) -> int:
+        return self.store.push(grads, learning_rate, rank)
 
     # -- the workers' calls -----------------------------------------------------------------------
 
+    @timed("call/status")
     def status(self, rank: int, news: WorkerNews) -> Reply:
         self._hear(rank, news)
         return self._reply()
 
+    @timed("call/beat")
     def beat(self, rank: int, news: WorkerNews) -> None:
         self._hear(rank, news)
 
+    @timed("call/pull")
     def pull(self, rank: int, news: WorkerNews) -> Reply:
         self._hear(rank, news)
         return self._reply(weights=True)
 
+    @timed("call/push")
     def push(
         self,
         rank: int,
@@ -103,9 +133,14 @@ class ParameterServer:
             self.grad_layouts[missing] = FlatLayout([p for i, p in enumerate(self.params) if i not in missing])
         present = iter(self.grad_layouts[missing].tensors(packed))
         grads = [None if i in missing else next(present) for i in range(len(self.params))]
-        applied = self.store.push(grads, learning_rate, rank)
-        return self._reply(weights=True, lag=applied - 1 - synced_at)
+        applied = self._apply(grads, learning_rate, rank)
+        lag = applied - 1 - synced_at
+        if self.timings is not None:
+            self.timings.lags[lag] += 1
+            self.timings.counts[f"push/{rank}"] += 1
+        return self._reply(weights=True, lag=lag)
 
+    @timed("call/local_policy")
     def local_policy(self) -> Any:
         """A copy of the global policy without its optimizer, for a worker."""
         optimizer = getattr(self.policy, "optimizer", None)
@@ -113,6 +148,7 @@ class ParameterServer:
 
     # -- the driver's calls -------------------------------------------------------------------------
 
+    @timed("call/driver_sync")
     def driver_sync(self, progress: int) -> DriverView:
         self.store.publish_progress(progress)
         messages, self.messages = self.messages, []
@@ -120,6 +156,7 @@ class ParameterServer:
         store = self.store
         return DriverView(store.steps, store.n_updates, store.stop_requested(), messages, beats)
 
+    @timed("call/weights")
     def weights(self) -> tuple[list[np.ndarray], int]:
         updates = self.store.n_updates
         return self._weights(), updates
@@ -129,9 +166,11 @@ class ParameterServer:
         optimizer = getattr(self.policy, "optimizer", None)
         return None if optimizer is None else optimizer.state_dict()
 
+    @timed("call/request_stop")
     def request_stop(self) -> None:
         self.store.request_stop()
 
+    @timed("call/restarting")
     def restarting(self, rank: int) -> None:
         """Worker ``rank`` is being replaced: its silence counts from now, as a starting worker's."""
         self.store.beat(rank, Activity.STARTING, 0)

@@ -11,12 +11,22 @@ and far faster than torch tensors), and as few round trips as an update allows:
 - the driver syncs once per poll (messages, counters, beats) and fetches the weights only when they changed.
 
 A worker's beats stay where it runs and travel with its next call, or on their own about once a second.
+
+Timing counters, for benchmarks (``benchmarks/a3c_ray.py``): with ``PGPLUG_RAY_STATS=1`` in the environment of
+the actors' processes (a local instance inherits the driver's; on a cluster, the job's ``runtime_env``), the
+parameter server times its calls (``ParameterServer.stats()``) and each worker's store times its round trips and
+the worker's activities (from its beats), and adds the running totals to the worker's reports under
+``ray_store``. Without it (the default) nothing is timed: the server's methods are the plain ones, and the
+worker's store makes one ``None`` test per call.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import time
 import warnings
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +40,61 @@ from pgplug.contracts.backend import Activity, Heartbeat, Message, ParameterStor
 BEAT_SEND_INTERVAL = 1.0
 #: Seconds between two looks at the server of a worker waiting for the driver's callbacks.
 WAIT_POLL = 0.02
+#: Keep the timing counters (``PGPLUG_RAY_STATS=1``), read once when this module is imported in a process.
+STATS = os.environ.get("PGPLUG_RAY_STATS", "") == "1"
+
+
+class Timings:
+    """Running totals of seconds and counts by kind, seconds by worker activity, and the policy lags seen."""
+
+    def __init__(self) -> None:
+        self.seconds: defaultdict[str, float] = defaultdict(float)
+        self.counts: defaultdict[str, int] = defaultdict(int)
+        self.lags: Counter[int] = Counter()
+        self._activity: str | None = None
+        self._since = time.perf_counter()
+
+    def add(self, kind: str, seconds: float) -> None:
+        self.seconds[kind] += seconds
+        self.counts[kind] += 1
+
+    def enter(self, activity: str) -> None:
+        """A beat: the time since the previous beat was spent on the previous beat's activity."""
+        now = time.perf_counter()
+        if self._activity is not None:
+            self.seconds[f"activity/{self._activity}"] += now - self._since
+        self._activity, self._since = activity, now
+
+    def snapshot(self) -> dict[str, Any]:
+        """The totals so far, with this process's ``perf_counter`` and pid."""
+        return {
+            "clock": time.perf_counter(),
+            "pid": os.getpid(),
+            "seconds": dict(self.seconds),
+            "counts": dict(self.counts),
+            "lags": dict(self.lags),
+        }
+
+
+def timed(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A method decorator adding each call's seconds to ``self.timings`` under ``kind``; with ``STATS`` off, the
+    method itself, untouched."""
+
+    def decorate(method: Callable[..., Any]) -> Callable[..., Any]:
+        if not STATS:
+            return method
+
+        @functools.wraps(method)
+        def timed_method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                self.timings.add(kind, time.perf_counter() - started)
+
+        return timed_method
+
+    return decorate
 
 
 def as_tensor(array: np.ndarray) -> th.Tensor:
@@ -125,9 +190,21 @@ class RayWorkerStore(ParameterStore):
         self._beat_sent = time.monotonic()
         self._layout: FlatLayout | None = None
         self._grad_layouts: dict[tuple[int, ...], FlatLayout] = {}
+        self.timings: Timings | None = Timings() if STATS else None
+
+    def _wait(self, kind: str, ref: Any, since: float | None = None) -> Any:
+        """``get(ref)``; with timings, its seconds (from ``since`` if given: the call's sending) under ``kind``."""
+        if self.timings is None:
+            return self._get(ref)
+        started = time.perf_counter() if since is None else since
+        value = self._get(ref)
+        self.timings.add(kind, time.perf_counter() - started)
+        return value
 
     def send(self, message: Message) -> None:
-        """The worker loop's ``send``: the message travels with the next call."""
+        """The worker loop's ``send``: the message travels with the next call (a report with the timings)."""
+        if self.timings is not None and message[0] == "report":
+            message[2]["ray_store"] = self.timings.snapshot()
         self._news.messages.append(message)
 
     def _take_news(self) -> WorkerNews:
@@ -142,7 +219,7 @@ class RayWorkerStore(ParameterStore):
     def flush(self) -> None:
         """Send what is pending (the last report) and wait until the server has it."""
         self._collect_in_flight()
-        self._took(self._get(self.server.status.remote(self.rank, self._take_news())))
+        self._took(self._wait("status", self.server.status.remote(self.rank, self._take_news())))
 
     def local_policy(self) -> Any:
         return self._get(self.server.local_policy.remote())
@@ -153,7 +230,7 @@ class RayWorkerStore(ParameterStore):
         if self._layout is None:
             self._layout = FlatLayout(into)
         if self._fresh is None and self._in_flight is None:
-            reply = self._took(self._get(self.server.pull.remote(self.rank, self._take_news())))
+            reply = self._took(self._wait("pull", self.server.pull.remote(self.rank, self._take_news())))
             self._fresh = (reply.weights, reply.updates)
         if self._fresh is not None:
             weights, self._synced_at = self._fresh
@@ -167,11 +244,14 @@ class RayWorkerStore(ParameterStore):
         if missing not in self._grad_layouts:
             self._grad_layouts[missing] = FlatLayout(present)
         packed = self._grad_layouts[missing].pack(present)
+        sent = time.perf_counter() if self.timings is not None else None
         ref = self.server.push.remote(self.rank, packed, missing, learning_rate, self._synced_at, self._take_news())
         if not self.pipeline:
-            reply = self._took(self._get(ref))
+            reply = self._took(self._wait("push", ref, since=sent))
             self._fresh = (reply.weights, reply.updates)
             return reply.updates
+        if self.timings is not None and sent is not None:
+            self.timings.add("push sent", time.perf_counter() - sent)
         # Pipelined: this push is applied while the next rollout runs on the weights the previous one returned.
         self._collect_in_flight()
         self._in_flight = ref
@@ -182,7 +262,7 @@ class RayWorkerStore(ParameterStore):
     def _collect_in_flight(self) -> None:
         if self._in_flight is None:
             return
-        reply = self._took(self._get(self._in_flight))
+        reply = self._took(self._wait("push collected", self._in_flight))
         self._in_flight = None
         self._fresh = (reply.weights, reply.updates)
         if reply.lag is not None:
@@ -219,10 +299,12 @@ class RayWorkerStore(ParameterStore):
             if time.monotonic() >= deadline:
                 return False
             time.sleep(WAIT_POLL)
-            self._took(self._get(self.server.status.remote(self.rank, self._take_news())))
+            self._took(self._wait("status", self.server.status.remote(self.rank, self._take_news())))
         return True
 
     def beat(self, rank: int, activity: Activity, updates: int) -> None:
+        if self.timings is not None:
+            self.timings.enter(activity.name.lower())
         self._news.beat = (activity.value, updates)
         if time.monotonic() - self._beat_sent >= BEAT_SEND_INTERVAL:
             self.server.beat.remote(self.rank, self._take_news())  # on its own, not waited for
