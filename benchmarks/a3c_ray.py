@@ -955,8 +955,8 @@ def compute(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     console().print(t)
     print(
         "  flat copies: packing the gradient into its flat buffer + unpacking the weights into the local policy (what"
-        " a Ray worker adds). floats/pull counts state_dict() entries: a tensor listed under several names (a shared"
-        " features extractor) is packed once per name."
+        " a Ray worker adds). floats/pull: the state_dict's distinct tensors (a features extractor shared under"
+        " several names travels once)."
     )
     return out
 

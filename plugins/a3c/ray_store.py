@@ -104,17 +104,42 @@ def as_tensor(array: np.ndarray) -> th.Tensor:
         return th.from_numpy(array)
 
 
+def first_views(tensors: Sequence[th.Tensor]) -> list[int]:
+    """The positions of ``tensors`` that are not a repeat of an earlier one (the same memory, shape and dtype).
+
+    A ``state_dict`` lists a shared tensor once per name (SB3's ``CnnPolicy`` lists its one features extractor as
+    ``features_extractor``, ``pi_features_extractor`` and ``vf_features_extractor``): moving it once is enough,
+    and copying it into one name updates the others. A policy and its pickled copies share alike."""
+    seen: set[tuple[int, tuple[int, ...], tuple[int, ...], str]] = set()
+    firsts = []
+    for position, tensor in enumerate(tensors):
+        key = (tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()), str(tensor.dtype))
+        if tensor.numel() == 0 or key not in seen:
+            seen.add(key)
+            firsts.append(position)
+    return firsts
+
+
 class FlatLayout:
-    """Packs a list of tensors into one flat numpy buffer per dtype, and back, in a fixed order."""
+    """Packs a list of tensors into one flat numpy buffer per dtype, and back, in a fixed order; a tensor listed
+    twice (shared memory) travels once."""
 
     def __init__(self, tensors: Sequence[th.Tensor]) -> None:
-        self.dtypes = sorted({str(t.dtype) for t in tensors})
-        self.slots = [(self.dtypes.index(str(t.dtype)), t.numel(), tuple(t.shape)) for t in tensors]
+        self.count = len(tensors)
+        self.positions = first_views(tensors)
+        distinct = [tensors[i] for i in self.positions]
+        self.dtypes = sorted({str(t.dtype) for t in distinct})
+        self.slots = [(self.dtypes.index(str(t.dtype)), t.numel(), tuple(t.shape)) for t in distinct]
+
+    def _distinct(self, tensors: Sequence[th.Tensor]) -> list[th.Tensor]:
+        if len(tensors) != self.count:
+            raise ValueError(f"expected {self.count} tensors, got {len(tensors)}")
+        return [tensors[i] for i in self.positions]
 
     def pack(self, tensors: Sequence[th.Tensor]) -> list[np.ndarray]:
         """One buffer per dtype."""
         parts: list[list[np.ndarray]] = [[] for _ in self.dtypes]
-        for (group, _, _), tensor in zip(self.slots, tensors, strict=True):
+        for (group, _, _), tensor in zip(self.slots, self._distinct(tensors), strict=True):
             parts[group].append(tensor.detach().reshape(-1).cpu().numpy())
         return [np.concatenate(p) for p in parts]
 
@@ -122,7 +147,7 @@ class FlatLayout:
         """Copy the buffers' values into ``into`` (same layout), in place."""
         offsets = [0] * len(self.dtypes)
         with th.no_grad():
-            for (group, numel, shape), tensor in zip(self.slots, into, strict=True):
+            for (group, numel, shape), tensor in zip(self.slots, self._distinct(into), strict=True):
                 start = offsets[group]
                 tensor.copy_(as_tensor(buffers[group][start : start + numel]).reshape(shape))
                 offsets[group] = start + numel
