@@ -180,17 +180,21 @@ def available_cpus() -> int:
 
 
 def check_n_workers(name: str, value: Any) -> int:
-    """A number of worker processes: 1 to :data:`MAX_WORKERS`; more than the available cores warns (one line)."""
+    """A number of worker processes: 1 to :data:`MAX_WORKERS`."""
     if _is_bool(value) or not isinstance(value, (int, np.integer)) or not 1 <= value <= MAX_WORKERS:
         raise PgplugError(f"{name} must be a whole number from 1 to {MAX_WORKERS}, got {value!r}")
+    return int(value)
+
+
+def warn_more_workers_than_cores(name: str, value: int) -> None:
+    """One line when ``value`` workers on this machine are more than its available cores."""
     cpus = available_cpus()
     if value > cpus:
         warnings.warn(
             f"{name}={value} is more than the CPU cores available ({cpus}): the workers will take turns on them",
             PgplugWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    return int(value)
 
 
 def optional(rule: Rule) -> Rule:

@@ -204,6 +204,14 @@ class WorkerBackend(ABC):
     runs_in_driver: ClassVar[bool] = False
 
     @classmethod
+    def runs_workers_here(cls, **options: Any) -> bool:
+        """Whether the workers share this machine's cores (so more workers than cores take turns on them).
+
+        :param options: the backend's options, as its constructor takes them
+        """
+        return True
+
+    @classmethod
     def prepare(cls, **options: Any) -> None:
         """Called when a model that will train on this backend is built: start what takes long (a forkserver).
 

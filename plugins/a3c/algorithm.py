@@ -40,6 +40,7 @@ from pgplug.validation import (
     check_positive_int,
     check_positive_number,
     optional,
+    warn_more_workers_than_cores,
 )
 
 #: The metric a worker reports with each update: global updates between its weight pull and its gradient push.
@@ -165,6 +166,8 @@ class A3C(PolicyGradientAlgorithm):
         self.worker_timeout = checked["worker_timeout"]
         if _init_setup_model:  # building to train (load() passes False): e.g. the forkserver imports meanwhile
             backend_class.prepare(**self.backend_kwargs)
+            if backend_class.runs_workers_here(**self.backend_kwargs):
+                warn_more_workers_than_cores("n_workers", self.n_workers)
         self.shared_optimizer, self.lock = checked["shared_optimizer"], checked["lock"]
         # The main process keeps one env of the kind the workers build: for spaces, evaluation and callbacks.
         main_env = self.env_factory(1, checked["seed"]) if self.env_factory is not None else None

@@ -89,6 +89,11 @@ class RayBackend(WorkerBackend):
         self._stopping = False
 
     @classmethod
+    def runs_workers_here(cls, address: str | None = None, **options: Any) -> bool:
+        """Only pgplug's own local Ray instance (no ``address``) runs the workers on this machine's cores."""
+        return address is None
+
+    @classmethod
     def prepare(
         cls,
         address: str | None = None,
