@@ -10,6 +10,7 @@ pays its actors' start (a few seconds), so each test checks several things about
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
 import os
@@ -561,6 +562,32 @@ def test_losing_the_parameter_server_keeps_the_last_weights_fetched(cluster: Any
     assert match and int(match.group(1)) > 0, str(info.value)
     assert th.equal(flat_params(model), kill.result)
     assert not th.equal(flat_params(model), initial)
+
+
+def test_a_parameter_server_that_stops_answering_ends_the_run_in_one_line(
+    cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's process is frozen (SIGSTOP) from a callback: every call of the driver waits at most
+    SERVER_TIMEOUT, so the run ends with ParameterServerLost (GetTimeoutError) instead of hanging."""
+    monkeypatch.setattr(ray_backend, "SERVER_TIMEOUT", 8.0)
+    model = A3C("MlpPolicy", "CartPole-v1", **KWARGS, **on_ray(cluster))
+    frozen: list[int] = []
+
+    def freeze_the_server() -> None:
+        (server,) = ray_actor_processes("ParameterServer")
+        os.kill(server.pid, signal.SIGSTOP)
+        frozen.append(server.pid)
+
+    try:
+        with deadline(120), pytest.raises(ParameterServerLost) as info:
+            model.learn(1_000_000, callback=AtStep(500, freeze_the_server))
+    finally:
+        for pid in frozen:  # the backend killed its actors; a stopped process dies once it runs again
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    assert frozen, str(info.value)
+    assert "(GetTimeoutError)" in single_line(info.value)
+    assert re.fullmatch(SERVER_LOST, single_line(info.value)), str(info.value)
 
 
 def test_losing_the_parameter_server_on_the_command_line_saves_the_model(cluster: Any, tmp_path: Path) -> None:

@@ -43,6 +43,8 @@ logger = logging.getLogger("pgplug")
 
 #: Seconds the driver waits for the parameter server's answer before calling it lost.
 SERVER_TIMEOUT = 30.0
+#: Seconds the parameter server gets to start (a busy node, a runtime env to install) before the run ends.
+SERVER_START_TIMEOUT = 180.0
 #: Seconds the workers get, once asked to stop, to finish their update and send their last report.
 STOP_GRACE = 5.0
 
@@ -123,6 +125,7 @@ class RayBackend(WorkerBackend):
         server_class = ray.remote(ParameterServer).options(num_cpus=0, scheduling_strategy=here)
         self._server = server_class.remote(cloudpickle.dumps(model), n_workers, self._shipped.modules)
         self._store = RayDriverStore(self._server, self._server_get, model.steps, model.updates)
+        self._wait_for_the_server()
         self._policy = model.policy
         self._job_bytes = cloudpickle.dumps(job)
         self._n_workers = n_workers
@@ -152,15 +155,28 @@ class RayBackend(WorkerBackend):
     def _sync(self) -> list[Message]:
         """The driver's round trip to the server."""
         assert self._store is not None
-        return self._store.sync(timeout=SERVER_TIMEOUT)
+        return self._store.sync()
 
-    def _server_get(self, ref: Any, timeout: float | None = SERVER_TIMEOUT) -> Any:
-        """``ray.get`` for every call of the driver to the server (its store's included): a server that died or does
-        not answer ends the run in one line, whichever call finds out."""
+    def _wait_for_the_server(self) -> None:
+        """Until the server has started: its start-up gets longer than a call (SERVER_START_TIMEOUT)."""
         assert self._store is not None
         ray = self._ray
         try:
-            return ray.get(ref, timeout=timeout)
+            ray.get(self._server.pid.remote(), timeout=SERVER_START_TIMEOUT)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
+            self._store.server_lost = self._stopping = True
+            raise ParameterServerLost(
+                f"the A3C parameter server did not start ({type(exc).__name__}; {SERVER_START_TIMEOUT:.0f} s allowed)"
+            ) from None
+
+    def _server_get(self, ref: Any, timeout: float | None = None) -> Any:
+        """``ray.get`` for every call of the driver to the server (its store's included), waiting ``timeout`` or
+        :data:`SERVER_TIMEOUT` seconds: a server that died or does not answer ends the run in one line, whichever
+        call finds out."""
+        assert self._store is not None
+        ray = self._ray
+        try:
+            return ray.get(ref, timeout=SERVER_TIMEOUT if timeout is None else timeout)
         except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
             self._store.server_lost = self._stopping = True
             raise ParameterServerLost(
@@ -239,7 +255,7 @@ class RayBackend(WorkerBackend):
                 self._reap(raise_errors=False)
                 time.sleep(0.02)
             messages += self._sync()
-            self._store.fetch_weights(timeout=SERVER_TIMEOUT)
+            self._store.fetch_weights()
             optimizer_state = self._server_get(self._server.optimizer_state.remote())
             if optimizer_state is not None:
                 self._policy.optimizer.load_state_dict(optimizer_state)

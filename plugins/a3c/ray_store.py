@@ -354,17 +354,17 @@ class RayDriverStore(ParameterStore):
         self._layout: FlatLayout | None = None
         self.server_lost = False
 
-    def sync(self, timeout: float | None = None) -> list[Message]:
+    def sync(self) -> list[Message]:
         """One round trip: publish the driver's progress, take the workers' messages and the counters."""
-        view: DriverView = self._get(self.server.driver_sync.remote(self._progress), timeout=timeout)
+        view: DriverView = self._get(self.server.driver_sync.remote(self._progress))
         self._view, self._synced = view, time.monotonic()
         return view.messages
 
-    def fetch_weights(self, timeout: float | None = None) -> None:
+    def fetch_weights(self) -> None:
         """Fetch the global weights if they changed since the last fetch."""
         if self.weights_at == self._view.updates and self._weights is not None:
             return
-        self._weights, self.weights_at = self._get(self.server.weights.remote(), timeout=timeout)
+        self._weights, self.weights_at = self._get(self.server.weights.remote())
 
     def local_policy(self) -> Any:
         return self._get(self.server.local_policy.remote())
