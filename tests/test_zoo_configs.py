@@ -68,6 +68,12 @@ def test_zoo_entry_trains_unchanged_with_its_settings_applied(entry, tmp_path):
     model = compat.load(next(run_dir.glob("*.zip")), algo="a2c")
     assert model.n_envs == n_envs and model.n_steps == n_steps and model.num_timesteps == 2 * n_envs * n_steps
     assert model.use_sde is hyperparams.get("use_sde", False)
+    plain = ("gamma", "ent_coef", "vf_coef", "max_grad_norm", "normalize_advantage", "sde_sample_freq")
+    for key in set(plain) & set(hyperparams):  # the algorithm's own settings, as the model holds them
+        assert getattr(model, key) == hyperparams[key], key
+    if str(hyperparams.get("learning_rate", "")).startswith("lin_"):  # the schedule from its start down to 0
+        start = float(hyperparams["learning_rate"].removeprefix("lin_"))
+        assert model.lr_schedule(1.0) == pytest.approx(start) and model.lr_schedule(0.5) == pytest.approx(start / 2)
     assert (run_dir / "vecnormalize.pkl").is_file() is bool(hyperparams.get("normalize"))
     if "gae_lambda" in hyperparams:
         assert model.estimator.name == "gae" and model.estimator.params()["gae_lambda"] == hyperparams["gae_lambda"]

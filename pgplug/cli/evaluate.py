@@ -164,7 +164,8 @@ def run(args: argparse.Namespace) -> int:
         stats = Path(args.vecnormalize)
         if not stats.is_file():
             raise PgplugError(f"--vecnormalize {args.vecnormalize!r} is not a file")
-    recorded = cfg.read_env_keys(files.config, atari)  # the run's env keys, read as train reads them
+    # The run's env keys, read as train reads them; normalization comes from the statistics file instead.
+    recorded = cfg.read_env_keys({**files.config, "normalize": None}, atari)
     env_kwargs = {**files.env_kwargs, **recorded.env_kwargs, **cfg.parse_assignments(args.env_kwargs, "env argument")}
     check_env_kwargs(env_id, env_kwargs)
     check_output_folders(args)
