@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import re
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -97,19 +98,35 @@ def test_entries_of_missing_envs_fail_in_one_line(entry, tmp_path, capsys):
     assert not (tmp_path / "a2c").exists() or not any((tmp_path / "a2c").iterdir())
 
 
-def test_continuing_a_normalize_run_takes_its_statistics_and_config(tmp_path, capsys):
+def as_zoo_run(run_dir: Path, zoo_run: Path) -> Path:
+    """pgplug's run folder laid out as the zoo's: the zip in the run folder, ``config.yml`` (an ``OrderedDict``, as
+    the zoo dumps it) and ``vecnormalize.pkl`` in ``<run>/<env>/``."""
+    files = zoo_run / "MountainCar-v0"
+    files.mkdir(parents=True)
+    (zoo_run / "MountainCar-v0.zip").write_bytes((run_dir / "MountainCar-v0.zip").read_bytes())
+    (files / "vecnormalize.pkl").write_bytes((run_dir / "vecnormalize.pkl").read_bytes())
+    config = yaml.safe_load((run_dir / "config.yml").read_text())
+    (files / "config.yml").write_text(yaml.dump(OrderedDict(sorted(config.items()))))
+    return files
+
+
+@pytest.mark.parametrize("layout", ["pgplug", "zoo"])
+def test_continuing_a_normalize_run_takes_its_statistics_and_config(layout, tmp_path, capsys):
     """``-i`` on a run of the zoo's MountainCar-v0 entry (``normalize: true``, 16 envs) continues with 16 envs and
-    the run's VecNormalize statistics, and says so."""
+    the run's VecNormalize statistics, and says so; in pgplug's run folder and in the zoo's layout."""
     assert train("MountainCar-v0", tmp_path / "first", "-n", "160") == 0
     (first,) = (tmp_path / "first" / "a2c").iterdir()
     with open(first / "vecnormalize.pkl", "rb") as file:
         saved = pickle.load(file)  # written by this test's own run
     capsys.readouterr()
     first_zip = str(first / "MountainCar-v0.zip")
+    if layout == "zoo":
+        first = as_zoo_run(first, tmp_path / "zoo_run")
+        first_zip = str(tmp_path / "zoo_run" / "MountainCar-v0.zip")
     second_args = ["-i", first_zip, "-f", str(tmp_path / "second"), "-n", "80", *QUIET]
     assert main(["train", "--algo", "a2c", "--env", "MountainCar-v0", *second_args]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert f"continuing from {first / 'MountainCar-v0.zip'}: VecNormalize statistics from " in out
+    assert f"continuing from {first_zip}: VecNormalize statistics from {first / 'vecnormalize.pkl'}" in out
     assert f"n_envs=16 and normalize from {first / 'config.yml'}" in out
     (second,) = (tmp_path / "second" / "a2c").iterdir()
     assert compat.load(second / "MountainCar-v0.zip", algo="a2c").n_envs == 16
