@@ -148,7 +148,7 @@ BAD_INPUTS = [
     (
         [*A2C, "-params", "policy_kwargs=dict(net_arch=exec('1'))"],
         1,
-        """policy_kwargs "dict(net_arch=exec('1'))": "exec('1')" is a call other than dict(...), which is not"""
+        """policy_kwargs "dict(net_arch=exec('1'))": "exec('1')" is a call other than dict(...), which is not""",
     ),
     ([*A2C, "-params", "learning_rate=lin_fast"], 1, "learning_rate must be a number or a linear schedule"),
     # float32 overflows inside the optimizer step (torch's error there would be a traceback)
