@@ -129,7 +129,7 @@ BAD_INPUTS = [
     (
         [*A2C, "--hyperparams", "clip_range=0.2"],
         1,
-        "unknown hyperparameter 'clip_range' for a2c; valid keys: allow_negative_ent_coef, ent_coef",
+        "unknown hyperparameter 'clip_range' for a2c; valid keys: allow_negative_ent_coef, callback, ent_coef",
     ),
     ([*A2C, "--hyperparams", "n_steps=-5"], 1, "n_steps must be a positive integer, got -5"),
     (
@@ -144,7 +144,12 @@ BAD_INPUTS = [
         1,
         "bad estimator_kwargs {'lam': 0.9} for estimator 'gae'",
     ),
-    ([*A2C, "-params", "policy_kwargs=dict(net_arch=[64])"], 1, "policy_kwargs must be a mapping"),
+    ([*A2C, "-params", "policy_kwargs=dict(net_arch=[64])x"], 1, "policy_kwargs 'dict(net_arch=[64])x' is not a"),
+    (
+        [*A2C, "-params", "policy_kwargs=dict(net_arch=exec('1'))"],
+        1,
+        """policy_kwargs "dict(net_arch=exec('1'))": "exec('1')" is a call other than dict(...), which is not""",
+    ),
     ([*A2C, "-params", "learning_rate=lin_fast"], 1, "learning_rate must be a number or a linear schedule"),
     # float32 overflows inside the optimizer step (torch's error there would be a traceback)
     ([*A2C, "-params", "learning_rate=1e40"], 1, "learning_rate must be a number between 0 and 3.4e+38"),

@@ -114,11 +114,14 @@ def test_parse_assignments_reads_yaml_values():
     assert isinstance(parsed["n_steps"], int)
 
 
-def test_zoo_python_strings_are_not_evaluated():
-    parsed = cfg.parse_assignments(["policy_kwargs=dict(net_arch=[64, 64])"])
-    assert parsed == {"policy_kwargs": "dict(net_arch=[64, 64])"}
-    with pytest.raises(PgplugError, match=r"policy_kwargs must be a mapping .*'dict\(net_arch=\[64, 64\]\)'"):
-        cfg.resolve_policy_kwargs(parsed["policy_kwargs"])
+def test_zoo_python_strings_are_read_as_data_not_evaluated():
+    parsed = cfg.parse_assignments(["policy_kwargs=dict(net_arch=[64, 64], activation_fn=nn.ReLU)"])
+    assert parsed == {"policy_kwargs": "dict(net_arch=[64, 64], activation_fn=nn.ReLU)"}  # recorded as written
+    assert cfg.resolve_policy_kwargs(parsed["policy_kwargs"]) == {"net_arch": [64, 64], "activation_fn": th.nn.ReLU}
+    with pytest.raises(PgplugError, match=r"policy_kwargs 'dict\(net_arch=os.getcwd\(\)\)': 'os.getcwd\(\)' is a call"):
+        cfg.resolve_policy_kwargs("dict(net_arch=os.getcwd())")
+    with pytest.raises(PgplugError, match=r"policy_kwargs must be a mapping .*\[64, 64\]"):
+        cfg.resolve_policy_kwargs("[64, 64]")
 
 
 @pytest.mark.parametrize("item", ["n_steps", "=5", "1x=2"])
@@ -265,13 +268,111 @@ def test_prepare_atari_defaults_and_bad_values():
     assert (atari.algorithm_kwargs["policy"], atari.frame_stack, atari.n_timesteps) == ("CnnPolicy", 4, None)
     for hyperparams, message in [
         ({"n_envs": 0}, "n_envs must be a positive integer, got 0"),
-        ({"normalize": "dict(norm_obs=False)"}, "normalize must be true, false or a mapping"),
+        ({"normalize": "[1]"}, "normalize must be true, false or a mapping"),
+        ({"normalize": "dict(norm_obs=nn.ReLU)"}, "names no value: normalize holds data only"),
+        ({"normalize": "dict(norm_ob=True)"}, "unknown normalize option 'norm_ob'"),
+        ({"env_kwargs": "[1]"}, "env_kwargs must be a mapping"),
+        ({"monitor_kwargs": {"filename": "x"}}, "monitor_kwargs key 'filename' is not for Monitor"),
+        ({"vec_env_wrapper": "gymnasium.wrappers.TimeLimit"}, "is not a subclass of stable_baselines3.common.vec_env"),
+        ({"vec_env_wrapper": {"stable_baselines3.common.vec_env.VecFrameStack": {}}}, "missing a required argument"),
+        ({"callback": "os.system"}, "callback 'os.system' is not one of stable_baselines3.*"),
+        ({"callback": {"stable_baselines3.common.callbacks.StopTrainingOnMaxEpisodes": {"n": 1}}}, "unknown callback"),
         ({"policy": "LstmPolicy"}, "unknown policy 'LstmPolicy'; valid policies: MlpPolicy, CnnPolicy"),
         ({"env_wrapper": "gymnasium.wrappers.Nope"}, "has no attribute 'Nope'"),
         ({"estimator_kwargs": [0.9]}, "estimator_kwargs must be a mapping"),
     ]:
         with pytest.raises(PgplugError, match=message.replace("(", r"\(")):
             cfg.prepare(a2c, hyperparams, "a2c")
+
+
+def test_prepare_reads_the_zoo_env_keys():
+    a2c = get_host().algorithms.get("a2c")
+    run_config = cfg.prepare(
+        a2c,
+        {
+            "normalize": "{'norm_obs': True, 'norm_reward': False}",
+            "gamma": 0.9,
+            "env_kwargs": "dict(max_episode_steps=50)",
+            "eval_env_kwargs": {"max_episode_steps": 20},
+            "monitor_kwargs": {"info_keywords": ["TimeLimit.truncated"]},
+            "vec_env_wrapper": [
+                "stable_baselines3.common.vec_env.VecMonitor",
+                {"stable_baselines3.common.vec_env.VecFrameStack": {"n_stack": 2}},
+            ],
+            "callback": {"stable_baselines3.common.callbacks.StopTrainingOnMaxEpisodes": {"max_episodes": 3}},
+            "gae_lambda": 0.9,
+        },
+        "a2c",
+    )
+    assert run_config.normalize == {"norm_obs": True, "norm_reward": False, "gamma": 0.9}
+    assert run_config.env_kwargs == {"max_episode_steps": 50} and run_config.eval_env_kwargs == {
+        "max_episode_steps": 20
+    }
+    assert run_config.monitor_kwargs == {"info_keywords": ["TimeLimit.truncated"]}
+    assert run_config.vec_env_wrappers == (
+        ("stable_baselines3.common.vec_env.VecMonitor", {}),
+        ("stable_baselines3.common.vec_env.VecFrameStack", {"n_stack": 2}),
+    )
+    (callback,) = cfg.build_callbacks(run_config.callbacks)
+    assert type(callback).__name__ == "StopTrainingOnMaxEpisodes" and callback.max_episodes == 3
+    assert set(run_config.algorithm_kwargs) == {"policy", "gamma", "gae_lambda"}
+
+
+def test_own_callbacks_need_the_command_line_trust(tmp_path, monkeypatch):
+    (tmp_path / "my_callbacks.py").write_text(
+        "from stable_baselines3.common.callbacks import BaseCallback\n"
+        "class Stop(BaseCallback):\n"
+        "    def _on_step(self):\n"
+        "        return False\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    a2c = get_host().algorithms.get("a2c")
+    with pytest.raises(PgplugError, match=r"name it on the command line: --trust-callback my_callbacks.Stop"):
+        cfg.prepare(a2c, {"callback": "my_callbacks.Stop"}, "a2c")
+    trusted = cfg.prepare(a2c, {"callback": ["my_callbacks.Stop"]}, "a2c", trusted_callbacks=["my_callbacks.Stop"])
+    assert [type(c).__name__ for c in cfg.build_callbacks(trusted.callbacks)] == ["Stop"]
+
+
+def test_env_kwargs_flag_reads_python_literals_and_plain_words():
+    parsed = cfg.parse_kwargs_flag(
+        ["max_episode_steps:100", "continuous:True", "render_mode:rgb_array", "goal=[1, 2.5]", "x:'a b'", "y:null"],
+        "--env-kwargs",
+    )
+    assert parsed == {
+        "max_episode_steps": 100,
+        "continuous": True,
+        "render_mode": "rgb_array",
+        "goal": [1, 2.5],
+        "x": "a b",
+        "y": None,
+    }
+    with pytest.raises(PgplugError, match=r"--env-kwargs x .*__import__\('os'\)\" is a call other than dict"):
+        cfg.parse_kwargs_flag(["x:__import__('os')"], "--env-kwargs")
+    with pytest.raises(PgplugError, match="--env-kwargs 'x' is not of the form key:value"):
+        cfg.parse_kwargs_flag(["x"], "--env-kwargs")
+
+
+def test_env_spec_applies_vec_env_wrappers_before_normalize_and_monitor_kwargs():
+    from stable_baselines3.common.vec_env import VecCheckNan
+
+    spec = EnvSpec(
+        "CartPole-v1",
+        n_envs=2,
+        seed=0,
+        normalize={},
+        frame_stack=2,
+        vec_env_wrappers=(("stable_baselines3.common.vec_env.VecCheckNan", {"raise_exception": True}),),
+        monitor_kwargs={"info_keywords": ["is_success"]},
+    )
+    env = spec.make_vec_env()
+    try:
+        assert isinstance(env, VecFrameStack) and isinstance(env.venv, VecNormalize)
+        assert isinstance(env.venv.venv, VecCheckNan)  # the zoo's order: vec_env_wrapper, VecNormalize, frame stack
+        assert env.venv.venv.raise_exception is True
+        assert env.get_attr("info_keywords") == [("is_success",)] * 2  # Monitor's, as a tuple
+    finally:
+        env.close()
+    assert EnvSpec.from_json(spec.to_json()) == spec
 
 
 # -- env building --------------------------------------------------------------------------------

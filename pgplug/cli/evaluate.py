@@ -89,10 +89,6 @@ def same_shape_note(expected: gym.Space, given: gym.Space) -> str:
     return " with other bounds" if describe_space(expected) == describe_space(given) else ""
 
 
-def frame_stack_value(value: Any) -> int | None:
-    return None if value in (None, 0, 1, False) else cfg.positive_int("frame_stack", value)
-
-
 def build_eval_env(
     spec: EnvSpec, model: Any, stats: Path | None, stack_recorded: bool, trust: bool = False
 ) -> tuple[Any, EnvSpec, str]:
@@ -168,7 +164,9 @@ def run(args: argparse.Namespace) -> int:
         stats = Path(args.vecnormalize)
         if not stats.is_file():
             raise PgplugError(f"--vecnormalize {args.vecnormalize!r} is not a file")
-    env_kwargs = {**files.env_kwargs, **cfg.parse_assignments(args.env_kwargs, "env argument")}
+    # The run's env keys, read as train reads them; normalization comes from the statistics file instead.
+    recorded = cfg.read_env_keys({**files.config, "normalize": None}, atari)
+    env_kwargs = {**files.env_kwargs, **recorded.env_kwargs, **cfg.parse_assignments(args.env_kwargs, "env argument")}
     check_env_kwargs(env_id, env_kwargs)
     check_output_folders(args)
     if args.video_folder is not None:
@@ -178,8 +176,9 @@ def run(args: argparse.Namespace) -> int:
         env_id,
         n_envs=1,
         seed=args.seed,
-        frame_stack=frame_stack_value(files.config.get("frame_stack", 4 if atari else None)),
-        wrappers=cfg.parse_env_wrappers(files.config.get("env_wrapper")),
+        frame_stack=recorded.frame_stack,
+        wrappers=recorded.env_wrappers,
+        vec_env_wrappers=recorded.vec_env_wrappers,
         atari=atari,
         env_kwargs=env_kwargs,
     )

@@ -7,18 +7,18 @@ own config into :class:`Settings`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pgplug.cli.models import saved_algorithm
-from pgplug.cli.run_folder import CONFIG_FILE
+from pgplug.cli.run_folder import find_run_files
 from pgplug.contracts.registries import get_host
 from pgplug.errors import PgplugError
 from pgplug.interop import compat
 from pgplug.interop import config as cfg
 from pgplug.runtime.algorithm import constructor_parameters
-from pgplug.runtime.envs import EnvSpec, check_atari_rom, check_env_id, is_atari
+from pgplug.runtime.envs import EnvSpec, check_atari_rom, check_env_id, check_env_kwargs, is_atari
 
 #: What ``config.yml`` records besides the hyperparameters (dropped when ``-i`` reads it back).
 RECORD_KEYS = ("seed", "env")
@@ -59,6 +59,12 @@ class RunRequest:
     vec_env: str = "dummy"
     #: ``--trust-file``: the ``-i`` and ``--bc-warmstart`` zips may run code when opened
     trust_file: bool = False
+    #: ``--env-kwargs``: ``key:value`` arguments of ``gymnasium.make``, replacing the config's ``env_kwargs``
+    env_kwargs: list[str] | None = None
+    #: ``--eval-env-kwargs``: those of the evaluation envs (default: the training env's)
+    eval_env_kwargs: list[str] | None = None
+    #: ``--trust-callback``: dotted paths of the config's callbacks to run beyond SB3's, sb3-contrib's and rl_zoo3's
+    trusted_callbacks: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -78,6 +84,8 @@ class Settings:
     source_algorithm: str | None = None
     bc_expert: Path | None = None
     trust_file: bool = False
+    #: the ``config.yml`` of the ``-i`` model's run, whose hyperparameters the continued run takes
+    recorded_config: Path | None = None
 
 
 def check_trained_agent(path: str | None) -> Path | None:
@@ -91,12 +99,12 @@ def check_trained_agent(path: str | None) -> Path | None:
 
 def base_hyperparams(request: RunRequest, env_id: str, atari: bool, trained: Path | None) -> tuple[dict, str]:
     """The config entry for this run and a description of where it came from."""
-    if trained is not None and (trained.parent / CONFIG_FILE).is_file():
-        path = trained.parent / CONFIG_FILE
-        hyperparams = cfg.read_yaml_mapping(path)
+    recorded = None if trained is None else find_run_files(trained)  # pgplug's layout or the zoo's
+    if recorded is not None and recorded.config_path is not None:
+        hyperparams = dict(recorded.config)
         for key in RECORD_KEYS:
             hyperparams.pop(key, None)
-        return hyperparams, str(path)
+        return hyperparams, str(recorded.config_path)
     path = Path(request.conf_file) if request.conf_file else cfg.builtin_config_path(request.algo)
     if path is None:
         return {}, f"no configs/{request.algo}.yml: the algorithm's defaults"
@@ -108,6 +116,9 @@ def base_hyperparams(request: RunRequest, env_id: str, atari: bool, trained: Pat
 def command_line_hyperparams(request: RunRequest, cls: type, base: dict[str, Any]) -> dict[str, Any]:
     """``--hyperparams``, ``--estimator``, ``--estimator-kwargs`` and ``--n-workers`` as hyperparameters."""
     overrides = cfg.parse_assignments(request.hyperparams)
+    for key, items in (("env_kwargs", request.env_kwargs), ("eval_env_kwargs", request.eval_env_kwargs)):
+        if items is not None:  # as in the zoo, the flag replaces the config's mapping
+            overrides[key] = cfg.parse_kwargs_flag(items, f"--{key.replace('_', '-')}")
     if request.estimator is not None:
         if request.estimator != base.get("estimator"):
             overrides.setdefault("estimator_kwargs", {})  # the config's kwargs belong to its own estimator
@@ -216,7 +227,11 @@ def settle(request: RunRequest, require_timesteps: bool = True) -> Settings:
     if warm_start is not None and {"policy", "policy_kwargs"} & overrides.keys():
         raise PgplugError("policy and policy_kwargs come from the -i model when warm-starting from its weights")
     architecture = {} if warm_start is None else source_architecture(cls, warm_start, base, request.trust_file)
-    run_config = cfg.prepare(cls, {**base, **overrides, **architecture}, request.algo, atari)
+    run_config = cfg.prepare(
+        cls, {**base, **overrides, **architecture}, request.algo, atari, trusted_callbacks=request.trusted_callbacks
+    )
+    check_env_kwargs(env_id, run_config.env_kwargs)
+    check_env_kwargs(env_id, run_config.eval_env_kwargs or {})
     if request.n_timesteps is not None:
         run_config.n_timesteps = request.n_timesteps
     if run_config.n_timesteps is None and require_timesteps:
@@ -236,6 +251,7 @@ def settle(request: RunRequest, require_timesteps: bool = True) -> Settings:
         source_algorithm,
         bc_expert,
         request.trust_file,
+        None if trained is None else find_run_files(trained).config_path,
     )
 
 
@@ -251,7 +267,33 @@ def env_spec(settings: Settings, seed: int | None, vec_env: str = "dummy") -> En
         wrappers=rc.env_wrappers,
         atari=settings.atari,
         vec_env=vec_env,
+        env_kwargs=rc.env_kwargs,
+        vec_env_wrappers=rc.vec_env_wrappers,
+        monitor_kwargs=rc.monitor_kwargs,
     )
+
+
+def eval_env_spec(settings: Settings, spec: EnvSpec) -> EnvSpec:
+    """The recipe of the evaluation envs: the training env's, with ``eval_env_kwargs`` when given (the zoo's rule)."""
+    eval_kwargs = settings.run_config.eval_env_kwargs
+    return spec if eval_kwargs is None else replace(spec, env_kwargs=eval_kwargs)
+
+
+def continuation_note(settings: Settings, statistics: Path | None) -> str | None:
+    """What ``-i`` took from the run it continues: its VecNormalize statistics and its recorded config."""
+    source = settings.trained_agent or settings.warm_start
+    if source is None:
+        return None
+    taken = [] if statistics is None else [f"VecNormalize statistics from {statistics}"]
+    if settings.recorded_config is not None:
+        rc = settings.run_config
+        recorded = f"n_envs={rc.n_envs}"
+        if rc.normalize is not None:
+            recorded += " and normalize"
+        taken.append(f"{recorded} from {settings.recorded_config}")
+    if not taken:
+        return None
+    return f"{'continuing' if settings.trained_agent is not None else 'warm start'} from {source}: " + ", ".join(taken)
 
 
 def to_plain(value: Any) -> Any:

@@ -35,7 +35,16 @@ from pgplug.cli.run_folder import (
     new_run_dir,
     save_model,
 )
-from pgplug.cli.settings import RunRequest, Settings, env_spec, saved_config, settle, uses_workers
+from pgplug.cli.settings import (
+    RunRequest,
+    Settings,
+    continuation_note,
+    env_spec,
+    eval_env_spec,
+    saved_config,
+    settle,
+    uses_workers,
+)
 from pgplug.cli.signals import exit_code, uninterrupted
 from pgplug.interop import compat
 from pgplug.interop import config as cfg
@@ -84,6 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
         help="expert steps to clone with --bc-warmstart (default 10000)",
     )
     add_trust_argument(parser)
+    add_env_config_arguments(parser)
     parser.add_argument("-tb", "--tensorboard-log", metavar="DIR", help="write TensorBoard logs under DIR/<env>")
     parser.add_argument(
         "--eval-freq", type=int, default=25_000, help="evaluate every N timesteps, keep the best model (-1: never)"
@@ -112,6 +122,31 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
         "--address",
         help="with --backend ray: join this Ray cluster (auto, HOST:PORT or ray://HOST:PORT) instead of starting a "
         "local Ray for the run; the cluster keeps running after it",
+    )
+
+
+def add_env_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """rl-baselines3-zoo's ``--env-kwargs``/``--eval-env-kwargs``, and ``--trust-callback`` for a config's callbacks."""
+    parser.add_argument(
+        "--env-kwargs",
+        nargs="+",
+        metavar="KEY:VALUE",
+        help="gymnasium.make arguments, replacing the config's env_kwargs; values are Python literals read as data, "
+        "e.g. max_episode_steps:100 continuous:True",
+    )
+    parser.add_argument(
+        "--eval-env-kwargs",
+        nargs="+",
+        metavar="KEY:VALUE",
+        help="gymnasium.make arguments of the evaluation envs (default: those of the training envs)",
+    )
+    parser.add_argument(
+        "--trust-callback",
+        nargs="+",
+        default=[],
+        metavar="DOTTED.PATH",
+        help="let the config's callback run these classes of yours (without it, a config's callback must be one of "
+        "SB3's, sb3-contrib's or rl_zoo3's)",
     )
 
 
@@ -269,6 +304,9 @@ def run(args: argparse.Namespace) -> int:
             bc_warmstart=args.bc_warmstart,
             vec_env=args.vec_env,
             trust_file=args.trust_file,
+            env_kwargs=args.env_kwargs,
+            eval_env_kwargs=args.eval_env_kwargs,
+            trusted_callbacks=args.trust_callback,
         )
     )
     check_output_folders(args)
@@ -279,11 +317,12 @@ def run(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     name = run_name(settings.env_id)
     spec = env_spec(settings, seed, args.vec_env)
+    eval_spec = eval_env_spec(settings, spec)
     run_dir = new_run_dir(args.log_folder, args.algo, name)
     source_zip = settings.trained_agent or settings.warm_start
     trained_stats = None if source_zip is None else find_run_files(source_zip).vecnormalize  # a checkpoint's own
     owned_envs: list = []
-    notes: list[str] = []
+    notes: list[str] = [note] if (note := continuation_note(settings, trained_stats)) else []
     try:
         if uses_workers(settings.cls):
             env = spec
@@ -303,8 +342,9 @@ def run(args: argparse.Namespace) -> int:
             )
         if settings.bc_expert is not None:
             notes.append(bc_warm_start(model, settings.bc_expert, args.bc_steps, seed, settings.trust_file))
-        callbacks, eval_envs = make_callbacks(args, settings, spec, run_dir, model)
+        callbacks, eval_envs = make_callbacks(args, settings, eval_spec, run_dir, model)
         owned_envs += eval_envs
+        callbacks[:0] = cfg.build_callbacks(settings.run_config.callbacks)  # first, as the zoo orders them
     except BaseException:
         for env in owned_envs:
             close_quietly(env)
@@ -323,7 +363,7 @@ def run(args: argparse.Namespace) -> int:
 
     progress = None if args.no_progress else RichProgressCallback(console)
     try:
-        return train_and_report(args, settings, model, spec, run_dir, callbacks, progress, console)
+        return train_and_report(args, settings, model, eval_spec, run_dir, callbacks, progress, console)
     finally:
         for env in {id(e): e for e in [model.env, *owned_envs] if e is not None}.values():
             close_quietly(env)

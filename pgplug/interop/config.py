@@ -1,10 +1,11 @@
 """Hyperparameter configs: rl-baselines3-zoo style YAML keyed by env id, plus command-line overrides.
 
-Configs are data. Files and ``key=value`` overrides are read with a safe YAML loader; schedules
-(``lin_7e-4``) and class names (``RMSpropTFLike``, ``tanh``, ``package.module.Class``) are turned
-into objects by explicit rules here, never by ``eval``. The valid keys are the algorithm's
-constructor arguments plus the env keys of :data:`ENV_KEYS`, so plugin algorithms get the same
-checks as the built-in ones.
+Configs are data. Files and ``key=value`` overrides are read with a safe YAML loader; the zoo's
+Python-literal strings (``"dict(log_std_init=-2, ortho_init=False)"``) by :mod:`pgplug.interop.literals`,
+over an allowlist; schedules (``lin_7e-4``) and class names (``RMSpropTFLike``, ``tanh``,
+``package.module.Class``) are turned into objects by explicit rules here, never by ``eval``. The
+valid keys are the algorithm's constructor arguments plus the env keys of :data:`ENV_KEYS`, so
+plugin algorithms get the same checks as the built-in ones.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import importlib.resources
 import inspect
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import yaml
 
 from pgplug.errors import PgplugError
 from pgplug.files import yaml_text
+from pgplug.interop.literals import read_python_literal
 from pgplug.runtime.algorithm import check_policy_kwargs
 from pgplug.validation import (
     check_constant_learning_rate,
@@ -32,7 +34,18 @@ from pgplug.validation import (
 )
 
 #: Keys that configure the environment or the run rather than the algorithm's constructor.
-ENV_KEYS: tuple[str, ...] = ("n_envs", "n_timesteps", "frame_stack", "normalize", "env_wrapper")
+ENV_KEYS: tuple[str, ...] = (
+    "n_envs",
+    "n_timesteps",
+    "frame_stack",
+    "normalize",
+    "env_wrapper",
+    "vec_env_wrapper",
+    "env_kwargs",
+    "eval_env_kwargs",
+    "monitor_kwargs",
+    "callback",
+)
 #: Constructor arguments set by their own command-line flags, not by hyperparameters.
 FLAG_KEYS: dict[str, str] = {
     "seed": "--seed",
@@ -222,6 +235,8 @@ _CLASS_BASES: dict[str, str] = {
     "features_extractor_class": "stable_baselines3.common.torch_layers.BaseFeaturesExtractor",
     "policy": "stable_baselines3.common.policies.BasePolicy",
     "env_wrapper": "gymnasium.Wrapper",
+    "vec_env_wrapper": "stable_baselines3.common.vec_env.VecEnvWrapper",
+    "callback": "stable_baselines3.common.callbacks.BaseCallback",
 }
 
 
@@ -249,8 +264,56 @@ def resolve_class(key: str, value: Any) -> type:
     return cls
 
 
+#: The modules a zoo string names classes of (``nn.ReLU``, ``th.optim.Adam``), with the key whose base they need.
+LITERAL_MODULES: dict[str, str] = {"torch.nn": "activation_fn", "torch.optim": "optimizer_class"}
+#: Packages whose classes a zoo string may name by their full path.
+LITERAL_PACKAGES: tuple[str, ...] = ("stable_baselines3", "sb3_contrib")
+#: Groups of :data:`CLASS_ALIASES` whose short names a zoo string may use as names (``RMSpropTFLike``).
+LITERAL_ALIAS_GROUPS: tuple[str, ...] = ("optimizer_class", "features_extractor_class")
+LITERAL_NAMES = (
+    "nn.X / th.nn.X activations, th.optim.X optimizers, "
+    + ", ".join(sorted(name for group in LITERAL_ALIAS_GROUPS for name in CLASS_ALIASES[group]))
+    + ", or a class of stable_baselines3.* / sb3_contrib.*"
+)
+
+
+def literal_class(name: str) -> type:
+    """The class a name in a zoo string stands for (``nn``/``th`` already expanded: ``torch.nn.ReLU``).
+
+    Allowed: torch.nn modules (``nn.ReLU``, ``th.nn.Tanh``), torch.optim optimizers (``th.optim.Adam``), the class
+    names of :data:`CLASS_ALIASES` (``RMSpropTFLike``, ``NatureCNN``, ...) and classes of SB3 and sb3-contrib by
+    their full path. Anything else is refused, naming what is allowed.
+    """
+    module = name.rpartition(".")[0]
+    if module in LITERAL_MODULES:
+        return resolve_class(LITERAL_MODULES[module], name)
+    for key in LITERAL_ALIAS_GROUPS:
+        if name in CLASS_ALIASES[key]:
+            return resolve_class(key, name)
+    if module and name.split(".")[0] in LITERAL_PACKAGES:
+        cls = import_dotted(name)
+        if isinstance(cls, type):
+            return cls
+        raise PgplugError(f"{name!r} is not a class; allowed names: {LITERAL_NAMES}")
+    raise PgplugError(f"name {name!r} is not allowed; allowed names: {LITERAL_NAMES}")
+
+
+def read_config_string(key: str, value: Any, names: bool = False) -> Any:
+    """A zoo Python-literal string (``"dict(norm_obs=True)"``) as data; any other value as it is.
+
+    :param names: allow class names (:func:`literal_class`), as ``policy_kwargs`` needs; otherwise data only
+    """
+    if not isinstance(value, str):
+        return value
+    return read_python_literal(value, key, literal_class if names else None)
+
+
 def resolve_policy_kwargs(value: Any) -> dict[str, Any]:
-    """``policy_kwargs`` with its class names (``activation_fn``, ``optimizer_class``, ...) resolved."""
+    """``policy_kwargs`` with its class names (``activation_fn``, ``optimizer_class``, ...) resolved.
+
+    The zoo's Python-literal form (``"dict(log_std_init=-2, ortho_init=False)"``) is read safely too.
+    """
+    value = read_config_string("policy_kwargs", value, names=True)
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -260,15 +323,21 @@ def resolve_policy_kwargs(value: Any) -> dict[str, Any]:
     return {k: resolve_class(k, v) if k in _CLASS_BASES else v for k, v in value.items()}
 
 
-def parse_env_wrappers(value: Any) -> tuple[tuple[str, dict[str, Any]], ...]:
-    """The zoo's ``env_wrapper``: a dotted path, ``{path: kwargs}``, or a list of them, in wrapping order.
+#: Where the classes a config's ``callback`` names may come from without ``--trust-callback``.
+CALLBACK_PACKAGES: tuple[str, ...] = ("stable_baselines3.", "sb3_contrib.", "rl_zoo3.callbacks.")
+#: The argument each kind of class gets from pgplug rather than from the config.
+_PASSED_BY_PGPLUG: dict[str, tuple[str, ...]] = {"env_wrapper": ("env",), "vec_env_wrapper": ("venv",), "callback": ()}
 
-    Paths are checked here and stay strings, so an env spec carrying them pickles anywhere.
+
+def parse_class_list(key: str, value: Any) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """The zoo's ``env_wrapper``/``vec_env_wrapper``/``callback``: a dotted path, ``{path: kwargs}``, or a list of
+    them, in order. Paths stay strings (checked by :func:`check_class_arguments` where they are used), so an env
+    spec carrying them pickles anywhere.
     """
     if value is None:
         return ()
     items = value if isinstance(value, list) else [value]
-    wrappers: list[tuple[str, dict[str, Any]]] = []
+    classes: list[tuple[str, dict[str, Any]]] = []
     for item in items:
         if isinstance(item, str):
             path, kwargs = item, {}
@@ -278,26 +347,106 @@ def parse_env_wrappers(value: Any) -> tuple[tuple[str, dict[str, Any]], ...]:
         else:
             path, kwargs = None, None
         if not isinstance(path, str) or not isinstance(kwargs, dict):
-            raise PgplugError(f"env_wrapper must be a dotted class path, {{path: kwargs}} or a list, got {item!r}")
-        check_wrapper_arguments(path, kwargs)
-        wrappers.append((path, dict(kwargs)))
-    return tuple(wrappers)
+            raise PgplugError(f"{key} must be a dotted class path, {{path: kwargs}} or a list, got {item!r}")
+        classes.append((path, dict(kwargs)))
+    return tuple(classes)
 
 
-def check_wrapper_arguments(path: str, kwargs: dict[str, Any]) -> None:
-    """Refuse arguments the wrapper class at ``path`` does not take, and missing required ones, naming them."""
-    wrapper = resolve_class("env_wrapper", path)
-    check_keywords("env_wrapper argument", wrapper, kwargs, reserved=("env",))
+def parse_env_wrappers(value: Any, key: str = "env_wrapper") -> tuple[tuple[str, dict[str, Any]], ...]:
+    """The zoo's ``env_wrapper`` (gymnasium wrappers) or ``vec_env_wrapper`` (SB3 vec-env wrappers), checked."""
+    wrappers = parse_class_list(key, value)
+    for path, kwargs in wrappers:
+        check_class_arguments(key, path, kwargs)
+    return wrappers
+
+
+def parse_callbacks(value: Any, trusted: Iterable[str] = ()) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """The zoo's ``callback``: SB3's, sb3-contrib's and rl_zoo3's callbacks, and those the user names as trusted.
+
+    Any other path is refused before it is imported (importing a module runs its code).
+    """
+    callbacks = parse_class_list("callback", value)
+    trusted = set(trusted)
+    for path, kwargs in callbacks:
+        if not path.startswith(CALLBACK_PACKAGES) and path not in trusted:
+            raise PgplugError(
+                f"callback {path!r} is not one of {', '.join(p + '*' for p in CALLBACK_PACKAGES)}; "
+                f"to run your own, name it on the command line: --trust-callback {path}"
+            )
+        check_class_arguments("callback", path, kwargs)
+    return callbacks
+
+
+def build_callbacks(callbacks: Iterable[tuple[str, dict[str, Any]]]) -> list[Any]:
+    """The callbacks :func:`parse_callbacks` checked, constructed with their config arguments."""
+    built = []
+    for path, kwargs in callbacks:
+        try:
+            built.append(import_dotted(path)(**kwargs))
+        except (TypeError, ValueError, AssertionError) as exc:
+            raise PgplugError(f"callback {path} with {kwargs} failed: {str(exc).splitlines()[0]}") from exc
+    return built
+
+
+def check_class_arguments(key: str, path: str, kwargs: dict[str, Any]) -> None:
+    """Refuse arguments the class at ``path`` does not take, and missing required ones, naming them."""
+    cls = resolve_class(key, path)
+    passed = _PASSED_BY_PGPLUG.get(key, ())
+    check_keywords(f"{key} argument", cls, kwargs, reserved=passed)
     try:
-        inspect.signature(wrapper).bind(None, **kwargs)
+        inspect.signature(cls).bind(*[None] * len(passed), **kwargs)
     except TypeError as exc:
-        raise PgplugError(f"env_wrapper {path}: {exc}") from None
-    except ValueError:  # no signature to check against: the wrapper is built as it is
+        raise PgplugError(f"{key} {path}: {exc}") from None
+    except ValueError:  # no signature to check against: the class is built as it is
         pass
 
 
+def check_wrapper_arguments(path: str, kwargs: dict[str, Any]) -> None:
+    """Refuse arguments the ``env_wrapper`` class at ``path`` does not take, and missing required ones."""
+    check_class_arguments("env_wrapper", path, kwargs)
+
+
+def parse_kwargs_value(key: str, value: Any) -> dict[str, Any]:
+    """``env_kwargs``/``monitor_kwargs``: a mapping, or the zoo's Python-literal string of one (data only)."""
+    value = read_config_string(key, value)
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise PgplugError(f"{key} must be a mapping such as {{max_episode_steps: 100}}, got {value!r}")
+    return dict(value)
+
+
+def check_monitor_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``monitor_kwargs``: keyword arguments of SB3's ``Monitor`` other than the env and its file."""
+    from stable_baselines3.common.monitor import Monitor
+
+    check_keywords("monitor_kwargs key", Monitor, kwargs, reserved=("env", "filename"))
+    return dict(kwargs)
+
+
+_WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-/]*$")
+
+
+def parse_kwargs_flag(items: Iterable[str], what: str) -> dict[str, Any]:
+    """The zoo's ``--env-kwargs max_episode_steps:100 render_mode:'human'`` (``key=value`` too).
+
+    Values are Python literals read as data (:func:`pgplug.interop.literals.read_python_literal`: numbers,
+    quoted strings, True/False/None, lists, dicts); a bare word (``rgb_array``, ``true``) is read as YAML.
+    """
+    parsed: dict[str, Any] = {}
+    for item in items:
+        match = _ASSIGNMENT.match(item)
+        if match is None:
+            raise PgplugError(f"{what} {item!r} is not of the form key:value")
+        key, text = match.groups()
+        text = text.strip()
+        parsed[key] = parse_value(text) if _WORD.match(text) else read_python_literal(text, f"{what} {key}")
+    return parsed
+
+
 def parse_normalize(value: Any, gamma: float | None) -> dict[str, Any] | None:
-    """``normalize``: false/None → None; true → ``{}``; a mapping → VecNormalize keyword arguments.
+    """``normalize``: false/None → None; true → ``{}``; a mapping (or the zoo's Python-literal string of one) →
+    VecNormalize keyword arguments.
 
     As in the zoo, VecNormalize discounts rewards with the algorithm's ``gamma`` unless told otherwise.
     """
@@ -307,6 +456,8 @@ def parse_normalize(value: Any, gamma: float | None) -> dict[str, Any] | None:
         kwargs: dict[str, Any] = {}
     elif isinstance(value, dict):
         kwargs = dict(value)
+    elif isinstance(value, str):  # the zoo's "{'norm_obs': True, 'norm_reward': False}" or "dict(norm_obs=True)"
+        return parse_normalize(read_python_literal(value, "normalize"), gamma)
     else:
         raise PgplugError(f"normalize must be true, false or a mapping such as {{norm_reward: false}}, got {value!r}")
     valid = ["norm_obs", "norm_reward", "clip_obs", "clip_reward", "gamma", "epsilon", "norm_obs_keys"]
@@ -322,11 +473,54 @@ def parse_normalize(value: Any, gamma: float | None) -> dict[str, Any] | None:
 
 
 @dataclass
+class EnvKeys:
+    """A config's env keys, checked and converted: what builds the env of a run (``train``) or of its
+    evaluation (``eval``), so both read a run's ``config.yml`` the same way.
+
+    :param frame_stack: frames ``VecFrameStack`` stacks, or None
+    :param normalize: ``VecNormalize`` keyword arguments, or None for no normalization
+    :param env_wrappers: gymnasium wrappers ``(dotted path, kwargs)``, applied after ``Monitor``
+    :param vec_env_wrappers: SB3 vec-env wrappers, applied as the zoo does: before VecNormalize and frame stack
+    :param env_kwargs: keyword arguments of ``gymnasium.make``
+    :param eval_env_kwargs: those of the evaluation envs (default: ``env_kwargs``, as in the zoo)
+    :param monitor_kwargs: keyword arguments of SB3's ``Monitor``
+    """
+
+    frame_stack: int | None = None
+    normalize: dict[str, Any] | None = None
+    env_wrappers: tuple[tuple[str, dict[str, Any]], ...] = ()
+    vec_env_wrappers: tuple[tuple[str, dict[str, Any]], ...] = ()
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    eval_env_kwargs: dict[str, Any] | None = None
+    monitor_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def frame_stack_value(value: Any) -> int | None:
+    """``frame_stack``: 0, 1, false or None stack nothing."""
+    return None if value in (None, 0, 1, False) else positive_int("frame_stack", value)
+
+
+def read_env_keys(raw: Mapping[str, Any], atari: bool = False) -> EnvKeys:
+    """The env keys of merged hyperparameters or of a saved ``config.yml`` (ours or the zoo's)."""
+    eval_env_kwargs = raw.get("eval_env_kwargs")
+    return EnvKeys(
+        frame_stack=frame_stack_value(raw.get("frame_stack", 4 if atari else None)),
+        normalize=parse_normalize(raw.get("normalize"), raw.get("gamma")),
+        env_wrappers=parse_env_wrappers(raw.get("env_wrapper")),
+        vec_env_wrappers=parse_env_wrappers(raw.get("vec_env_wrapper"), "vec_env_wrapper"),
+        env_kwargs=parse_kwargs_value("env_kwargs", raw.get("env_kwargs")),
+        eval_env_kwargs=None if eval_env_kwargs is None else parse_kwargs_value("eval_env_kwargs", eval_env_kwargs),
+        monitor_kwargs=check_monitor_kwargs(parse_kwargs_value("monitor_kwargs", raw.get("monitor_kwargs"))),
+    )
+
+
+@dataclass
 class RunConfig:
     """Merged hyperparameters split into what builds the env and what builds the algorithm.
 
     :param raw: the merged hyperparameters as plain data (what ``config.yml`` records)
     :param algorithm_kwargs: constructor arguments, with schedules and classes resolved
+    :param callbacks: the config's ``callback`` classes ``(dotted path, kwargs)``, checked
     """
 
     raw: dict[str, Any]
@@ -336,6 +530,11 @@ class RunConfig:
     frame_stack: int | None = None
     normalize: dict[str, Any] | None = None
     env_wrappers: tuple[tuple[str, dict[str, Any]], ...] = ()
+    vec_env_wrappers: tuple[tuple[str, dict[str, Any]], ...] = ()
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    eval_env_kwargs: dict[str, Any] | None = None
+    monitor_kwargs: dict[str, Any] = field(default_factory=dict)
+    callbacks: tuple[tuple[str, dict[str, Any]], ...] = ()
 
 
 def aliases_of(cls: type) -> dict[str, type]:
@@ -343,8 +542,13 @@ def aliases_of(cls: type) -> dict[str, type]:
     return getattr(cls, "policy_aliases", {})
 
 
-def prepare(cls: type, hyperparams: Mapping[str, Any], algo: str, atari: bool = False) -> RunConfig:
+def prepare(
+    cls: type, hyperparams: Mapping[str, Any], algo: str, atari: bool = False, trusted_callbacks: Iterable[str] = ()
+) -> RunConfig:
     """Check the merged hyperparameters of ``algo`` and convert them into a :class:`RunConfig`.
+
+    :param trusted_callbacks: dotted paths of ``callback`` classes the user allows beyond SB3's, sb3-contrib's and
+        rl_zoo3's (``--trust-callback``)
 
     The algorithm's settings (``n_steps``, ``gamma``, ``ent_coef``, ...) are checked here by the algorithm's own
     rules (its ``check_settings``, which its constructor applies too), and ``policy_kwargs`` against the policy
@@ -379,13 +583,12 @@ def prepare(cls: type, hyperparams: Mapping[str, Any], algo: str, atari: bool = 
             f"estimator_kwargs must be a mapping such as {{gae_lambda: 0.95}}, got {raw['estimator_kwargs']!r}"
         )
     n_timesteps = raw.get("n_timesteps")
-    frame_stack = raw.get("frame_stack", 4 if atari else None)
+    env = read_env_keys(raw, atari)
     return RunConfig(
         raw=raw,
         algorithm_kwargs=kwargs,
         n_timesteps=None if n_timesteps is None else check_timesteps("n_timesteps", n_timesteps),
         n_envs=positive_int("n_envs", raw.get("n_envs", 1)),
-        frame_stack=None if frame_stack in (None, 0, 1) else positive_int("frame_stack", frame_stack),
-        normalize=parse_normalize(raw.get("normalize"), raw.get("gamma")),
-        env_wrappers=parse_env_wrappers(raw.get("env_wrapper")),
+        callbacks=parse_callbacks(raw.get("callback"), trusted_callbacks),
+        **{f.name: getattr(env, f.name) for f in fields(EnvKeys)},
     )

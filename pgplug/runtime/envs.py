@@ -95,17 +95,21 @@ def run_name(env_id: str) -> str:
 
 @dataclass(frozen=True)
 class WrapperChain:
-    """Applies ``(dotted class path, kwargs)`` wrappers in order; picklable because it holds strings."""
+    """Applies ``(dotted class path, kwargs)`` wrappers in order; picklable because it holds strings.
+
+    :param key: the config key the wrappers come from (``env_wrapper``, ``vec_env_wrapper``), for error messages
+    """
 
     wrappers: tuple[tuple[str, dict[str, Any]], ...]
+    key: str = "env_wrapper"
 
-    def __call__(self, env: gym.Env) -> gym.Env:
+    def __call__(self, env: Any) -> Any:
         for path, kwargs in self.wrappers:
             wrapper = import_dotted(path)
             try:
                 env = wrapper(env, **kwargs)
             except (TypeError, ValueError, AssertionError) as exc:
-                raise PgplugError(f"env_wrapper {path} with {kwargs} failed: {one_line(exc)}") from exc
+                raise PgplugError(f"{self.key} {path} with {kwargs} failed: {one_line(exc)}") from exc
         return env
 
 
@@ -125,6 +129,9 @@ class EnvSpec:
     :param atari: apply SB3's ``AtariWrapper`` first, as ``make_atari_env`` does
     :param vec_env: ``dummy`` (in-process) or ``subproc`` (one process per env)
     :param env_kwargs: keyword arguments of ``gymnasium.make``
+    :param vec_env_wrappers: ``(dotted class path, kwargs)`` SB3 ``VecEnvWrapper`` classes, applied to the
+        ``VecEnv`` before ``VecNormalize`` and the frame stack, as rl-baselines3-zoo applies its ``vec_env_wrapper``
+    :param monitor_kwargs: keyword arguments of SB3's ``Monitor`` (``info_keywords``, ...)
     """
 
     env_id: str
@@ -136,6 +143,8 @@ class EnvSpec:
     atari: bool = False
     vec_env: str = "dummy"
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    vec_env_wrappers: tuple[tuple[str, dict[str, Any]], ...] = ()
+    monitor_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def _wrapper_chain(self) -> WrapperChain | None:
         wrappers = tuple(w for w in self.wrappers if not (self.atari and w[0] == ATARI_WRAPPER))
@@ -150,6 +159,12 @@ class EnvSpec:
             kwargs.setdefault("frameskip", 1)
         return kwargs
 
+    def _monitor_kwargs(self) -> dict[str, Any]:
+        kwargs = dict(self.monitor_kwargs)
+        if isinstance(kwargs.get("info_keywords"), list):  # YAML has no tuples; Monitor concatenates tuples
+            kwargs["info_keywords"] = tuple(kwargs["info_keywords"])
+        return kwargs
+
     def to_json(self) -> dict[str, Any]:
         """Plain JSON data (saved in model zips, so SB3 opens them without pgplug installed)."""
         return {"env_spec": asdict(self)}
@@ -157,7 +172,8 @@ class EnvSpec:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EnvSpec:
         fields = dict(data["env_spec"])
-        fields["wrappers"] = tuple((path, dict(kwargs)) for path, kwargs in fields.get("wrappers", ()))
+        for key in ("wrappers", "vec_env_wrappers"):
+            fields[key] = tuple((path, dict(kwargs)) for path, kwargs in fields.get(key, ()))
         return cls(**fields)
 
     @classmethod
@@ -182,7 +198,8 @@ class EnvSpec:
         saved_statistics: Callable[[Any], Any] | None = None,
         training: bool = True,
     ):
-        """Build the ``VecEnv``: Monitor (+ csv files in ``monitor_dir``), wrappers, VecNormalize, frame stack.
+        """Build the ``VecEnv``: Monitor (+ csv files in ``monitor_dir``), wrappers, vec-env wrappers, VecNormalize,
+        frame stack.
 
         :param n_envs: override the spec's ``n_envs`` (e.g. a single env for evaluation)
         :param start_index: rank of the first env, for distinct seeds and monitor files across workers
@@ -215,9 +232,12 @@ class EnvSpec:
                 wrapper_class=self._wrapper_chain(),
                 env_kwargs=self._env_kwargs(),
                 vec_env_cls=vec_env_classes[self.vec_env],
+                monitor_kwargs=self._monitor_kwargs(),
             )
         except gym.error.DependencyNotInstalled as exc:
             raise PgplugError(f"env {self.env_id!r} needs a missing package: {str(exc).splitlines()[0]}") from exc
+        if self.vec_env_wrappers:
+            env = WrapperChain(self.vec_env_wrappers, "vec_env_wrapper")(env)
         if saved_statistics is not None:
             env = saved_statistics(env)
             env.training = training
