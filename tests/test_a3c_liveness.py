@@ -368,12 +368,16 @@ def test_the_serial_backend_accepts_worker_timeout_and_has_nothing_to_watch() ->
 
 
 def test_a_normal_run_with_a_short_timeout_ends_at_the_budget(backends: list[ProcessBackend]) -> None:
-    """Workers that finish early, or wait at the callback gate, are not silent."""
-    model = A3C("MlpPolicy", "CartPole-v1", worker_timeout=TIMEOUT, callback_lag=10, **KWARGS)
+    """Workers that finish early, or wait at the callback gate, are not silent. A first short run warms the
+    forkserver's imports, so that a start-up slowed by a busy machine is not what the short limit measures."""
+    model = A3C("MlpPolicy", "CartPole-v1", worker_timeout=60.0, callback_lag=10, **KWARGS)
+    with deadline(120):
+        model.learn(100)
+    model.worker_timeout = TIMEOUT
     with deadline(120):
         model.learn(2_000)
     assert model.num_timesteps >= 2_000
-    assert all(process.exitcode == 0 for process in backends[0].processes.values())
+    assert all(process.exitcode == 0 for process in backends[-1].processes.values())
 
 
 @pytest.mark.parametrize("value", [0, -1.0, math.inf, math.nan, "60", True])
