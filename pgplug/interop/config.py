@@ -514,9 +514,9 @@ def read_env_keys(raw: Mapping[str, Any], atari: bool = False) -> EnvKeys:
     )
 
 
-@dataclass
-class RunConfig:
-    """Merged hyperparameters split into what builds the env and what builds the algorithm.
+@dataclass(kw_only=True)
+class RunConfig(EnvKeys):
+    """Merged hyperparameters split into what builds the env (the :class:`EnvKeys`) and what builds the algorithm.
 
     :param raw: the merged hyperparameters as plain data (what ``config.yml`` records)
     :param algorithm_kwargs: constructor arguments, with schedules and classes resolved
@@ -527,13 +527,6 @@ class RunConfig:
     algorithm_kwargs: dict[str, Any] = field(default_factory=dict)
     n_timesteps: int | None = None
     n_envs: int = 1
-    frame_stack: int | None = None
-    normalize: dict[str, Any] | None = None
-    env_wrappers: tuple[tuple[str, dict[str, Any]], ...] = ()
-    vec_env_wrappers: tuple[tuple[str, dict[str, Any]], ...] = ()
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    eval_env_kwargs: dict[str, Any] | None = None
-    monitor_kwargs: dict[str, Any] = field(default_factory=dict)
     callbacks: tuple[tuple[str, dict[str, Any]], ...] = ()
 
 
