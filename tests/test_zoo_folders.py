@@ -225,3 +225,13 @@ def test_eval_plays_a_zoo_ppo_trained_past_its_schedules_end(tmp_path, capsys, s
         main(["eval", str(tmp_path / "CartPole-v1.zip"), "--env", "CartPole-v1", "--episodes", "1", *trust_flag]) == 0
     )
     assert "(ppo, PPO)" in capsys.readouterr().out
+
+
+def test_a_reinforce_zip_opens_with_sb3s_a2c_for_the_zoo(tmp_path):
+    """The zoo has no REINFORCE: its runs play as ``--algo a2c`` (a link into the ``a2c`` folder, see docs/cli.md)."""
+    args = ["train", "--algo", "reinforce", "--env", "CartPole-v1", "-n", "50", "-f", str(tmp_path), *QUIET]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(args) == 0
+    model = A2C.load(tmp_path / "reinforce" / "CartPole-v1_1" / "CartPole-v1.zip", device="cpu")
+    action, _ = model.predict(np.zeros(4, dtype=np.float32), deterministic=True)
+    assert model.action_space.contains(int(action))
