@@ -21,6 +21,7 @@ from rich.console import Console
 from pgplug.cli.models import load_expert, saved_algorithm
 from pgplug.cli.options import (
     add_config_arguments,
+    add_progress_argument,
     add_trust_argument,
     check_output_folders,
     device,
@@ -58,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
     parser.add_argument("--learning-rate", type=learning_rate, default=1e-3, help="Adam's learning rate (1e-3)")
     add_config_arguments(parser, "override the student's hyperparameters, as in 'pgplug train'")
     add_trust_argument(parser)
+    add_progress_argument(parser, "accepted, as on rl_zoo3's command lines (bc prints its results when done)")
     parser.add_argument(
         "--seed", type=seed, help="random seed, 0 to 2**32 - 1 (default: drawn at random, recorded in config.yml)"
     )

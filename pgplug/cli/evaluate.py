@@ -19,9 +19,18 @@ from rich.console import Console
 from rich.table import Table
 
 from pgplug.cli.models import describe_space, open_model
-from pgplug.cli.options import add_trust_argument, check_output_folders, device, positive_int, seed
+from pgplug.cli.options import (
+    RUN_FLAGS,
+    add_progress_argument,
+    add_run_arguments,
+    add_trust_argument,
+    check_output_folders,
+    device,
+    positive_int,
+    seed,
+)
 from pgplug.cli.output import results_table
-from pgplug.cli.run_folder import VECNORMALIZE_FILE, RunFiles, find_run_files
+from pgplug.cli.run_folder import VECNORMALIZE_FILE, RunFiles, find_model, find_run, find_run_files
 from pgplug.errors import PgplugError
 from pgplug.interop import compat
 from pgplug.interop import config as cfg
@@ -34,9 +43,19 @@ ALIASES = ("enjoy",)
 
 
 def add_arguments(parser: argparse.ArgumentParser, host) -> None:
-    parser.add_argument("model", metavar="MODEL.zip", help="the saved model")
+    parser.add_argument(
+        "model", metavar="MODEL.zip", nargs="?", help="the saved model (or find a run's with --algo, --env, -f)"
+    )
     parser.add_argument("--env", help="gymnasium env id (default: the one recorded in the model's run folder)")
-    parser.add_argument("--episodes", type=positive_int("episodes"), default=10, help="episodes to play (default: 10)")
+    add_run_arguments(parser)
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--episodes", type=positive_int("episodes"), help="episodes to play (default: 10)")
+    length.add_argument(
+        "-n",
+        "--n-timesteps",
+        type=positive_int("n_timesteps"),
+        help="play this many steps instead, as the zoo's enjoy, and report the episodes that ended in them",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
         "--deterministic",
@@ -57,7 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
     )
     parser.add_argument(
         "--algo",
-        help=f"the algorithm that saved the zip, when the file does not say: {', '.join(compat.algorithm_names())}",
+        help="the algorithm whose run to find with -f, or that saved the zip when the file does not say: "
+        f"{', '.join(compat.algorithm_names())}",
     )
     parser.add_argument("--seed", type=seed, default=0, help="seed of the evaluation env (default: 0)")
     parser.add_argument(
@@ -68,6 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
         help="gymnasium.make arguments (YAML values), e.g. max_episode_steps=1000",
     )
     add_trust_argument(parser)
+    add_progress_argument(parser, "accepted, as on rl_zoo3's enjoy command lines (eval prints its table when done)")
     parser.add_argument("--device", type=device, default="auto", help="torch device (default: auto)")
     parser.add_argument("--num-threads", type=int, default=-1, help="torch threads (-1: torch's default)")
 
@@ -145,6 +166,22 @@ def resolve_env_id(args: argparse.Namespace, files: RunFiles, model_path: Path) 
     raise PgplugError(f"no --env given and none recorded with {model_path} (config.yml or args.yml); pass --env ID")
 
 
+def model_to_play(args: argparse.Namespace) -> Path:
+    """``MODEL.zip``, or the model of the run ``--algo``, ``--env``, ``-f``, ``--exp-id`` and ``--load-*`` name
+    (rl_zoo3's ``enjoy`` rules: the latest run by default, its ``<env>.zip`` unless a ``--load-*`` flag says)."""
+    given = [flag for dest, flag in RUN_FLAGS.items() if getattr(args, dest) not in (None, False)]
+    if args.model is not None:
+        if given:
+            raise PgplugError(f"{given[0]} finds a run's model; it cannot be combined with MODEL.zip ({args.model})")
+        return compat.resolve_path(args.model)
+    if not (args.algo and args.env):
+        raise PgplugError(
+            "give MODEL.zip, or --algo and --env to play a run of -f/--folder (default: logs), as the zoo's enjoy"
+        )
+    run_dir = find_run(Path(args.folder or "logs"), args.algo, args.env, args.exp_id or 0)
+    return find_model(run_dir, args.env, args.load_best, args.load_checkpoint, args.load_last_checkpoint)
+
+
 def run(args: argparse.Namespace) -> int:
     from pgplug.interop.evaluation import evaluate
 
@@ -153,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.num_threads)
-    model_path = compat.resolve_path(args.model)
+    model_path = model_to_play(args)
     files = find_run_files(model_path)
     env_id = check_env_id(resolve_env_id(args, files, model_path))
     atari = is_atari(env_id)
@@ -211,7 +248,8 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate(
             model,
             env,
-            n_episodes=args.episodes,
+            n_episodes=args.episodes or 10,
+            n_timesteps=args.n_timesteps,
             deterministic=deterministic,
             video_folder=args.video_folder,
             video_length=args.video_length,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+from stable_baselines3.common.utils import ConstantSchedule
 
 from pgplug.errors import PgplugError
 from pgplug.files.safe_pickle import loads
@@ -33,6 +34,15 @@ def spaces_readable(info: compat.ModelZip, trust: bool) -> bool:
     return True
 
 
+def playing_objects() -> dict[str, Any]:
+    """What rl_zoo3's ``enjoy`` replaces when it loads a model only to play it: the learning rate and the clip range.
+
+    A schedule is then never called (a zoo model trained past its ``n_timesteps`` ends with a negative rate that
+    torch's optimizers refuse) nor rebuilt from a pickle pgplug does not open (a zoo ``linear_schedule``).
+    """
+    return {"learning_rate": 0.0, "lr_schedule": ConstantSchedule(0.0), "clip_range": ConstantSchedule(0.0)}
+
+
 def open_model(
     path: str | Path,
     algo: str | None = None,
@@ -40,7 +50,8 @@ def open_model(
     make_env: Callable[[], Any] | None = None,
     trust: bool = False,
 ) -> tuple[Any, str]:
-    """Load any zip :func:`pgplug.load` opens; the algorithm's name too (the detected one, or ``algo``).
+    """Load any zip :func:`pgplug.load` opens, to play it (its learning rate and clip range are
+    :func:`playing_objects`); the algorithm's name too (the detected one, or ``algo``).
 
     :param make_env: builds the env whose spaces replace saved spaces that cannot be read
     :param trust: unpickle as SB3 does (``--trust-file``)
@@ -49,7 +60,8 @@ def open_model(
     compat.check_actor_critic(info, trust)
     name = compat.choose_algorithm(info, algo)
     env = make_env() if make_env is not None and not spaces_readable(info, trust) else None
-    return compat.load(info.path, env=env, algo=algo, device=device, trust=trust), name
+    model = compat.load(info.path, env=env, algo=algo, device=device, custom_objects=playing_objects(), trust=trust)
+    return model, name
 
 
 def describe_space(space: gym.Space) -> str:

@@ -73,6 +73,11 @@ def timesteps(name: str) -> Callable[[str], int]:
     return checked(check_timesteps, name, number)
 
 
+def log_interval(text: str) -> int:
+    """``--log-interval``: -1 (the algorithm's default) or a whole number ≥ 1 (SB3 divides by it)."""
+    return -1 if text.strip() == "-1" else positive_int("log_interval")(text)
+
+
 #: ``--learning-rate`` of ``pgplug bc`` (a constant: the cloning optimizer takes no schedule).
 learning_rate = checked(check_constant_learning_rate, "learning_rate", number)
 #: ``--seed``: 0 to 2**32 - 1.
@@ -105,3 +110,37 @@ def add_config_arguments(parser: argparse.ArgumentParser, hyperparams_help: str)
     parser.add_argument("-params", "--hyperparams", nargs="+", default=[], metavar="KEY=VALUE", help=hyperparams_help)
     parser.add_argument("-conf", "--conf-file", help="YAML config to read instead of the built-in configs/<algo>.yml")
     parser.add_argument("-f", "--log-folder", default="logs", help="root folder of the runs (default: logs)")
+
+
+#: The flags that find a run's model as the zoo's ``enjoy`` does (argparse ``dest`` → the flag).
+RUN_FLAGS: dict[str, str] = {
+    "folder": "-f/--folder",
+    "exp_id": "--exp-id",
+    "load_best": "--load-best",
+    "load_checkpoint": "--load-checkpoint",
+    "load_last_checkpoint": "--load-last-checkpoint",
+}
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """rl_zoo3 ``enjoy``'s flags that pick a run's model: ``-f LOGS --exp-id N --load-best ...``."""
+    parser.add_argument(
+        "-f", "--folder", metavar="LOGS", help="find the model in this log folder, by --algo and --env (default: logs)"
+    )
+    parser.add_argument(
+        "--exp-id",
+        type=int,
+        metavar="N",
+        help="the run <LOGS>/<algo>/<env>_N (default 0: the latest; -1: <LOGS>/<algo> itself)",
+    )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--load-best", action="store_true", help="the run's best_model.zip (of --eval-freq)")
+    which.add_argument(
+        "--load-checkpoint", type=int, metavar="STEPS", help="the run's checkpoint rl_model_STEPS_steps.zip"
+    )
+    which.add_argument("--load-last-checkpoint", action="store_true", help="the run's last checkpoint")
+
+
+def add_progress_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """``-P/--progress``, rl_zoo3's flag for a progress display, on every command that runs a policy."""
+    parser.add_argument("-P", "--progress", action="store_true", help=help_text)

@@ -25,15 +25,24 @@ import yaml
 from rich.console import Console
 
 from pgplug.cli.models import load_expert
-from pgplug.cli.options import add_config_arguments, add_trust_argument, check_output_folders, device, seed, timesteps
+from pgplug.cli.options import (
+    add_config_arguments,
+    add_progress_argument,
+    add_trust_argument,
+    check_output_folders,
+    device,
+    log_interval,
+    seed,
+    timesteps,
+)
 from pgplug.cli.output import results_table
 from pgplug.cli.run_folder import (
-    CONFIG_FILE,
     VECNORMALIZE_FILE,
     AtomicCheckpointCallback,
     find_run_files,
     new_run_dir,
     save_model,
+    write_run_record,
 )
 from pgplug.cli.settings import (
     RunRequest,
@@ -43,6 +52,7 @@ from pgplug.cli.settings import (
     eval_env_spec,
     saved_config,
     settle,
+    to_plain,
     uses_workers,
 )
 from pgplug.cli.signals import exit_code, uninterrupted
@@ -112,6 +122,14 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
     )
     parser.add_argument("--verbose", type=int, default=0, help="SB3 verbosity: 0 quiet, 1 training logs")
     parser.add_argument("--no-progress", action="store_true", help="no live progress display")
+    add_progress_argument(parser, "show the live progress display (the default; rl_zoo3's flag for it)")
+    parser.add_argument(
+        "--log-interval",
+        type=log_interval,
+        default=-1,
+        help="write the logger's table (stdout with --verbose 1, TensorBoard) every N updates, SB3's log_interval "
+        "(default -1: the algorithm's, 100 for A2C and A3C, 10 for REINFORCE)",
+    )
     parser.add_argument("--n-workers", type=int, help="worker processes (at most 256), for algorithms that have them")
     parser.add_argument(
         "--backend",
@@ -357,7 +375,7 @@ def run(args: argparse.Namespace) -> int:
     for note in notes:
         console.print(note, markup=False, highlight=False, soft_wrap=True)
     config = saved_config(settings, model, seed)
-    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=True))
+    write_run_record(run_dir, config, spec, to_plain(vars(args)))
     if args.verbose:
         console.print(yaml.safe_dump(config, sort_keys=True), markup=False, highlight=False)
 
@@ -391,6 +409,7 @@ def train_and_report(
             settings.run_config.n_timesteps,
             callback=CallbackList(([progress] if progress else []) + callbacks),
             reset_num_timesteps=settings.trained_agent is None,  # a warm start is a new run
+            **({"log_interval": args.log_interval} if args.log_interval > -1 else {}),
         )
     except KeyboardInterrupt as exc:
         interrupted = exc

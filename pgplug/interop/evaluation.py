@@ -150,6 +150,35 @@ def env_id_of(env: VecEnv) -> str | None:
     return getattr(spec, "id", None)
 
 
+class _StepsPlayed(Exception):
+    """Ends :func:`play_steps`' run of ``evaluate_policy`` once its steps are played."""
+
+
+def play_steps(model: BaseAlgorithm, env: VecEnv, n_steps: int, deterministic: bool) -> tuple[list[float], list[int]]:
+    """Play ``n_steps`` steps of one env, as rl_zoo3's ``enjoy -n`` does, with SB3's ``evaluate_policy`` (so the
+    policy's state and the Monitor's true episode scores are handled the same); the episodes that ended in them."""
+    returns: list[float] = []
+    lengths: list[int] = []
+    steps = 0
+
+    def count(local_vars: dict, _globals: dict) -> None:
+        nonlocal steps
+        steps += 1
+        info, i = local_vars["info"], local_vars["i"]
+        if local_vars["done"] and "episode" in info:
+            returns.append(float(info["episode"]["r"]))
+            lengths.append(int(info["episode"]["l"]))
+        elif local_vars["done"] and not local_vars["is_monitor_wrapped"]:
+            returns.append(float(local_vars["current_rewards"][i]))
+            lengths.append(int(local_vars["current_lengths"][i]))
+        if steps >= n_steps:
+            raise _StepsPlayed
+
+    with contextlib.suppress(_StepsPlayed):
+        evaluate_policy(model, env, n_eval_episodes=n_steps, deterministic=deterministic, callback=count)
+    return returns, lengths
+
+
 def evaluate(
     model: BaseAlgorithm,
     env: str | gym.Env | VecEnv,
@@ -160,6 +189,7 @@ def evaluate(
     video_length: int = 1_000,
     env_id: str | None = None,
     seed: int | None = None,
+    n_timesteps: int | None = None,
 ) -> EvaluationResult:
     """Play ``n_episodes`` episodes with ``model`` and summarise them.
 
@@ -173,6 +203,7 @@ def evaluate(
     :param video_length: steps to record
     :param env_id: the id for the human-normalised score when ``env`` does not carry it
     :param seed: seed of an env built from an id
+    :param n_timesteps: play this many steps instead of ``n_episodes`` episodes (see :func:`play_steps`)
     """
     n_episodes = check_positive_int("n_episodes", n_episodes)
     if isinstance(env, str):
@@ -193,14 +224,19 @@ def evaluate(
         recorder = OpenCVVideoRecorder(env, video_folder, lambda step: step == 0, video_length, prefix)
         env = recorder
     try:
-        returns, lengths = evaluate_policy(
-            model, env, n_eval_episodes=int(n_episodes), deterministic=deterministic, return_episode_rewards=True
-        )
+        if n_timesteps is not None:
+            returns, lengths = play_steps(model, env, check_positive_int("n_timesteps", n_timesteps), deterministic)
+        else:
+            returns, lengths = evaluate_policy(
+                model, env, n_eval_episodes=int(n_episodes), deterministic=deterministic, return_episode_rewards=True
+            )
     except gym.error.DependencyNotInstalled as exc:
         what = "record video of" if recorder is not None else "run"
         raise PgplugError(f"cannot {what} {env_id or 'the env'}: {str(exc).splitlines()[0]}") from exc
     if recorder is not None:
         recorder.flush()
+    if not returns:
+        raise PgplugError(f"no episode ended in the {n_timesteps} steps played; play more steps or whole episodes")
     returns_array = np.asarray(returns, dtype=np.float64)
     mean = float(returns_array.mean())
     return EvaluationResult(

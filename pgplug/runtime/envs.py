@@ -165,6 +165,11 @@ class EnvSpec:
             kwargs["info_keywords"] = tuple(kwargs["info_keywords"])
         return kwargs
 
+    def make_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments each env is made with (``gymnasium.make``): ``env_kwargs``, and ``frameskip=1`` for
+        ALE ids that skip frames themselves (recorded in the zoo's run folder, whose tools rebuild the env)."""
+        return self._env_kwargs()
+
     def to_json(self) -> dict[str, Any]:
         """Plain JSON data (saved in model zips, so SB3 opens them without pgplug installed)."""
         return {"env_spec": asdict(self)}
