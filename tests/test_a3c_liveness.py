@@ -153,9 +153,10 @@ def test_a_worker_blocked_in_env_step_ends_the_run_in_one_line(backends: list[Pr
         model.learn(10_000_000)
     elapsed = time.monotonic() - started
     rank, seconds, last, limit = silent_worker(info.value).groups()
-    assert (rank, last, float(limit)) == ("1", "stepping its envs in update 6", TIMEOUT)
-    assert TIMEOUT <= float(seconds) < TIMEOUT + MARGIN
-    assert elapsed < TIMEOUT + STOP_GRACE + MARGIN
+    assert (rank, last) == ("1", "stepping its envs in update 6")
+    # The limit is TIMEOUT, or 20 × the slowest update so far if longer (a busy machine's first updates).
+    assert TIMEOUT <= float(limit) <= float(seconds) < float(limit) + MARGIN
+    assert elapsed < float(limit) + STOP_GRACE + MARGIN
     backend = backends[0]
     assert backend.processes[1].exitcode == -signal.SIGKILL
     assert backend.processes[0].exitcode == 0  # asked to stop, it stopped
@@ -176,11 +177,11 @@ def test_a_worker_stopped_by_sigstop_is_named_killed_and_reaped(backends: list[P
     with when(worker_1_updating, sigstop) as stopped_at, deadline(120), pytest.raises(WorkerTimeoutError) as info:
         model.learn(10_000_000)
     raised_after = time.monotonic() - stopped_at[0]
-    rank, seconds, last, _ = silent_worker(info.value).groups()
+    rank, seconds, last, limit = silent_worker(info.value).groups()
     assert rank == "1" and any(last.startswith(activity) for activity in Activity)
-    assert TIMEOUT <= float(seconds) < TIMEOUT + MARGIN
+    assert TIMEOUT <= float(limit) <= float(seconds) < float(limit) + MARGIN  # (the limit: as above)
     # Its last beat was at most BEAT_INTERVAL before the SIGSTOP; once named, it is killed within a second or two.
-    assert TIMEOUT - BEAT_INTERVAL <= raised_after < TIMEOUT + STOP_GRACE + MARGIN
+    assert float(limit) - BEAT_INTERVAL <= raised_after < float(limit) + STOP_GRACE + MARGIN
     backend = backends[0]
     assert backend.processes[1].exitcode == -signal.SIGKILL
     assert_all_reaped(backend, server)
