@@ -22,6 +22,7 @@ from pgplug.cli.models import describe_space, open_model
 from pgplug.cli.options import add_trust_argument, check_output_folders, device, positive_int, seed
 from pgplug.cli.output import results_table
 from pgplug.cli.run_folder import VECNORMALIZE_FILE, RunFiles, find_run_files
+from pgplug.cli.threads import add_num_threads_argument, set_num_threads
 from pgplug.errors import PgplugError
 from pgplug.interop import compat
 from pgplug.interop import config as cfg
@@ -69,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
     )
     add_trust_argument(parser)
     parser.add_argument("--device", type=device, default="auto", help="torch device (default: auto)")
-    parser.add_argument("--num-threads", type=int, default=-1, help="torch threads (-1: torch's default)")
+    add_num_threads_argument(parser)
 
 
 def infer_frame_stack(model_space: gym.Space, single_space: gym.Space) -> int | None:
@@ -150,13 +151,10 @@ def resolve_env_id(args: argparse.Namespace, files: RunFiles, model_path: Path) 
 
 
 def run(args: argparse.Namespace) -> int:
+    from pgplug.cli.progress import EvaluationProgress
     from pgplug.interop.evaluation import evaluate
 
     console = Console()
-    if args.num_threads > 0:
-        import torch
-
-        torch.set_num_threads(args.num_threads)
     model_path = compat.resolve_path(args.model)
     files = find_run_files(model_path)
     env_id = check_env_id(resolve_env_id(args, files, model_path))
@@ -200,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
         details.append(f"frame stack {spec.frame_stack} ({stack_source})")
     details.append(f"VecNormalize {stats}" if stats is not None else "no VecNormalize")
     console.print(f"env: {env_id}, " + ", ".join(details), markup=False, highlight=False, soft_wrap=True)
+    console.print(set_num_threads(args.num_threads, getattr(model, "policy", None)), markup=False, highlight=False)
     if stats is None and files.config.get("normalize"):
         console.print(
             f"warning: {files.config_path} says normalize, but no {VECNORMALIZE_FILE} was found: "
@@ -209,23 +208,26 @@ def run(args: argparse.Namespace) -> int:
             soft_wrap=True,
         )
     try:
-        result = evaluate(
-            model,
-            env,
-            n_episodes=args.episodes,
-            deterministic=deterministic,
-            video_folder=args.video_folder,
-            video_length=args.video_length,
-            env_id=env_id,
-        )
+        with EvaluationProgress(args.episodes, console) as progress:
+            result = evaluate(
+                model,
+                env,
+                n_episodes=args.episodes,
+                deterministic=deterministic,
+                video_folder=args.video_folder,
+                video_length=args.video_length,
+                env_id=env_id,
+                on_episode=progress.episode,
+            )
     finally:
         env.close()
     console.print(episodes_table(f"{algo} on {env_id}", result.returns, result.lengths))
     rows = [("mean return", f"{result.mean:.2f} ± {result.std:.2f}"), ("episodes", str(len(result.returns)))]
-    if atari:
-        score = result.human_normalized
-        rows.append(("human-normalised", "– (no reference score)" if score is None else f"{score:.1f}%"))
+    if atari and result.human_normalized_line() is None:
+        rows.append(("human-normalised", "– (no reference score)"))
     console.print(results_table("summary", rows))
+    if result.human_normalized_line() is not None:
+        console.print(result.human_normalized_line(), markup=False, highlight=False, soft_wrap=True)
     for video in result.videos:
         console.print(f"video: {video}", markup=False, highlight=False, soft_wrap=True)
     return 0
