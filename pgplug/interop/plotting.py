@@ -10,6 +10,8 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from matplotlib.ticker import EngFormatter
+
 from pgplug.errors import PgplugError, PgplugWarning, one_line
 from pgplug.interop.curves import BANDS, X_AXES, Group, RunCurves, group_runs, read_run, smoothed, summarise
 
@@ -37,11 +39,9 @@ def _pyplot():
 
 
 def _time_unit(groups: Sequence[Group]) -> tuple[float, str]:
-    longest = max(
-        (float(c.seconds[-1]) for g in groups for r in g.runs for c in (r.episodes, r.evaluations) if c is not None)
-        if any(c is not None and c.seconds is not None for g in groups for r in g.runs for c in (r.episodes,))
-        else [0.0]
-    )
+    """Seconds, minutes or hours, whichever keeps the longest run's numbers short."""
+    curves = [c for g in groups for r in g.runs for c in (r.episodes, r.evaluations) if c is not None]
+    longest = max((float(c.seconds[-1]) for c in curves if c.seconds is not None and len(c.seconds)), default=0.0)
     if longest > 2 * 3600:
         return 3600.0, "hours"
     if longest > 600:
@@ -63,14 +63,16 @@ def _curve(run: RunCurves, kind: str):
     return run.episodes if kind == "episodes" else run.evaluations
 
 
-def _label(group: Group, kind: str) -> str:
+def _label(group: Group) -> str:
     n = len(group.runs)
-    seeds = f"{n} seeds" if n > 1 else "1 run"
-    if kind == "eval":
-        episodes = sorted({r.eval_episodes for r in group.runs if r.evaluations is not None})
-        if episodes:
-            seeds += f", {'/'.join(map(str, episodes))} episodes per evaluation"
-    return f"{group.setting} ({seeds})"
+    return f"{group.setting} ({n} seeds)" if n > 1 else f"{group.setting} (1 run)"
+
+
+def _eval_label(groups: Sequence[Group]) -> str:
+    counts = {r.eval_episodes for g in groups for r in g.runs if r.evaluations is not None}
+    if len(counts) == 1:
+        return f"evaluation return (mean of {counts.pop()} episodes)"
+    return "evaluation return (mean of each evaluation's episodes)"
 
 
 def draw(
@@ -119,26 +121,40 @@ def draw(
             colour = colours[index % len(colours)]
             xs = summary.x / scale
             marker = "o" if kind == "eval" and len(xs) <= 30 else None
-            ax.plot(xs, summary.mean, color=colour, marker=marker, markersize=3, label=_label(group, kind))
+            ax.plot(xs, summary.mean, color=colour, marker=marker, markersize=3, label=_label(group))
             if band != "none" and len(curves) > 1:
                 ax.fill_between(xs, summary.lower, summary.upper, color=colour, alpha=0.2, linewidth=0)
         if x == "steps":
             ax.set_xlabel("timesteps")
-            ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 4), useMathText=True)
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 20k, 1.5M
         else:
             ax.set_xlabel(f"wall-clock time ({unit})")
         if kind == "episodes":
             ax.set_ylabel(f"training episode return (mean of the last {window})")
             ax.set_title("training episodes")
         else:
-            ax.set_ylabel("evaluation return (mean over its episodes)")
+            ax.set_ylabel(_eval_label(groups))
             ax.set_title("periodic evaluations")
         ax.grid(True, alpha=0.3)
-        several = any(len(g.runs) > 1 for g in groups)
-        legend_title = BAND_LABELS[band] if several else ""
-        ax.legend(loc="best", fontsize="small", title=legend_title or None, title_fontsize="small")
+    # One legend for all panels (a setting has one colour everywhere), under them, clear of the curves.
+    handles, labels = {}, {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+            labels.setdefault(label, label)
+    several = any(len(g.runs) > 1 for g in groups) and band != "none"
+    fig.legend(
+        list(handles.values()),
+        list(labels.values()),
+        loc="outside lower center",
+        ncol=min(len(handles), 4),
+        title=BAND_LABELS[band] if several else None,
+        fontsize="small",
+        title_fontsize="small",
+        frameon=False,
+    )
     envs = sorted({r.env for g in groups for r in g.runs})
-    fig.suptitle(title or f"Learning curves: {', '.join(envs)}")
+    fig.suptitle(title or f"Learning curves on {', '.join(envs)}")
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
         fig.savefig(output, dpi=100)
