@@ -134,12 +134,16 @@ class RichProgressCallback(BaseCallback):
         return f"{speed:,.0f} steps/s", reward, evaluation_text(self.evaluation) or ""
 
     def plain_line(self) -> str:
-        """One line of progress: ``steps 12,000/100,000 (12%)  1,234 steps/s  reward 45.6  eval 50 at 10,000  31 s``."""
+        """One line of progress: ``steps 12,000/100,000 (12%)  1,234 steps/s  reward 45.6  eval 50 at 10,000  31 s``,
+        then the model's live metrics as ``name=value``."""
         speed, reward, evaluation = self._figures()
         done = self.model.num_timesteps
         share = f" ({done / self._total:.0%})" if self._total else ""
         elapsed = time.monotonic() - self._start_time
         parts = [f"steps {done:,}/{self._total:,}{share}", speed, reward, evaluation, f"{elapsed:.0f} s"]
+        live_metrics = getattr(self.model, "live_metrics", None)
+        if callable(live_metrics):
+            parts.append(format_value(dict(live_metrics() or {})))
         return "  ".join(p for p in parts if p)
 
     def refresh(self) -> None:
