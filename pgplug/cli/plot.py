@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
     from pgplug.interop.curves import BANDS, X_AXES
     from pgplug.interop.plotting import WHAT
 
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="run folders, e.g. logs/a2c/CartPole-v1_1")
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run folders, <log-folder>/<algo>/<env>_<k>")
     parser.add_argument("-o", "--output", required=True, metavar="FILE", help="the picture: FILE.png or FILE.svg")
     parser.add_argument(
         "--what",
