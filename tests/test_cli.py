@@ -257,11 +257,16 @@ def test_progress_shows_steps_reward_and_live_metrics():
     model = A2C("MlpPolicy", "CartPole-v1", n_steps=5, seed=0)
     model.live_metrics = lambda: {"worker 0 steps/s": 1234, "policy lag": 1.5}
     buffer = io.StringIO()
-    callback = RichProgressCallback(Console(file=buffer, width=120), refresh_interval=0.0)
+    callback = RichProgressCallback(
+        Console(file=buffer, width=120, force_terminal=True, color_system=None), refresh_interval=0.0
+    )
     model.learn(300, callback=callback)
     out = buffer.getvalue()
     assert "300/300" in out and "steps/s" in out and "reward " in out
     assert "worker 0 steps/s  1,234" in out and "policy lag        1.5" in out
+    buffer = io.StringIO()  # not a terminal: plain lines, with the live metrics too
+    model.learn(300, callback=RichProgressCallback(Console(file=buffer, width=200), plain_interval=0.0))
+    assert buffer.getvalue().splitlines()[-1].endswith("worker 0 steps/s=1,234  policy lag=1.5")
 
 
 def test_format_value():

@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "eval": "pgplug.cli.evaluate",
     "bc": "pgplug.cli.bc",
     "list": "pgplug.cli.list_plugins",
+    "plot": "pgplug.cli.plot",
 }
 #: The commands that run a policy, and so take ``--no-fast-paths``.
 RUNS_POLICIES = ("train", "eval", "bc")

@@ -34,6 +34,7 @@ from pgplug.cli.options import (
 from pgplug.cli.output import results_table
 from pgplug.cli.run_folder import CONFIG_FILE, find_run_files, new_run_dir, save_model
 from pgplug.cli.settings import RunRequest, env_spec, saved_config, settle, uses_workers
+from pgplug.cli.threads import add_num_threads_argument, set_num_threads
 from pgplug.errors import PgplugError
 from pgplug.interop import compat
 from pgplug.runtime.envs import run_name
@@ -70,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
         help="episodes to evaluate each model (default: 10)",
     )
     parser.add_argument("--device", type=device, default="auto", help="the student's torch device (default: auto)")
-    parser.add_argument("--num-threads", type=int, default=-1, help="torch threads (-1: torch's default)")
+    add_num_threads_argument(parser)
 
 
 def mean_std(result: Any) -> str:
@@ -90,10 +91,6 @@ def run(args: argparse.Namespace) -> int:
         require_timesteps=False,
     )
     check_output_folders(args)
-    if args.num_threads > 0:
-        import torch
-
-        torch.set_num_threads(args.num_threads)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     rc = settings.run_config
     expert_stats = find_run_files(expert_path).vecnormalize
@@ -118,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         model = settings.cls(
             env=spec if uses_workers(settings.cls) else env, **rc.algorithm_kwargs, seed=seed, device=args.device
         )
+        notes.append(set_num_threads(args.num_threads, model.policy))
         dataset = collect_expert_data(expert, env, args.n_steps, seed=seed)
         cloning = behavioural_cloning(model, dataset, args.epochs, args.batch_size, args.learning_rate, seed=seed)
         evaluations = {}

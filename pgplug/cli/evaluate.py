@@ -31,6 +31,7 @@ from pgplug.cli.options import (
 )
 from pgplug.cli.output import results_table
 from pgplug.cli.run_folder import VECNORMALIZE_FILE, RunFiles, find_model, find_run, find_run_files
+from pgplug.cli.threads import add_num_threads_argument, set_num_threads
 from pgplug.errors import PgplugError
 from pgplug.interop import compat
 from pgplug.interop import config as cfg
@@ -90,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
     add_trust_argument(parser)
     add_progress_argument(parser, "accepted, as on rl_zoo3's enjoy command lines (eval prints its table when done)")
     parser.add_argument("--device", type=device, default="auto", help="torch device (default: auto)")
-    parser.add_argument("--num-threads", type=int, default=-1, help="torch threads (-1: torch's default)")
+    add_num_threads_argument(parser)
 
 
 def infer_frame_stack(model_space: gym.Space, single_space: gym.Space) -> int | None:
@@ -183,13 +184,10 @@ def model_to_play(args: argparse.Namespace) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pgplug.cli.progress import EvaluationProgress
     from pgplug.interop.evaluation import evaluate
 
     console = Console()
-    if args.num_threads > 0:
-        import torch
-
-        torch.set_num_threads(args.num_threads)
     model_path = model_to_play(args)
     files = find_run_files(model_path)
     env_id = check_env_id(resolve_env_id(args, files, model_path))
@@ -236,6 +234,7 @@ def run(args: argparse.Namespace) -> int:
         details.append(f"frame stack {spec.frame_stack} ({stack_source})")
     details.append(f"VecNormalize {stats}" if stats is not None else "no VecNormalize")
     console.print(f"env: {env_id}, " + ", ".join(details), markup=False, highlight=False, soft_wrap=True)
+    console.print(set_num_threads(args.num_threads, getattr(model, "policy", None)), markup=False, highlight=False)
     if stats is None and files.config.get("normalize"):
         console.print(
             f"warning: {files.config_path} says normalize, but no {VECNORMALIZE_FILE} was found: "
@@ -245,24 +244,27 @@ def run(args: argparse.Namespace) -> int:
             soft_wrap=True,
         )
     try:
-        result = evaluate(
-            model,
-            env,
-            n_episodes=args.episodes or 10,
-            n_timesteps=args.n_timesteps,
-            deterministic=deterministic,
-            video_folder=args.video_folder,
-            video_length=args.video_length,
-            env_id=env_id,
-        )
+        with EvaluationProgress(None if args.n_timesteps else args.episodes or 10, console) as progress:
+            result = evaluate(
+                model,
+                env,
+                n_episodes=args.episodes or 10,
+                n_timesteps=args.n_timesteps,
+                deterministic=deterministic,
+                video_folder=args.video_folder,
+                video_length=args.video_length,
+                env_id=env_id,
+                on_episode=progress.episode,
+            )
     finally:
         env.close()
     console.print(episodes_table(f"{algo} on {env_id}", result.returns, result.lengths))
     rows = [("mean return", f"{result.mean:.2f} ± {result.std:.2f}"), ("episodes", str(len(result.returns)))]
-    if atari:
-        score = result.human_normalized
-        rows.append(("human-normalised", "– (no reference score)" if score is None else f"{score:.1f}%"))
+    if atari and result.human_normalized_line() is None:
+        rows.append(("human-normalised", "– (no reference score)"))
     console.print(results_table("summary", rows))
+    if result.human_normalized_line() is not None:
+        console.print(result.human_normalized_line(), markup=False, highlight=False, soft_wrap=True)
     for video in result.videos:
         console.print(f"video: {video}", markup=False, highlight=False, soft_wrap=True)
     return 0

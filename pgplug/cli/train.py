@@ -56,6 +56,8 @@ from pgplug.cli.settings import (
     uses_workers,
 )
 from pgplug.cli.signals import exit_code, uninterrupted
+from pgplug.cli.threads import add_num_threads_argument, set_num_threads
+from pgplug.cli.worker_monitor import WorkerEpisodesMonitor
 from pgplug.interop import compat
 from pgplug.interop import config as cfg
 from pgplug.runtime.envs import EnvSpec, run_name
@@ -117,9 +119,7 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
     parser.add_argument(
         "--device", type=device, default="auto", help="torch device: auto, cpu, cuda, ... (default: auto)"
     )
-    parser.add_argument(
-        "--num-threads", type=int, default=-1, help="torch threads (-1: torch's default; 1 is fastest for small MLPs)"
-    )
+    add_num_threads_argument(parser)
     parser.add_argument("--verbose", type=int, default=0, help="SB3 verbosity: 0 quiet, 1 training logs")
     parser.add_argument("--no-progress", action="store_true", help="no live progress display")
     add_progress_argument(parser, "show the live progress display (the default; rl_zoo3's flag for it)")
@@ -246,9 +246,12 @@ def make_callbacks(
     return callbacks, envs
 
 
-def final_evaluation(model: Any, spec: EnvSpec, run_dir: Path, settings: Settings, n_episodes: int):
-    """Mean and std of the episode reward on a fresh env (frozen normalization statistics)."""
-    from stable_baselines3.common.evaluation import evaluate_policy
+def final_evaluation(
+    model: Any, spec: EnvSpec, run_dir: Path, settings: Settings, n_episodes: int, console: Console | None = None
+):
+    """Mean and std of the episode reward on a fresh env (frozen normalization statistics), with its progress."""
+    from pgplug.cli.progress import EvaluationProgress
+    from pgplug.interop.evaluation import evaluate
 
     env = spec.make_vec_env(
         n_envs=1,
@@ -257,9 +260,18 @@ def final_evaluation(model: Any, spec: EnvSpec, run_dir: Path, settings: Setting
         training=False,
     )
     try:
-        return evaluate_policy(model, env, n_eval_episodes=n_episodes, deterministic=not settings.atari, warn=False)
+        with EvaluationProgress(n_episodes, console) as progress:
+            result = evaluate(model, env, n_episodes, deterministic=not settings.atari, on_episode=progress.episode)
+        return result.mean, result.std
     finally:
         env.close()
+
+
+def evaluation_callback(callbacks: list[Any]) -> Any:
+    """The run's ``EvalCallback``, if it has one."""
+    from stable_baselines3.common.callbacks import EvalCallback
+
+    return next((c for c in callbacks if isinstance(c, EvalCallback)), None)
 
 
 def close_quietly(env: Any) -> None:
@@ -270,9 +282,7 @@ def close_quietly(env: Any) -> None:
 
 def best_evaluation_rows(callbacks: list[Any]) -> list[tuple[str, str]]:
     """The best periodic evaluation and where its model was kept (the last model need not be the best)."""
-    from stable_baselines3.common.callbacks import EvalCallback
-
-    evaluation = next((c for c in callbacks if isinstance(c, EvalCallback)), None)
+    evaluation = evaluation_callback(callbacks)
     if evaluation is None or not np.isfinite(evaluation.best_mean_reward):
         return []
     means = [float(np.mean(result)) for result in evaluation.evaluations_results]
@@ -328,10 +338,6 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     check_output_folders(args)
-    if args.num_threads > 0:
-        import torch
-
-        torch.set_num_threads(args.num_threads)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     name = run_name(settings.env_id)
     spec = env_spec(settings, seed, args.vec_env)
@@ -353,6 +359,7 @@ def run(args: argparse.Namespace) -> int:
         if args.tensorboard_log:
             common["tensorboard_log"] = str(Path(args.tensorboard_log) / name)
         model = build_model(settings, env, common)
+        notes.append(set_num_threads(args.num_threads, model.policy, workers=uses_workers(settings.cls)))
         if settings.warm_start is not None:
             notes.append(
                 f"warm start: a new {args.algo} model with the policy weights of {settings.warm_start} "
@@ -363,6 +370,8 @@ def run(args: argparse.Namespace) -> int:
         callbacks, eval_envs = make_callbacks(args, settings, eval_spec, run_dir, model)
         owned_envs += eval_envs
         callbacks[:0] = cfg.build_callbacks(settings.run_config.callbacks)  # first, as the zoo orders them
+        if uses_workers(settings.cls):
+            callbacks.append(WorkerEpisodesMonitor(run_dir, settings.env_id))
     except BaseException:
         for env in owned_envs:
             close_quietly(env)
@@ -379,7 +388,7 @@ def run(args: argparse.Namespace) -> int:
     if args.verbose:
         console.print(yaml.safe_dump(config, sort_keys=True), markup=False, highlight=False)
 
-    progress = None if args.no_progress else RichProgressCallback(console)
+    progress = None if args.no_progress else RichProgressCallback(console, evaluation=evaluation_callback(callbacks))
     try:
         return train_and_report(args, settings, model, eval_spec, run_dir, callbacks, progress, console)
     finally:
@@ -433,9 +442,14 @@ def train_and_report(
         ("steps/s", f"{steps / max(wall_time, 1e-9):,.0f}"),
     ]
     if args.n_eval_episodes > 0:
-        mean, std = final_evaluation(model, spec, run_dir, settings, args.n_eval_episodes)
+        mean, std = final_evaluation(model, spec, run_dir, settings, args.n_eval_episodes, console)
         rows[:0] = [("mean reward", f"{mean:.2f} ± {std:.2f}"), ("episodes", str(args.n_eval_episodes))]
     rows += best_evaluation_rows(callbacks)
     rows.append(("model", str(model_path)))
+    from pgplug.interop.plotting import save_run_curve
+
+    curve = save_run_curve(run_dir)
+    if curve is not None:
+        rows.append(("curve", str(curve)))
     console.print(results_table(f"{args.algo} on {settings.env_id}", rows))
     return 0

@@ -2,8 +2,9 @@
 
 The episodes are SB3's ``evaluate_policy(return_episode_rewards=True)``: with a ``Monitor``-wrapped
 env (every env pgplug and SB3 build) these are the true game scores, whatever reward clipping or
-life-loss resets the Atari wrappers apply. Videos are written with OpenCV, which pgplug already
-depends on, so neither moviepy nor a system ffmpeg is needed.
+life-loss resets the Atari wrappers apply. The human-normalised score counts complete episodes only (ended by
+the game, not cut by a step limit). Videos are H.264 mp4, written with the ffmpeg binary imageio-ffmpeg ships,
+so neither moviepy nor a system ffmpeg is needed.
 """
 
 from __future__ import annotations
@@ -34,10 +35,13 @@ class EvaluationResult:
     :param lengths: steps of each episode
     :param mean: mean return
     :param std: standard deviation of the returns
-    :param human_normalized: 100·(mean − random)/(human − random) for Atari games with published
-        reference scores (``pgplug/data/atari_scores.yml``), else None
+    :param human_normalized: 100·(mean − random)/(human − random) of the complete episodes' returns, for Atari
+        games with published reference scores (``pgplug/data/atari_scores.yml``); None for other envs or when
+        no episode completed
     :param env_id: the evaluated env's id, when known
     :param videos: the mp4 files written
+    :param truncated: for each episode, whether a step limit cut it short (``TimeLimit.truncated``) rather
+        than the game ending it
     """
 
     returns: list[float]
@@ -47,6 +51,22 @@ class EvaluationResult:
     human_normalized: float | None = None
     env_id: str | None = None
     videos: list[Path] = field(default_factory=list)
+    truncated: list[bool] = field(default_factory=list)
+
+    @property
+    def complete_returns(self) -> list[float]:
+        """The returns of the episodes the game itself ended (a human-normalised score means those only)."""
+        flags = self.truncated or [False] * len(self.returns)
+        return [r for r, cut in zip(self.returns, flags, strict=True) if not cut]
+
+    def human_normalized_line(self) -> str | None:
+        """``human-normalised score over N complete episodes: X%`` (None when there is no reference score)."""
+        if self.env_id is None or atari_game(self.env_id) not in atari_reference_scores():
+            return None
+        complete = self.complete_returns
+        if self.human_normalized is None or not complete:
+            return "human-normalised score: none (no episode completed; all were cut by a step limit)"
+        return f"human-normalised score over {len(complete)} complete episodes: {self.human_normalized:.1f}%"
 
 
 # -- human-normalised Atari scores --------------------------------------------------------------
@@ -85,11 +105,12 @@ def human_normalized_score(env_id: str, score: float) -> float | None:
 # -- video --------------------------------------------------------------------------------------
 
 
-class OpenCVVideoRecorder(VecVideoRecorder):
-    """SB3's ``VecVideoRecorder`` (same triggers, frames and file names) writing mp4 with OpenCV.
+class H264VideoRecorder(VecVideoRecorder):
+    """SB3's ``VecVideoRecorder`` (same triggers, frames and file names) writing H.264 mp4 that browsers play.
 
-    SB3's recorder writes through moviepy; OpenCV's bundled FFmpeg writes the same mp4 container
-    (MPEG-4 part 2 video, ``mp4v``) without it.
+    SB3's recorder writes through moviepy, OpenCV's bundled FFmpeg only MPEG-4 part 2 (``mp4v``), which
+    browsers do not play. This one pipes the frames to the ffmpeg binary that imageio-ffmpeg ships: ``libx264``,
+    ``yuv420p`` (which needs even frame sizes: an odd last row or column is repeated), ``+faststart``.
     """
 
     def __init__(
@@ -106,17 +127,9 @@ class OpenCVVideoRecorder(VecVideoRecorder):
         self.videos: list[Path] = []
 
     def _stop_recording(self) -> None:
-        import cv2
-
         assert self.recording, "_stop_recording was called, but no recording was started"
         if self.recorded_frames:
-            height, width = self.recorded_frames[0].shape[:2]
-            writer = cv2.VideoWriter(
-                self.video_path, cv2.VideoWriter_fourcc(*"mp4v"), self.frames_per_sec, (width, height)
-            )
-            for frame in self.recorded_frames:
-                writer.write(cv2.cvtColor(np.asarray(frame, dtype=np.uint8), cv2.COLOR_RGB2BGR))
-            writer.release()
+            write_h264(Path(self.video_path), self.recorded_frames, self.frames_per_sec)
             self.videos.append(Path(self.video_path))
         self.recorded_frames = []
         self.recording = False
@@ -127,7 +140,67 @@ class OpenCVVideoRecorder(VecVideoRecorder):
             self._stop_recording()
 
 
+def even_frame(frame: np.ndarray) -> np.ndarray:
+    """An RGB frame with even height and width (``yuv420p`` halves both), repeating an odd last row/column."""
+    frame = np.asarray(frame, dtype=np.uint8)
+    height, width = frame.shape[:2]
+    return np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+
+
+def write_h264(path: Path, frames: list[np.ndarray], fps: float) -> None:
+    """Write RGB frames as an H.264 mp4 with the ffmpeg binary imageio-ffmpeg ships."""
+    import imageio_ffmpeg
+
+    first = even_frame(frames[0])
+    height, width = first.shape[:2]
+    writer = imageio_ffmpeg.write_frames(
+        str(path),
+        (width, height),
+        fps=fps,
+        codec="libx264",
+        pix_fmt_out="yuv420p",
+        macro_block_size=1,
+        output_params=["-movflags", "+faststart"],
+        ffmpeg_log_level="error",
+    )
+    writer.send(None)
+    try:
+        for frame in frames:
+            writer.send(np.ascontiguousarray(even_frame(frame)[:height, :width]).tobytes())
+    finally:
+        writer.close()
+
+
 # -- evaluation ---------------------------------------------------------------------------------
+
+#: ``on_episode(episodes done, episode return, truncated)``, called as each evaluation episode ends.
+EpisodeHook = Callable[[int, float, bool], None]
+
+
+class EpisodeTracker:
+    """A callback for SB3's ``evaluate_policy`` that records, for each episode it counts, whether a step limit
+    truncated it, and reports each episode as it ends.
+
+    ``evaluate_policy`` calls it with its ``locals()`` before it counts an episode; the episode is counted
+    under the very condition SB3 uses (done, and with a ``Monitor`` the ``episode`` entry of the info, which
+    a life lost on Atari lacks). Episodes still running when the evaluation has enough are never counted, so
+    no return is cut short by the end of the evaluation.
+    """
+
+    def __init__(self, on_episode: EpisodeHook | None = None) -> None:
+        self.on_episode = on_episode
+        self.truncated: list[bool] = []
+
+    def __call__(self, local: dict, _globals: dict) -> None:
+        info = local["info"]
+        if not local["done"] or (local["is_monitor_wrapped"] and "episode" not in info):
+            return
+        truncated = bool(info.get("TimeLimit.truncated", False))
+        self.truncated.append(truncated)
+        if self.on_episode is not None:
+            episode = info.get("episode")
+            value = episode["r"] if episode is not None else local["current_rewards"][local["i"]]
+            self.on_episode(len(self.truncated), float(value), truncated)
 
 
 def make_eval_env(env_id: str, seed: int | None = None, render: bool = False) -> VecEnv:
@@ -154,9 +227,12 @@ class _StepsPlayed(Exception):
     """Ends :func:`play_steps`' run of ``evaluate_policy`` once its steps are played."""
 
 
-def play_steps(model: BaseAlgorithm, env: VecEnv, n_steps: int, deterministic: bool) -> tuple[list[float], list[int]]:
+def play_steps(
+    model: BaseAlgorithm, env: VecEnv, n_steps: int, deterministic: bool, callback: EpisodeTracker | None = None
+) -> tuple[list[float], list[int]]:
     """Play ``n_steps`` steps of one env, as rl_zoo3's ``enjoy -n`` does, with SB3's ``evaluate_policy`` (so the
-    policy's state and the Monitor's true episode scores are handled the same); the episodes that ended in them."""
+    policy's state and the Monitor's true episode scores are handled the same); the episodes that ended in them.
+    ``callback`` sees each step as ``evaluate_policy``'s callback does."""
     returns: list[float] = []
     lengths: list[int] = []
     steps = 0
@@ -164,6 +240,8 @@ def play_steps(model: BaseAlgorithm, env: VecEnv, n_steps: int, deterministic: b
     def count(local_vars: dict, _globals: dict) -> None:
         nonlocal steps
         steps += 1
+        if callback is not None:
+            callback(local_vars, _globals)
         info, i = local_vars["info"], local_vars["i"]
         if local_vars["done"] and "episode" in info:
             returns.append(float(info["episode"]["r"]))
@@ -190,6 +268,7 @@ def evaluate(
     env_id: str | None = None,
     seed: int | None = None,
     n_timesteps: int | None = None,
+    on_episode: EpisodeHook | None = None,
 ) -> EvaluationResult:
     """Play ``n_episodes`` episodes with ``model`` and summarise them.
 
@@ -204,6 +283,7 @@ def evaluate(
     :param env_id: the id for the human-normalised score when ``env`` does not carry it
     :param seed: seed of an env built from an id
     :param n_timesteps: play this many steps instead of ``n_episodes`` episodes (see :func:`play_steps`)
+    :param on_episode: called as each episode ends with (episodes done, its return, whether a step limit cut it)
     """
     n_episodes = check_positive_int("n_episodes", n_episodes)
     if isinstance(env, str):
@@ -221,14 +301,21 @@ def evaluate(
                 "build it with render_mode='rgb_array' (or pass the env id)"
             )
         prefix = f"{type(model).__name__.lower()}-{(env_id or 'env').replace('/', '-')}"
-        recorder = OpenCVVideoRecorder(env, video_folder, lambda step: step == 0, video_length, prefix)
+        recorder = H264VideoRecorder(env, video_folder, lambda step: step == 0, video_length, prefix)
         env = recorder
+    tracker = EpisodeTracker(on_episode)
     try:
         if n_timesteps is not None:
-            returns, lengths = play_steps(model, env, check_positive_int("n_timesteps", n_timesteps), deterministic)
+            n_steps = check_positive_int("n_timesteps", n_timesteps)
+            returns, lengths = play_steps(model, env, n_steps, deterministic, tracker)
         else:
             returns, lengths = evaluate_policy(
-                model, env, n_eval_episodes=int(n_episodes), deterministic=deterministic, return_episode_rewards=True
+                model,
+                env,
+                n_eval_episodes=int(n_episodes),
+                deterministic=deterministic,
+                return_episode_rewards=True,
+                callback=tracker,
             )
     except gym.error.DependencyNotInstalled as exc:
         what = "record video of" if recorder is not None else "run"
@@ -238,21 +325,27 @@ def evaluate(
     if not returns:
         raise PgplugError(f"no episode ended in the {n_timesteps} steps played; play more steps or whole episodes")
     returns_array = np.asarray(returns, dtype=np.float64)
-    mean = float(returns_array.mean())
+    truncated = tracker.truncated if len(tracker.truncated) == len(returns_array) else [False] * len(returns_array)
+    complete = returns_array[~np.asarray(truncated, dtype=bool)]
+    human = None
+    if env_id is not None and len(complete):
+        human = human_normalized_score(env_id, float(complete.mean()))
     return EvaluationResult(
         returns=[float(r) for r in returns_array],
         lengths=[int(n) for n in lengths],
-        mean=mean,
+        mean=float(returns_array.mean()),
         std=float(returns_array.std()),
-        human_normalized=None if env_id is None else human_normalized_score(env_id, mean),
+        human_normalized=human,
         env_id=env_id,
         videos=[] if recorder is None else list(recorder.videos),
+        truncated=truncated,
     )
 
 
 __all__ = [
+    "EpisodeTracker",
     "EvaluationResult",
-    "OpenCVVideoRecorder",
+    "H264VideoRecorder",
     "atari_game",
     "atari_reference_scores",
     "evaluate",

@@ -1,0 +1,176 @@
+"""Defaults that fit: torch threads from the policy, plain progress lines off a terminal, evaluation progress,
+H.264 video, the human-normalised score over complete episodes only, and ``train``'s own curve.png."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import gymnasium as gym
+import imageio_ffmpeg
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from rich.console import Console
+from stable_baselines3.common.env_util import make_vec_env
+
+import pgplug
+from pgplug.cli import main
+from pgplug.cli.progress import EvaluationProgress, RichProgressCallback
+from pgplug.cli.threads import CNN_THREADS, choose_num_threads, set_num_threads
+from pgplug.interop import plotting
+from pgplug.interop.evaluation import EpisodeTracker, EvaluationResult, evaluate, even_frame, write_h264
+
+
+def plain_console() -> tuple[Console, io.StringIO]:
+    """A console on a captured, non-terminal stdout (as under CI, Slurm or nohup)."""
+    out = io.StringIO()
+    return Console(file=out, width=200), out
+
+
+# -- a. threads -----------------------------------------------------------------------------------
+
+
+def test_threads_follow_the_policy_unless_asked(tmp_path: Path) -> None:
+    mlp = pgplug.A2C("MlpPolicy", "CartPole-v1", device="cpu").policy
+    cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3))
+    assert choose_num_threads(-1, mlp)[0] == 1
+    assert choose_num_threads(3, mlp) == (3, "--num-threads")
+    assert choose_num_threads(-1, cnn)[0] == (CNN_THREADS or torch.get_num_threads())
+    assert "CNN policy" in choose_num_threads(-1, cnn)[1]
+    try:
+        assert set_num_threads(2, mlp) == "torch threads: 2 (--num-threads; --num-threads N to change)"
+        assert torch.get_num_threads() == 2
+        line = set_num_threads(-1, mlp, workers=True)
+        assert (
+            line.startswith("torch threads: 1 in each worker, 1 in the driver (MLP policy")
+            and torch.get_num_threads() == 1
+        )
+    finally:
+        torch.set_num_threads(1)
+
+
+# -- b. plain progress lines ------------------------------------------------------------------------
+
+
+def test_training_progress_is_plain_lines_when_stdout_is_not_a_terminal() -> None:
+    console, out = plain_console()
+    evaluation = SimpleNamespace(evaluations_timesteps=[64], last_mean_reward=21.5)
+    progress = RichProgressCallback(console, evaluation=evaluation, plain_interval=0.0)
+    model = pgplug.A2C("MlpPolicy", "CartPole-v1", n_steps=8, seed=0, device="cpu")
+    model.learn(256, callback=progress)
+    lines = out.getvalue().splitlines()
+    assert len(lines) >= 2 and "\x1b[" not in out.getvalue()  # no escape codes, no redrawn display
+    pattern = r"^steps [\d,]+/256 \(\d+%\)  [\d,]+ steps/s  reward (–|[\d.]+)  eval 21\.5 at 64  \d+ s$"
+    assert all(re.match(pattern, line) for line in lines), lines
+    assert lines[-1].startswith("steps 256/256 (100%)")
+
+
+def test_evaluation_progress_prints_episodes_done_and_the_last_return() -> None:
+    console, out = plain_console()
+    with EvaluationProgress(3, console) as progress:  # 10 s between lines: only the last is due
+        for done in (1, 2, 3):
+            progress.episode(done, 10.0 * done, truncated=done == 3)
+    assert out.getvalue() == "evaluation: 3/3 episodes, last return 30 (truncated)\n"
+    console, out = plain_console()
+    with EvaluationProgress(2, console, plain_interval=0.0) as progress:
+        model = pgplug.A2C("MlpPolicy", "CartPole-v1", seed=0, device="cpu")
+        evaluate(model, "CartPole-v1", n_episodes=2, seed=0, on_episode=progress.episode)
+    lines = out.getvalue().splitlines()
+    assert [line.split(",")[0] for line in lines] == ["evaluation: 1/2 episodes", "evaluation: 2/2 episodes"]
+
+
+# -- d. H.264 video ---------------------------------------------------------------------------------
+
+
+def probe(path: Path) -> dict:
+    reader = imageio_ffmpeg.read_frames(str(path))
+    try:
+        return next(reader)
+    finally:
+        reader.close()
+
+
+def test_videos_are_h264_yuv420p_with_even_frame_sizes(tmp_path: Path) -> None:
+    assert even_frame(np.zeros((25, 33, 3), dtype=np.uint8)).shape == (26, 34, 3)
+    frames = [np.full((25, 33, 3), 10 * i, dtype=np.uint8) for i in range(5)]
+    write_h264(tmp_path / "odd.mp4", frames, fps=10)
+    meta = probe(tmp_path / "odd.mp4")
+    assert meta["codec"].startswith("h264") and meta["pix_fmt"].startswith("yuv420p") and meta["size"] == (34, 26)
+    assert imageio_ffmpeg.count_frames_and_secs(str(tmp_path / "odd.mp4"))[0] == 5
+
+
+# -- e. human-normalised score over complete episodes -------------------------------------------------
+
+
+class CutEnv(gym.Env):
+    """Reward 1 a step; odd episodes end after 3 steps, even ones run into a 5-step TimeLimit."""
+
+    observation_space = spaces.Box(0.0, 1.0, (1,), dtype=np.float32)
+    action_space = spaces.Discrete(2)
+
+    def __init__(self) -> None:
+        self.episode, self.t = 0, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.episode, self.t = self.episode + 1, 0
+        return np.zeros(1, dtype=np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.zeros(1, dtype=np.float32), 1.0, self.episode % 2 == 1 and self.t >= 3, False, {}
+
+
+def test_human_normalised_score_counts_complete_episodes_only() -> None:
+    env = make_vec_env(lambda: gym.wrappers.TimeLimit(CutEnv(), 5), n_envs=1)
+    model = pgplug.A2C("MlpPolicy", env, seed=0, device="cpu")
+    result = evaluate(model, env, n_episodes=4, env_id="PongNoFrameskip-v4")
+    assert result.returns == [3.0, 5.0, 3.0, 5.0] and result.truncated == [False, True, False, True]
+    assert result.mean == 4.0 and result.complete_returns == [3.0, 3.0]
+    assert result.human_normalized == pytest.approx(100 * (3.0 + 20.7) / 30.0)
+    assert result.human_normalized_line() == "human-normalised score over 2 complete episodes: 79.0%"
+    assert EvaluationResult([1.0], [1], 1.0, 0.0, env_id="CartPole-v1").human_normalized_line() is None
+
+
+def test_episode_tracker_counts_as_sb3_does() -> None:
+    seen = []
+    tracker = EpisodeTracker(lambda done, value, cut: seen.append((done, value, cut)))
+    base = {"is_monitor_wrapped": True, "i": 0, "current_rewards": [7.0]}
+    tracker({**base, "done": True, "info": {}}, {})  # a life lost: no "episode" entry, not counted
+    tracker({**base, "done": False, "info": {"episode": {"r": 1.0}}}, {})
+    tracker({**base, "done": True, "info": {"episode": {"r": 2.0}, "TimeLimit.truncated": True}}, {})
+    tracker({**base, "done": True, "is_monitor_wrapped": False, "info": {}}, {})
+    assert seen == [(1, 2.0, True), (2, 7.0, False)] and tracker.truncated == [True, False]
+
+
+# -- train: header, progress and curve.png ------------------------------------------------------------
+
+
+TRAIN = ["train", "--algo", "a2c", "--env", "CartPole-v1", "-n", "160", "--seed", "1", "--n-eval-episodes", "2"]
+TRAIN += ["--eval-freq", "80", "--eval-episodes", "1", "--hyperparams", "n_envs=2"]
+
+
+def test_train_says_its_threads_and_draws_its_curve(tmp_path: Path, capsys) -> None:
+    assert main([*TRAIN, "-f", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "torch threads: 1 (MLP policy: one thread is fastest for small matrices" in out
+    assert "evaluation: 2/2 episodes, last return" in out  # captured stdout: plain lines
+    assert re.search(r"^steps 160/160 \(100%\)", out, re.MULTILINE)
+    curve = tmp_path / "a2c" / "CartPole-v1_1" / "curve.png"
+    assert curve.read_bytes()[:4] == b"\x89PNG" and "│ curve " in out
+
+
+def test_a_failing_curve_is_a_warning_not_a_failed_run(tmp_path: Path, capsys, monkeypatch) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("no fonts\nsecond line")
+
+    monkeypatch.setattr(plotting, "draw", broken)
+    assert main([*TRAIN, "-f", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    run = tmp_path / "a2c" / "CartPole-v1_1"
+    assert f"pgplug: warning: no learning curve for {run}: no fonts\n" in captured.err
+    assert (run / "CartPole-v1.zip").is_file() and not (run / "curve.png").exists()
