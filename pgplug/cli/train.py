@@ -128,7 +128,7 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
         type=log_interval,
         default=-1,
         help="write the logger's table (stdout with --verbose 1, TensorBoard) every N updates, SB3's log_interval "
-        "(default -1: the algorithm's, 100 for A2C and A3C, 10 for REINFORCE)",
+        "(default -1: the algorithm's own default_log_interval)",
     )
     parser.add_argument("--n-workers", type=int, help="worker processes (at most 256), for algorithms that have them")
     parser.add_argument(
