@@ -42,9 +42,9 @@ $(SB3_TESTS): constraints.txt | $(VENV)/.installed
 	tar -xzf $(SB3_SUITE)/stable_baselines3-$(SB3_VERSION).tar.gz -C $(SB3_SUITE)
 	touch $@
 
-# The optional extras the tests exercise (A3C's ray backend).
+# The optional extras the tests exercise (A3C's ray backend, train --optimize).
 $(VENV)/.installed-extras: $(VENV)/.installed
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,sb3-tests,ray]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,sb3-tests,ray,optimize]'
 	touch $@
 
 $(VENV)/.installed: pyproject.toml constraints.txt

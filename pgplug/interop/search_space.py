@@ -11,7 +11,7 @@ hyperparameters, as config data (what a ``configs/<algo>.yml`` entry holds), thr
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from pgplug.contracts.compatibility import compatible_estimators
@@ -123,18 +123,19 @@ def sample_estimator(trial: Trial, names: list[str], fixed_name: str | None = No
 
 
 def sample(
-    trial: Trial, algo: str, algorithm: type, base: Mapping[str, Any], fixed: Collection[str] = ()
+    trial: Trial, algo: str, algorithm: type, base: Mapping[str, Any], fixed: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """One trial's hyperparameters over ``base`` (the config entry and the command line's overrides), as config data.
 
-    :param fixed: keys the command line set, which are not searched (``estimator`` fixes the estimator but not its
-        arguments; ``estimator_kwargs`` or ``gae_lambda`` fix both)
+    :param fixed: what the command line set, which is not searched (``estimator`` fixes the estimator but not its
+        arguments; non-empty ``estimator_kwargs``, or ``gae_lambda``, fix both)
     """
+    fixed = fixed or {}
     hyperparams = {k: v for k, v in base.items() if k not in ESTIMATOR_KEYS or k in fixed}
     for key, distribution in space_of(algo).items():
         if key.partition(".")[0] not in fixed:
             put(hyperparams, key, suggest(trial, key.rpartition(".")[2], distribution))
-    if not {"estimator_kwargs", "gae_lambda"} & set(fixed):
+    if not fixed.get("estimator_kwargs") and "gae_lambda" not in fixed:
         fixed_name = base.get("estimator") if "estimator" in fixed else None
         objective = base.get("objective")
         names = estimator_choices(algorithm, objective if isinstance(objective, str) else None)
