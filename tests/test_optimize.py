@@ -21,6 +21,7 @@ from pgplug.contracts.search import Choice, check_search_space
 from pgplug.errors import PgplugError
 from pgplug.interop import config as cfg
 from pgplug.interop import search_space
+from pgplug.plugins.search_spaces import NETWORKS
 
 FIXTURES = Path(__file__).resolve().parent / "plugin_fixtures"
 SEARCHED = str(FIXTURES / "searched_estimators.py")
@@ -48,36 +49,36 @@ def test_the_estimator_is_a_categorical_over_the_estimators_that_fit_a_plugins_i
     assert {"full_return", "reward_to_go", "baseline", "searched_td"} <= set(search_space.estimator_choices(REINFORCE))
 
     trial = new_trial(estimator="searched_td")
-    sampled = search_space.sample(trial, "a2c", A2C, {"n_envs": 8, "gae_lambda": 0.9, "estimator": "nstep"})
+    sampled = search_space.sample(trial, A2C, {"n_envs": 8, "gae_lambda": 0.9, "estimator": "nstep"})
     assert sampled["estimator"] == "searched_td"
     assert 0.5 <= sampled["estimator_kwargs"]["scale"] <= 2.0  # the plugin's own declared range
     assert "gae_lambda" not in sampled  # the config's estimator choice gives way to the searched one
     assert trial.params["estimator"] == "searched_td" and "searched_td:scale" in trial.params
     assert sampled["n_envs"] == 8 and sampled["n_steps"] in (5, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
     assert 0.97 <= sampled["gamma"] <= 0.9999 and "one_minus_gamma" in trial.params  # the zoo's way
-    assert sampled["policy_kwargs"]["net_arch"] in search_space.NETWORKS.options.values()
+    assert sampled["policy_kwargs"]["net_arch"] in NETWORKS.options.values()
     cfg.prepare(A2C, sampled, "a2c")  # config data the config reader takes
 
 
 def test_built_in_estimators_search_their_arguments_and_the_command_line_fixes_what_it_sets(plugin_host):
-    gae = search_space.sample(new_trial(estimator="gae"), "a2c", A2C, {})
+    gae = search_space.sample(new_trial(estimator="gae"), A2C, {})
     assert 0.9 <= gae["estimator_kwargs"]["gae_lambda"] <= 0.9999
-    nstep = search_space.sample(new_trial(estimator="nstep"), "a2c", A2C, {})
+    nstep = search_space.sample(new_trial(estimator="nstep"), A2C, {})
     assert nstep["estimator_kwargs"]["n"] in (1, 2, 4, 8, 16, 32, None)
     base = {"estimator": "gae", "learning_rate": 1e-3, "policy_kwargs": {"net_arch": [32]}}
     trial = new_trial()
-    fixed = search_space.sample(trial, "a2c", A2C, base, fixed={**base, "estimator_kwargs": {}})
+    fixed = search_space.sample(trial, A2C, base, fixed={**base, "estimator_kwargs": {}})
     assert (
         fixed["estimator"] == "gae" and "estimator" not in trial.params and "gae:one_minus_gae_lambda" in trial.params
     )
     assert fixed["learning_rate"] == 1e-3 and fixed["policy_kwargs"] == {"net_arch": [32]}
     assert not {"learning_rate", "net_arch", "activation_fn"} & set(trial.params)
-    reinforce = search_space.sample(new_trial(), "reinforce", REINFORCE, {})
+    reinforce = search_space.sample(new_trial(), REINFORCE, {})
     assert reinforce["n_episodes"] in (1, 2, 4, 8, 16) and reinforce["estimator"] in search_space.estimator_choices(
         REINFORCE
     )
-    with pytest.raises(PgplugError, match=r"no hyperparameter search space for 'vpg'; algorithms with one: a2c, a3c"):
-        search_space.space_of("vpg")
+    with pytest.raises(PgplugError, match=r"algorithm 'no_space' declares no hyperparameter search space"):
+        search_space.space_of(type("NoSpace", (A2C,), {"name": "no_space", "search_space": {}}))
     with pytest.raises(PgplugError, match="search_space must map argument names to Choice"):
         check_search_space("estimator 'x'", {"n": [1, 2]})
     with pytest.raises(PgplugError, match="Choice takes one or more"):
@@ -183,7 +184,8 @@ def test_an_algorithm_without_a_search_space_and_a_missing_optuna_fail_in_one_li
     example = str(Path(__file__).resolve().parents[1] / "docs" / "examples" / "my_algorithm.py")
     assert main(["train", "--plugin", example, "--algo", "vpg", "--env", "CartPole-v1", "--optimize"]) == 1
     assert capsys.readouterr().err == (
-        "pgplug: error: no hyperparameter search space for 'vpg'; algorithms with one: a2c, a3c, reinforce\n"
+        "pgplug: error: algorithm 'vpg' declares no hyperparameter search space (search_space); algorithms with one: "
+        "a2c, a3c, reinforce\n"
     )
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna raises ImportError
     assert main(["train", "--algo", "a2c", "--env", "CartPole-v1", "--optimize"]) == 1

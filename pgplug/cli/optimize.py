@@ -25,6 +25,7 @@ from pgplug.cli.settings import settle, uses_workers
 from pgplug.cli.signals import exit_code
 from pgplug.cli.train import run_request
 from pgplug.cli.trials import ESTIMATOR, FAILURE, HYPERPARAMS, TrialPlan, timed
+from pgplug.contracts.registries import get_host
 from pgplug.errors import PgplugError
 from pgplug.interop import search_space
 from pgplug.runtime.envs import run_name
@@ -142,7 +143,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     for flag, value in (("-i/--trained-agent", args.trained_agent), ("--bc-warmstart", args.bc_warmstart)):
         if value is not None:
             raise PgplugError(f"--optimize trains new models from sampled hyperparameters, so it cannot take {flag}")
-    search_space.space_of(args.algo)
+    search_space.space_of(get_host().algorithms.get(args.algo))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -230,11 +231,11 @@ def estimator_label(trial: Any) -> str:
     return f"{estimator['name']}({kwargs})" if kwargs else estimator["name"]
 
 
-def searched_values(trial: Any, algo: str) -> str:
+def searched_values(trial: Any, algorithm: type) -> str:
     """The trial's searched hyperparameters besides the estimator, compactly (a network by its label)."""
     hyperparams = trial.user_attrs.get(HYPERPARAMS, {})
     parts = []
-    for key in search_space.SPACES.get(algo, {}):
+    for key in algorithm.search_space:
         head, _, leaf = key.partition(".")
         value = trial.params.get(leaf) if leaf else hyperparams.get(head)
         if value is not None:
@@ -257,12 +258,13 @@ def trial_printer(console: Console) -> Callable[[Any, Any], None]:
     return show
 
 
-def best_trials_table(trials: list[Any], algo: str) -> Table:
+def best_trials_table(trials: list[Any], algorithm: type) -> Table:
     table = Table(title="best trials", title_justify="left")
     for column in ("trial", "mean reward", "estimator", "hyperparameters"):
         table.add_column(column, overflow="fold")
     for trial in trials[:TOP]:
-        table.add_row(str(trial.number), f"{trial.value:.2f}", estimator_label(trial), searched_values(trial, algo))
+        values = searched_values(trial, algorithm)
+        table.add_row(str(trial.number), f"{trial.value:.2f}", estimator_label(trial), values)
     return table
 
 
@@ -321,7 +323,7 @@ def report(study: Any, plan: TrialPlan, args: argparse.Namespace, console: Conso
         failures = [t.user_attrs.get(FAILURE) for t in all_trials if t.user_attrs.get(FAILURE)]
         last = f"; the last: {failures[-1]}" if failures else ""
         raise PgplugError(f"no trial of study {study.study_name!r} completed{last}")
-    console.print(best_trials_table(complete, args.algo))
+    console.print(best_trials_table(complete, settings.cls))
     line = best_estimator_line(settings.env_id, complete, all_trials)
     console.print(line, markup=False, highlight=False, soft_wrap=True)
     config = best_config(settings.env_id, complete[0], n_timesteps)

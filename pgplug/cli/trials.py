@@ -86,7 +86,7 @@ def prune(trial: Any, reason: str) -> None:
 def run_trial(trial: Any, plan: TrialPlan) -> float:
     """Train one sampled configuration; the mean reward of its last evaluation."""
     settings = plan.settings
-    hyperparams = search_space.sample(trial, plan.algo, settings.cls, settings.run_config.raw, settings.overrides)
+    hyperparams = search_space.sample(trial, settings.cls, settings.run_config.raw, settings.overrides)
     trial.set_user_attr(HYPERPARAMS, to_plain(hyperparams))
     try:
         settings = trial_settings(settings, hyperparams, plan.algo)

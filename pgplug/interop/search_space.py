@@ -1,12 +1,12 @@
-"""The hyperparameter search spaces of ``pgplug train --optimize``: rl-baselines3-zoo's ``hyperparams_opt.py`` for
-pgplug's algorithms, with the advantage estimator and its arguments searched too.
+"""Drawing a trial's hyperparameters for ``pgplug train --optimize``, rl-baselines3-zoo's ``hyperparams_opt.py`` made
+generic: each algorithm declares its space (``search_space``, data of :mod:`pgplug.contracts.search`), and the advantage
+estimator and its arguments are searched too.
 
-A space is data: ``{hyperparameter: distribution}`` (:mod:`pgplug.contracts.search`), a dotted key naming an entry of
-a mapping (``policy_kwargs.net_arch``). The estimator is a categorical over the registered estimators that fit the
-algorithm and its objective (:func:`pgplug.contracts.compatibility.compatible_estimators`), so a plugin's estimator is
-searched as the built-in ones are, with the arguments its ``search_space`` declares. :func:`sample` draws one trial's
-hyperparameters, as config data (what a ``configs/<algo>.yml`` entry holds), through Optuna's ``trial.suggest_*``
-(the trial is duck-typed: this module does not import Optuna).
+The estimator is a categorical over the registered estimators that fit the algorithm and its objective
+(:func:`pgplug.contracts.compatibility.compatible_estimators`), so a plugin's estimator is searched as the built-in ones
+are, with the arguments its ``search_space`` declares. :func:`sample` draws one trial's hyperparameters as config data
+(what a ``configs/<algo>.yml`` entry holds) through Optuna's ``trial.suggest_*`` (the trial is duck-typed: this module
+does not import Optuna).
 """
 
 from __future__ import annotations
@@ -16,15 +16,7 @@ from typing import Any, Protocol
 
 from pgplug.contracts.compatibility import compatible_estimators
 from pgplug.contracts.registries import get_host
-from pgplug.contracts.search import (
-    Choice,
-    Distribution,
-    FloatRange,
-    IntRange,
-    Named,
-    OneMinusLog,
-    check_search_space,
-)
+from pgplug.contracts.search import Choice, Distribution, FloatRange, IntRange, Named, check_search_space
 from pgplug.errors import PgplugError
 
 
@@ -36,48 +28,24 @@ class Trial(Protocol):
     def suggest_int(self, name: str, low: int, high: int, *, log: bool = False) -> int: ...
 
 
-#: rl-baselines3-zoo's A2C networks and activations (``convert_onpolicy_params``).
-NETWORKS = Named({"small": {"pi": [64, 64], "vf": [64, 64]}, "medium": {"pi": [256, 256], "vf": [256, 256]}})
-ACTIVATIONS = Choice("tanh", "relu")
-
-#: What every algorithm searches: the zoo's A2C ranges (``sample_a2c_params``).
-COMMON: dict[str, Distribution] = {
-    "gamma": OneMinusLog(0.0001, 0.03),
-    "learning_rate": FloatRange(1e-5, 0.002, log=True),
-    "max_grad_norm": FloatRange(0.3, 2.0),
-    "ent_coef": FloatRange(1e-8, 0.1, log=True),
-    "policy_kwargs.net_arch": NETWORKS,
-    "policy_kwargs.activation_fn": ACTIVATIONS,
-}
-
-#: The spaces by algorithm name. A2C's n_steps: the zoo's 32 to 2048, and A2C's own default 5 with 8 and 16.
-SPACES: dict[str, dict[str, Distribution]] = {
-    "a2c": {"n_steps": Choice(5, 8, 16, 32, 64, 128, 256, 512, 1024, 2048), **COMMON},
-    "a3c": {"t_max": Choice(5, 10, 20, 40, 80), **COMMON},
-    "reinforce": {
-        **COMMON,
-        "learning_rate": FloatRange(1e-4, 0.01, log=True),  # Monte-Carlo gradients, normalised: larger steps
-        "n_episodes": Choice(1, 2, 4, 8, 16),
-        "normalize_advantage": Choice(True, False),
-    },
-}
-
 #: The hyperparameters that choose the estimator: SB3's ``gae_lambda`` (A2C) selects GAE(λ) too.
 ESTIMATOR_KEYS = ("estimator", "estimator_kwargs", "gae_lambda")
 
 
 def algorithms_with_spaces() -> list[str]:
-    return sorted(SPACES)
+    """The registered algorithms that declare a search space."""
+    return [entry.name for entry in get_host().algorithms if getattr(entry.cls, "search_space", None)]
 
 
-def space_of(algo: str) -> dict[str, Distribution]:
-    """The algorithm's space; one line naming those that have one otherwise."""
-    try:
-        return SPACES[algo]
-    except KeyError:
+def space_of(algorithm: type) -> Mapping[str, Distribution]:
+    """The space ``algorithm`` declares; one line naming the algorithms that declare one otherwise."""
+    space = getattr(algorithm, "search_space", None)
+    if not space:
         raise PgplugError(
-            f"no hyperparameter search space for {algo!r}; algorithms with one: {', '.join(algorithms_with_spaces())}"
-        ) from None
+            f"algorithm {algorithm.name!r} declares no hyperparameter search space (search_space); algorithms with "
+            f"one: {', '.join(algorithms_with_spaces()) or '(none)'}"
+        )
+    return check_search_space(f"algorithm {algorithm.name!r}", space)
 
 
 def estimator_choices(algorithm: type, objective: str | None = None) -> list[str]:
@@ -123,7 +91,7 @@ def sample_estimator(trial: Trial, names: list[str], fixed_name: str | None = No
 
 
 def sample(
-    trial: Trial, algo: str, algorithm: type, base: Mapping[str, Any], fixed: Mapping[str, Any] | None = None
+    trial: Trial, algorithm: type, base: Mapping[str, Any], fixed: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """One trial's hyperparameters over ``base`` (the config entry and the command line's overrides), as config data.
 
@@ -132,7 +100,7 @@ def sample(
     """
     fixed = fixed or {}
     hyperparams = {k: v for k, v in base.items() if k not in ESTIMATOR_KEYS or k in fixed}
-    for key, distribution in space_of(algo).items():
+    for key, distribution in space_of(algorithm).items():
         if key.partition(".")[0] not in fixed:
             put(hyperparams, key, suggest(trial, key.rpartition(".")[2], distribution))
     if not fixed.get("estimator_kwargs") and "gae_lambda" not in fixed:
