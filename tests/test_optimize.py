@@ -92,10 +92,10 @@ def test_a_study_in_sqlite_resumes_and_its_best_config_trains(tmp_path, capsys, 
     storage = f"sqlite:///{tmp_path / 'db' / 'study.db'}"
     study = ["train", "--algo", "a2c", "--env", "CartPole-v1", "-optimize", *SMALL, "-f", str(tmp_path / "logs")]
     study += ["--storage", storage, "--seed", "3", "--sampler", "random", "--pruner", "none"]
-    assert main([*study, "--n-trials", "2"]) == 0
+    assert main([*study, "--n-trials", "2", "--n-jobs", "2"]) == 0  # two trials side by side, in threads
     first = capsys.readouterr().out
     assert len(re.findall(r"^trial \d+: ", first, re.M)) == 2
-    assert main([*study, "--n-trials", "1"]) == 0
+    assert main([*study, "--max-total-trials", "3"]) == 0  # one more: the study then has three
     out = capsys.readouterr().out
     assert "(resumed: 2 trials)" in out and "study 'a2c_CartPole-v1': 3 trials (3 complete)" in out
 

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pgplug.cli.options import check_output_folders, non_negative_int, positive_int
-from pgplug.cli.settings import settle, uses_workers
+from pgplug.cli.settings import settle
 from pgplug.cli.signals import exit_code
 from pgplug.cli.train import run_request
 from pgplug.cli.trials import ESTIMATOR, FAILURE, HYPERPARAMS, TrialPlan, timed
@@ -116,16 +116,20 @@ def make_pruner(optuna: Any, name: str, n_startup_trials: int, n_evaluations: in
     return optuna.pruners.NopPruner()
 
 
-def open_study(optuna: Any, storage: str | None, study_name: str, sampler: Any, pruner: Any) -> Any:
+def open_study(optuna: Any, url: str | None, study_name: str, sampler: Any, pruner: Any) -> Any:
     """A new study, or the one ``storage`` keeps under ``study_name`` (resumed). A ``.log`` path is a journal file,
     as in the zoo; anything else is an Optuna storage URL, refused in one line when Optuna cannot open it. The folder
     of a journal or SQLite file is created."""
-    database = storage.removeprefix("sqlite:///") if storage is not None and storage.startswith("sqlite:///") else None
+    journal = url is not None and url.endswith(".log")
+    path = (
+        url.removeprefix("sqlite:///") if url is not None and url.startswith("sqlite:///") else url if journal else None
+    )
+    storage: Any = url
     try:
-        if database or (storage is not None and storage.endswith(".log")):
-            Path(database or storage).parent.mkdir(parents=True, exist_ok=True)
-        if storage is not None and storage.endswith(".log"):
-            storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if journal:
+            storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
         return optuna.create_study(
             storage=storage,
             sampler=sampler,
@@ -136,7 +140,7 @@ def open_study(optuna: Any, storage: str | None, study_name: str, sampler: Any, 
         )
     except Exception as exc:  # SQLAlchemy's and the drivers' errors have no common base
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise PgplugError(f"--storage {storage!r}: Optuna cannot open it ({type(exc).__name__}: {detail})") from None
+        raise PgplugError(f"--storage {url!r}: Optuna cannot open it ({type(exc).__name__}: {detail})") from None
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -183,8 +187,8 @@ def run(args: argparse.Namespace) -> int:
         highlight=False,
         soft_wrap=True,
     )
-    if uses_workers(settings.cls) and args.n_jobs > 1:
-        console.print(f"note: each {args.algo} trial starts its own workers", markup=False)
+    if args.tensorboard_log:
+        console.print("note: no TensorBoard logs during a search (as in the zoo)", markup=False)
     interrupted = optimize(optuna, study, plan, args, trial_printer(console))
     report(study, plan, args, console)
     return 0 if interrupted is None else exit_code(interrupted)
