@@ -42,9 +42,10 @@ $(SB3_TESTS): constraints.txt | $(VENV)/.installed
 	tar -xzf $(SB3_SUITE)/stable_baselines3-$(SB3_VERSION).tar.gz -C $(SB3_SUITE)
 	touch $@
 
-# The optional extras the tests exercise (A3C's ray backend, rl-baselines3-zoo's tools on pgplug's run folders).
+# The optional extras the tests exercise (A3C's ray backend, rl-baselines3-zoo's tools on pgplug's run folders,
+# train --optimize).
 $(VENV)/.installed-extras: $(VENV)/.installed
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,sb3-tests,ray,zoo]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,sb3-tests,ray,zoo,optimize]'
 	touch $@
 
 $(VENV)/.installed: pyproject.toml constraints.txt

@@ -22,6 +22,7 @@ from pgplug.contracts.objective import Objective
 from pgplug.contracts.rollout import Rollout
 from pgplug.errors import PgplugError
 from pgplug.plugin.hookspecs import hookimpl
+from pgplug.plugins.search_spaces import A2C_SPACE
 from pgplug.runtime.on_policy import OnPolicyLearner
 from pgplug.validation import check_bool, check_non_negative, check_positive_int, check_unit_interval
 
@@ -98,6 +99,7 @@ class A2C(OnPolicyLearner):
     }
     default_estimator = "nstep"
     accepts_episode_estimators = False
+    search_space = A2C_SPACE
     default_log_interval = 100
     sb3_counterpart = "sb3_a2c"
     reuse_rollout_graph = True  # one update per rollout, on the weights that collected it

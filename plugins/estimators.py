@@ -10,6 +10,7 @@ import numbers
 import numpy as np
 
 from pgplug.contracts.estimator import Estimate, Estimator, episode_ends
+from pgplug.contracts.search import Choice, OneMinusLog
 from pgplug.errors import PgplugError
 from pgplug.plugin.hookspecs import hookimpl
 from pgplug.plugins import estimator_math as math
@@ -72,6 +73,7 @@ class NStep(Estimator):
 
     name = "nstep"
     needs_critic = True
+    search_space = {"n": Choice(1, 2, 4, 8, 16, 32, None)}
 
     def __init__(self, n: int | None = None) -> None:
         if n is not None and (isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral) or n < 1):
@@ -93,6 +95,7 @@ class GAE(Estimator):
 
     name = "gae"
     needs_critic = True
+    search_space = {"gae_lambda": OneMinusLog(1e-4, 0.1)}  # rl-baselines3-zoo's one_minus_gae_lambda
 
     def __init__(self, gae_lambda: float = 0.95) -> None:
         self.gae_lambda = check_unit_interval("gae's gae_lambda", gae_lambda)

@@ -25,6 +25,7 @@ from pgplug.contracts.estimator import Estimator, episode_ends
 from pgplug.contracts.objective import Objective
 from pgplug.contracts.rollout import Rollout
 from pgplug.plugin.hookspecs import hookimpl
+from pgplug.plugins.search_spaces import REINFORCE_SPACE
 from pgplug.runtime.on_policy import OnPolicyLearner
 from pgplug.validation import check_positive_int, optional
 
@@ -76,6 +77,7 @@ class REINFORCE(OnPolicyLearner):
     }
     default_estimator = "reward_to_go"
     accepts_episode_estimators = True
+    search_space = REINFORCE_SPACE
     default_log_interval = 10
 
     def __init__(

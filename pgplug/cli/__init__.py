@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from types import ModuleType
 
 from pgplug import __version__
+from pgplug.cli import optimize
 from pgplug.cli.signals import exit_code, stop_signals_interrupt
 from pgplug.errors import PgplugError, PgplugWarning, one_line
 from pgplug.runtime.runners import FAST_PATHS_ENV_VAR
@@ -128,6 +129,8 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ModuleType]]:
         sub = subparsers.add_parser(name, aliases=aliases, help=module.HELP, description=module.HELP)
         sub.set_defaults(command=name)  # an alias runs, and is reported to plugins as, its command
         module.add_arguments(sub, host)
+        if name == "train":
+            optimize.add_arguments(sub)  # train --optimize runs pgplug.cli.optimize instead of train
         add_plugin_option(sub)
         if name in RUNS_POLICIES:
             add_fast_paths_option(sub)
@@ -148,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             get_host().call_checked("pgplug_configure", args=args, command=args.command)
             with fast_paths_switch(getattr(args, "no_fast_paths", False)), stop_signals_interrupt():
-                return modules[args.command].run(args)
+                run = optimize.run if getattr(args, "optimize", False) else modules[args.command].run
+                return run(args)
     except PgplugError as exc:
         print(f"pgplug: error: {one_line(exc)}", file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1

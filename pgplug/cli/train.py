@@ -7,6 +7,7 @@ Monitor csv files, checkpoints and the best model of the periodic evaluation.
 
 ``-i`` continues a saved model of the same algorithm, or warm-starts a new one from the weights of
 another algorithm's zip (SB3 PPO, ...); ``--bc-warmstart`` clones an expert into the new model first.
+``--optimize`` runs a hyperparameter search instead (:mod:`pgplug.cli.optimize`, which the CLI dispatches to).
 """
 
 from __future__ import annotations
@@ -312,31 +313,34 @@ def save_after_failure(model: Any, run_dir: Path, name: str, console: Console) -
 # -- the command ---------------------------------------------------------------------------------
 
 
+def run_request(args: argparse.Namespace) -> RunRequest:
+    """The run the command line asks for (also each trial's of ``--optimize``, :mod:`pgplug.cli.optimize`)."""
+    return RunRequest(
+        algo=args.algo,
+        env=args.env,
+        hyperparams=args.hyperparams,
+        conf_file=args.conf_file,
+        estimator=args.estimator,
+        estimator_kwargs=args.estimator_kwargs,
+        n_workers=args.n_workers,
+        backend=args.backend,
+        address=args.address,
+        n_timesteps=args.n_timesteps,
+        trained_agent=args.trained_agent,
+        bc_warmstart=args.bc_warmstart,
+        vec_env=args.vec_env,
+        trust_file=args.trust_file,
+        env_kwargs=args.env_kwargs,
+        eval_env_kwargs=args.eval_env_kwargs,
+        trusted_callbacks=args.trust_callback,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from pgplug.cli.progress import RichProgressCallback
 
     console = Console()
-    settings = settle(
-        RunRequest(
-            algo=args.algo,
-            env=args.env,
-            hyperparams=args.hyperparams,
-            conf_file=args.conf_file,
-            estimator=args.estimator,
-            estimator_kwargs=args.estimator_kwargs,
-            n_workers=args.n_workers,
-            backend=args.backend,
-            address=args.address,
-            n_timesteps=args.n_timesteps,
-            trained_agent=args.trained_agent,
-            bc_warmstart=args.bc_warmstart,
-            vec_env=args.vec_env,
-            trust_file=args.trust_file,
-            env_kwargs=args.env_kwargs,
-            eval_env_kwargs=args.eval_env_kwargs,
-            trusted_callbacks=args.trust_callback,
-        )
-    )
+    settings = settle(run_request(args))
     check_output_folders(args)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     name = run_name(settings.env_id)

@@ -8,8 +8,10 @@ adds the SB3 machinery (policies, vec envs, logger, callbacks, save/load) on top
 from __future__ import annotations
 
 from abc import ABC
+from collections.abc import Mapping
 from typing import ClassVar
 
+from pgplug.contracts.search import Distribution
 from pgplug.plugin.registry import RegistryKind
 
 
@@ -27,6 +29,9 @@ class Algorithm(ABC):
         (an update that steps several times on one rollout needs a ratio objective, say)
     :cvar sb3_counterpart: the SB3 algorithm (a :func:`pgplug.interop.compat.algorithm_names` name such as
         ``sb3_a2c``) whose zips this class opens as its own
+    :cvar search_space: what ``pgplug train --optimize`` searches (:mod:`pgplug.contracts.search`), a dotted key
+        naming an entry of a mapping (``policy_kwargs.net_arch``); empty: the algorithm is not searched. The
+        estimator is searched besides, over the estimators that fit
     """
 
     name: ClassVar[str]
@@ -36,6 +41,7 @@ class Algorithm(ABC):
     default_objective: ClassVar[str] = "policy_gradient"
     supported_objectives: ClassVar[frozenset[str] | None] = None
     sb3_counterpart: ClassVar[str | None] = None
+    search_space: ClassVar[Mapping[str, Distribution]] = {}
 
 
 #: The algorithm registry: filled by ``pgplug_register_algorithms``.

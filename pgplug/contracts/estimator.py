@@ -10,6 +10,7 @@ at a time-limit truncation the reward already carries γ·V(terminal observation
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch as th
 
 from pgplug.contracts.parameters import Parametrised
+from pgplug.contracts.search import Distribution
 from pgplug.errors import PgplugError
 from pgplug.plugin.registry import RegistryKind
 from pgplug.validation import check_gamma
@@ -60,11 +62,16 @@ def _flat(x: th.Tensor) -> th.Tensor:
 
 
 class Estimator(Parametrised, ABC):
-    """Base class of advantage estimators; subclasses set the class attributes and ``estimate``."""
+    """Base class of advantage estimators; subclasses set the class attributes and ``estimate``.
+
+    :cvar search_space: the values ``pgplug train --optimize`` tries for constructor arguments
+        (:mod:`pgplug.contracts.search`); arguments not listed keep their defaults
+    """
 
     name: ClassVar[str]
     needs_critic: ClassVar[bool] = False
     needs_complete_episodes: ClassVar[bool] = False
+    search_space: ClassVar[Mapping[str, Distribution]] = {}
 
     @property
     def equivalent_gae_lambda(self) -> float | None:

@@ -31,6 +31,7 @@ from pgplug.contracts.registries import call_hook, get_host
 from pgplug.errors import PgplugError
 from pgplug.plugins.a3c.liveness import WorkerWatch
 from pgplug.plugins.a3c.worker import VecEnvFactory, WorkerSpec, rollout_of
+from pgplug.plugins.search_spaces import A3C_SPACE
 from pgplug.runtime.algorithm import CLASS_DEFAULT, PolicyGradientAlgorithm, constructor_parameters
 from pgplug.runtime.envs import EnvSpec
 from pgplug.validation import (
@@ -98,6 +99,7 @@ class A3C(PolicyGradientAlgorithm):
     """
 
     name = "a3c"
+    search_space = A3C_SPACE
     setting_rules = {
         **PolicyGradientAlgorithm.setting_rules,
         "n_workers": check_n_workers,
