@@ -55,7 +55,7 @@ from pgplug.contracts.registries import Host as PluginHost
 from pgplug.errors import PgplugError, WorkerError
 from pgplug.plugins.a3c import ray_backend
 from pgplug.plugins.a3c.ray_backend import ParameterServerLost, RayBackend
-from pgplug.plugins.a3c.ray_cluster import RAY_EXTRA
+from pgplug.plugins.a3c.ray_cluster import RAY_EXTRA, sigterm_kept
 from pgplug.plugins.a3c.ray_store import FlatLayout
 from pgplug.runtime.envs import run_name
 
@@ -109,7 +109,9 @@ def cluster() -> Iterator[Any]:
     from ray.cluster_utils import Cluster
 
     owner, sessions = "test-cluster", ray_sessions()
-    with pytest.MonkeyPatch.context() as patch:
+    # Ray's Node objects, made in this process, set a SIGTERM handler of their own (tests after these expect the
+    # process's); pgplug's own connect() keeps it the same way.
+    with pytest.MonkeyPatch.context() as patch, sigterm_kept():
         patch.setenv(OWNER_VARIABLE, owner)
         patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
         cluster = Cluster(initialize_head=True, head_node_args=node_args(cpus=2, include_dashboard=False))
