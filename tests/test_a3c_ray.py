@@ -98,6 +98,14 @@ RAY_OUTPUT = re.compile(
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def process_sigterm_handler_kept() -> Iterator[None]:
+    """Each test leaves this process's SIGTERM handler as it found it (``ray.init`` outside pgplug's connect, in a
+    test that connects first, sets one of Ray's)."""
+    with sigterm_kept():
+        yield
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
     """The module's two-node cluster: a head of 2 CPUs and a node of 1 CPU, with ``tests/`` on the nodes'

@@ -18,12 +18,11 @@ import subprocess
 import sys
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import yaml
-from rl_zoo3.utils import create_test_env, get_saved_hyperparams
-from rl_zoo3.utils import linear_schedule as zoo_linear_schedule
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.vec_env import VecNormalize
 
@@ -37,6 +36,27 @@ RUNS = {
     "MountainCar-v0": ["-n", "20", "-params", "normalize=true", "n_envs=2"],
     "PongNoFrameskip-v4": ["-n", "10", "-params", "n_envs=2"],
 }
+
+
+def zoo_utils() -> Any:
+    """``rl_zoo3.utils``, without leaving on this process the patch rl_zoo3 makes to gymnasium as it is imported
+    (its own ``TimeLimit`` in place of gymnasium's): tests after these would build their envs with it."""
+    import gymnasium
+
+    homes = (gymnasium.wrappers, gymnasium.wrappers.common, gymnasium.envs.registration)
+    saved = [(home, vars(home).get("TimeLimit")) for home in homes]
+    import rl_zoo3.utils
+
+    for home, time_limit in saved:
+        if time_limit is None:
+            vars(home).pop("TimeLimit", None)
+        else:
+            home.TimeLimit = time_limit
+    return rl_zoo3.utils
+
+
+def zoo_linear_schedule(initial_value: float) -> Any:
+    return zoo_utils().linear_schedule(initial_value)
 
 
 def zoo_command(tool: str, env_id: str, logs: Path, *extra: str) -> list[str]:
@@ -104,8 +124,9 @@ def test_zoo_record_video_of_a_pgplug_atari_run(zoo_runs, logs):
 def test_the_zoo_test_env_normalizes_with_the_saved_statistics(logs):
     """What ``enjoy`` builds from ``<run>/<env>/``: the VecNormalize statistics pgplug saved, frozen."""
     params = logs / "a2c" / "MountainCar-v0_1" / "MountainCar-v0"
-    hyperparams, stats_path = get_saved_hyperparams(str(params), test_mode=True)
-    env = create_test_env("MountainCar-v0", stats_path=stats_path, should_render=False, hyperparams=hyperparams)
+    zoo = zoo_utils()
+    hyperparams, stats_path = zoo.get_saved_hyperparams(str(params), test_mode=True)
+    env = zoo.create_test_env("MountainCar-v0", stats_path=stats_path, should_render=False, hyperparams=hyperparams)
     saved = pickle.loads((logs / "a2c" / "MountainCar-v0_1" / "vecnormalize.pkl").read_bytes())
     try:
         assert isinstance(env, VecNormalize) and not env.training and not env.norm_reward

@@ -145,6 +145,10 @@ def setting_of(run_dir: Path) -> tuple[str, str]:
     return run_dir.parent.name, RUN_SUFFIX.sub("", run_dir.name)
 
 
+class NoCurveError(PgplugError):
+    """A run folder with nothing to draw yet: no episode ended and no evaluation ran."""
+
+
 def read_run(run_dir: str | Path) -> RunCurves:
     """The curves of a run folder; fails in one line when the folder is missing or holds neither file."""
     path = Path(run_dir)
@@ -153,7 +157,7 @@ def read_run(run_dir: str | Path) -> RunCurves:
     episodes = read_episodes(path)
     evaluations, eval_episodes = read_evaluations(path, episodes)
     if episodes is None and evaluations is None:
-        raise PgplugError(
+        raise NoCurveError(
             f"{path} has no learning curve: neither {MONITOR_GLOB} files nor {EVALUATIONS_FILE} with data"
         )
     algo, env = setting_of(path)

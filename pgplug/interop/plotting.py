@@ -13,7 +13,17 @@ from pathlib import Path
 from matplotlib.ticker import EngFormatter
 
 from pgplug.errors import PgplugError, PgplugWarning, one_line
-from pgplug.interop.curves import BANDS, X_AXES, Group, RunCurves, group_runs, read_run, smoothed, summarise
+from pgplug.interop.curves import (
+    BANDS,
+    X_AXES,
+    Group,
+    NoCurveError,
+    RunCurves,
+    group_runs,
+    read_run,
+    smoothed,
+    summarise,
+)
 
 #: The figure formats, by the output's suffix.
 FORMATS = (".png", ".svg")
@@ -170,12 +180,15 @@ def plot_runs(run_dirs: Sequence[str | Path], output: str | Path, **kwargs) -> P
 
 
 def save_run_curve(run_dir: str | Path, name: str = "curve.png") -> Path | None:
-    """Draw a run's own curves into ``<run_dir>/<name>``; on any failure warn in one line and return None.
+    """Draw a run's own curves into ``<run_dir>/<name>``; None when there is nothing to draw yet (a run too short
+    for an episode to end), and on any failure a one-line warning and None.
 
     ``pgplug train`` calls this after the model is saved: a picture never costs a run.
     """
     try:
         return plot_runs([run_dir], Path(run_dir) / name, what="both")
+    except NoCurveError:
+        return None
     except Exception as exc:
         warnings.warn(f"no learning curve for {run_dir}: {one_line(exc)}", PgplugWarning, stacklevel=2)
         return None
