@@ -18,9 +18,9 @@ from rich.console import Console
 from stable_baselines3.common.env_util import make_vec_env
 
 import pgplug
-from pgplug.cli import main
+from pgplug.cli import main, threads
 from pgplug.cli.progress import EvaluationProgress, RichProgressCallback
-from pgplug.cli.threads import CNN_THREADS, choose_num_threads, set_num_threads
+from pgplug.cli.threads import choose_num_threads, idle_cores, set_num_threads
 from pgplug.interop import plotting
 from pgplug.interop.evaluation import EpisodeTracker, EvaluationResult, evaluate, even_frame, write_h264
 
@@ -39,8 +39,8 @@ def test_threads_follow_the_policy_unless_asked(tmp_path: Path) -> None:
     cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3))
     assert choose_num_threads(-1, mlp)[0] == 1
     assert choose_num_threads(3, mlp) == (3, "--num-threads")
-    assert choose_num_threads(-1, cnn)[0] == (CNN_THREADS or torch.get_num_threads())
-    assert "CNN policy" in choose_num_threads(-1, cnn)[1]
+    assert choose_num_threads(-1, cnn)[0] == idle_cores()
+    assert "CNN policy: the idle cores" in choose_num_threads(-1, cnn)[1]
     try:
         assert set_num_threads(2, mlp) == "torch threads: 2 (--num-threads; --num-threads N to change)"
         assert torch.get_num_threads() == 2
@@ -51,6 +51,27 @@ def test_threads_follow_the_policy_unless_asked(tmp_path: Path) -> None:
         )
     finally:
         torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize(
+    ("cores", "load", "expected"), [(2, 0.3, 2), (2, 1.4, 1), (2, 9.8, 1), (8, 3.4, 5), (4, None, 4)]
+)
+def test_a_cnn_gets_the_cores_the_load_leaves_idle(monkeypatch, cores: int, load: float | None, expected: int) -> None:
+    """The cores less the rounded 1-minute load average, at least one; without a load average, every core."""
+
+    def loadavg() -> tuple[float, float, float]:
+        if load is None:
+            raise OSError("no load average here")
+        return (load, load, load)
+
+    monkeypatch.setattr(threads, "available_cpus", lambda: cores)
+    monkeypatch.setattr(threads.os, "getloadavg", loadavg)
+    assert idle_cores() == expected
+    cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3))
+    assert choose_num_threads(-1, cnn) == (
+        expected,
+        f"CNN policy: the idle cores, {expected} of {cores} at the current load",
+    )
 
 
 # -- b. plain progress lines ------------------------------------------------------------------------

@@ -1,21 +1,33 @@
-"""How many threads torch uses: ``--num-threads``, or a choice fitted to the policy.
+"""How many threads torch uses: ``--num-threads``, or a choice fitted to the policy and the machine.
 
 An MLP policy's matrices are too small for torch's intra-op threads to pay: one thread is fastest, and on a
-shared machine the others are free for the envs. For convolutional policies ``CNN_THREADS`` holds the choice
-measured by ``benchmarks/threads_cnn.py`` (A2C, CnnPolicy, Pong, 16 envs; see benchmarks/README.md): on a
-2-core machine shared with other jobs one thread ran 6.2 times as many steps per second as torch's default
-(median of 3 alternating pairs), as OpenMP's spinning threads wait for cores the envs and other jobs hold.
+shared machine the others are free for the envs. A convolutional policy gains from threads only on cores nobody
+else is using: ``benchmarks/threads_cnn.py`` (A2C, CnnPolicy, Pong, 16 envs, alternating pairs, medians) ran
+torch's default of 2 threads at 1.33 times the steps/s of one thread on a quiet 2-core machine (732 against 549),
+but at a sixth of them (38 against 237) with the machine's load average near 10, as OpenMP's threads wait for
+cores other processes hold. So a CNN policy gets the machine's idle cores: the cores this process may use less
+the 1-minute load average (rounded), at least one.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 
 import torch as th
 from torch import nn
 
-#: Threads for a convolutional policy; None would keep torch's default (one per core).
-CNN_THREADS: int | None = 1
+from pgplug.validation import available_cpus
+
+
+def idle_cores() -> int:
+    """The cores this process may use that the 1-minute load average leaves free, at least one."""
+    cores = available_cpus()
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # no load average on this system: assume the machine is ours
+        load = 0.0
+    return max(1, min(cores, cores - round(load)))
 
 
 def is_convolutional(policy: nn.Module | None) -> bool:
@@ -36,9 +48,8 @@ def choose_num_threads(requested: int, policy: nn.Module | None) -> tuple[int, s
     if policy is None:
         return th.get_num_threads(), "torch's default"
     if is_convolutional(policy):
-        if CNN_THREADS is None:
-            return th.get_num_threads(), "CNN policy: torch's default, one per core"
-        return CNN_THREADS, "CNN policy: measured fastest by benchmarks/threads_cnn.py"
+        cores = idle_cores()
+        return cores, f"CNN policy: the idle cores, {cores} of {available_cpus()} at the current load"
     return 1, "MLP policy: one thread is fastest for small matrices"
 
 
