@@ -545,11 +545,20 @@ def run_simulation(spec: dict[str, Any]) -> dict[str, Any]:
             state = list(model.policy.state_dict().values())
             while not stop.is_set():
                 started = time.perf_counter()
-                store.sync(timeout=30.0)
+                store.sync()
                 time.sleep(max(0.01 - (time.perf_counter() - started), 0.0))
                 store.pull(state)
 
-        threads = [threading.Thread(target=driver, daemon=True)] if spec["driver"] else []
+        driver_errors: list[BaseException] = []
+
+        def watched_driver() -> None:
+            try:
+                driver()
+            except BaseException as exc:  # a dead driver thread would silently simulate no driver at all
+                driver_errors.append(exc)
+                raise
+
+        threads = [threading.Thread(target=watched_driver, daemon=True)] if spec["driver"] else []
         for thread in threads:
             thread.start()
 
@@ -569,6 +578,8 @@ def run_simulation(spec: dict[str, Any]) -> dict[str, Any]:
             pushes_before = {r: list(t) for r, t in totals.items()}
             time.sleep(spec["seconds"])
             after = reading()
+            if driver_errors:
+                raise RuntimeError(f"the simulated driver failed: {driver_errors[0]!r}")
             seconds = after[0] - before[0]
             d = diff_counts(after[1], before[1])
             pushes = sum(t[0] - pushes_before[r][0] for r, t in totals.items())
