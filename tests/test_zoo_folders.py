@@ -13,6 +13,7 @@ import contextlib
 import io
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -256,3 +257,27 @@ def test_a_reinforce_zip_opens_with_sb3s_a2c_for_the_zoo(tmp_path):
     model = A2C.load(tmp_path / "reinforce" / "CartPole-v1_1" / "CartPole-v1.zip", device="cpu")
     action, _ = model.predict(np.zeros(4, dtype=np.float32), deterministic=True)
     assert model.action_space.contains(int(action))
+
+
+def test_the_zoo_plot_scripts_read_a_pgplug_run(tmp_path):
+    """rl_zoo3's ``plot_train`` (Monitor files) and ``all_plots`` (``evaluations.npz``) on a pgplug run folder."""
+    logs = tmp_path / "logs"
+    train = ["train", "--algo", "a2c", "--env", "CartPole-v1", "-f", str(logs), "-n", "2000", "--no-progress"]
+    assert main([*train, "--eval-freq", "1000", "--n-eval-episodes", "2", "--seed", "1"]) == 0
+    env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
+    zoo = [sys.executable, "-m"]
+    where = ["-a", "a2c", "-e", "CartPole-v1", "-f", str(logs)]
+    plot_train = subprocess.run(
+        [*zoo, "rl_zoo3.plots.plot_train", *where], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert plot_train.returncode == 0, plot_train.stderr
+    all_plots = subprocess.run(
+        [*zoo, "rl_zoo3.plots.all_plots", *where, "-o", str(tmp_path / "results"), "--no-display"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert all_plots.returncode == 0, all_plots.stderr
+    assert re.search(r"\|CartPole-v1 \|[0-9.]+ \+/- [0-9.]+\s*\|", all_plots.stdout), all_plots.stdout
+    assert (tmp_path / "results.pkl").is_file()
