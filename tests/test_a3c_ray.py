@@ -69,8 +69,8 @@ OBJECT_STORE = 100 * 2**20
 KWARGS: dict[str, Any] = {"n_workers": 2, "n_envs_per_worker": 2, "t_max": 5, "seed": 0}
 #: The command line's quiet flags: no live display, no evaluations, a fixed seed.
 QUIET = ["--no-progress", "--eval-freq", "-1", "--n-eval-episodes", "0", "--seed", "0"]
-#: n_workers is checked against this machine's cores when the model is built, not against the cluster's CPUs.
-MORE_WORKERS_THAN_LOCAL_CORES = "ignore:n_workers=3 is more than the CPU cores available:pgplug.errors.PgplugWarning"
+#: Workers on a cluster run on its nodes' cores: no warning about this machine's (an error if there is one).
+MORE_WORKERS_THAN_LOCAL_CORES = "error:n_workers=3 is more than the CPU cores available:pgplug.errors.PgplugWarning"
 #: The one line of a worker that died with no restarts left, and of a lost parameter server.
 NO_RESTARTS_LEFT = (
     r"A3C worker [0-9] died \(\w+: its process was killed or its node lost\), and the 0 restart\(s\) of max_restarts "
@@ -315,8 +315,8 @@ def test_three_workers_on_two_nodes_learn_cartpole_save_and_load(
 ) -> None:
     """Three workers on the cluster's three CPUs (so both nodes run workers) learn CartPole: an evaluation of the
     global weights reaches 200 (random play: about 22). The settings are those of the process backend's learning
-    test; measured when this was written (one run each of seeds 0-5), ``learn()`` stopped after 4.5k-11k steps; the
-    budget is nearly 3x the slowest.
+    test; measured when this was written (one run each of seeds 0-5), ``learn()`` stopped after 4.5k-11k steps, but
+    asynchronous updates make each run differ (one CI run was still at 172 after 30k): the budget is 80k steps.
 
     When ``learn()`` returns, the driver's policy holds the server's final weights (pulled afresh as the run ended),
     and the model saves, loads, predicts and evaluates as any SB3 model.
@@ -335,7 +335,7 @@ def test_three_workers_on_two_nodes_learn_cartpole_save_and_load(
     evaluation = until_reward("CartPole-v1", 200, every_steps=2_000, n_envs=4, eval_seed=100)
     placement = PlacementProbe(every=500)
     with deadline(300):
-        model.learn(30_000, callback=[placement, evaluation])
+        model.learn(80_000, callback=[placement, evaluation])
     assert evaluation.best_mean_reward >= 200
     assert f"A3C on Ray: the Ray cluster at {cluster.address} (2 nodes, 3 CPUs)" in capsys.readouterr().out
     assert placement.raylets == {raylet_pid(node) for node in cluster.list_all_nodes()}
