@@ -1,6 +1,6 @@
 """torch threads for a CNN policy: one thread against torch's default, A2C CnnPolicy on Pong with 16 envs.
 
-Decided the idle-cores rule of ``pgplug.cli.threads`` (CNN policies without ``--num-threads``).
+Decided the idle-cores rule of ``pgplug.runtime.threads`` (CNN policies without ``--num-threads``).
 Each run is a fresh subprocess that builds the env and pgplug's A2C (the zoo's Atari settings), warms up a few
 updates, then times ``learn(--steps)``. Runs alternate (1, default), (default, 1), ... so that load from other
 processes hits both alike; the figures are medians over ``--pairs`` pairs, and the ratio is the median of the

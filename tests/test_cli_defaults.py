@@ -18,11 +18,13 @@ from rich.console import Console
 from stable_baselines3.common.env_util import make_vec_env
 
 import pgplug
-from pgplug.cli import main, threads
+from pgplug.cli import main
 from pgplug.cli.progress import EvaluationProgress, RichProgressCallback
-from pgplug.cli.threads import choose_num_threads, idle_cores, set_num_threads
+from pgplug.cli.threads import set_num_threads
 from pgplug.interop import plotting
 from pgplug.interop.evaluation import EpisodeTracker, EvaluationResult, evaluate, even_frame, write_h264
+from pgplug.runtime import threads
+from pgplug.runtime.threads import choose_num_threads, idle_cores
 
 
 def plain_console() -> tuple[Console, io.StringIO]:
@@ -44,9 +46,9 @@ def test_threads_follow_the_policy_unless_asked(tmp_path: Path) -> None:
     try:
         assert set_num_threads(2, mlp) == "torch threads: 2 (--num-threads; --num-threads N to change)"
         assert torch.get_num_threads() == 2
-        line = set_num_threads(-1, mlp, workers=True)
+        line = set_num_threads(-1, mlp, worker_threads=3)
         assert (
-            line.startswith("torch threads: 1 in each worker, 1 in the driver (MLP policy")
+            line.startswith("torch threads: 3 in each worker, 1 in the driver (MLP policy")
             and torch.get_num_threads() == 1
         )
     finally:
@@ -72,6 +74,52 @@ def test_a_cnn_gets_the_cores_the_load_leaves_idle(monkeypatch, cores: int, load
         expected,
         f"CNN policy: the idle cores, {expected} of {cores} at the current load",
     )
+
+
+@pytest.mark.parametrize(("idle", "learners", "each"), [(2, 1, 2), (2, 2, 1), (8, 2, 4), (8, 3, 2), (1, 4, 1)])
+def test_cnn_learners_side_by_side_share_the_idle_cores(monkeypatch, idle: int, learners: int, each: int) -> None:
+    """A3C's workers on one machine: learners × threads fits the idle cores, one thread at least."""
+    monkeypatch.setattr(threads, "idle_cores", lambda: idle)
+    cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3))
+    assert choose_num_threads(-1, cnn, learners=learners)[0] == each
+    assert choose_num_threads(-1, torch.nn.Linear(2, 2), learners=learners)[0] == 1  # an MLP: one thread
+
+
+def test_a3c_workers_get_their_share_of_the_cores(monkeypatch) -> None:
+    """A3C chooses its workers' threads: one for an MLP, the idle cores shared for a CNN; a worker process enters
+    with its spec's count, and learn() puts the choice into the spec."""
+    monkeypatch.setattr(threads, "idle_cores", lambda: 4)
+    mlp = pgplug.A3C("MlpPolicy", "CartPole-v1", n_workers=1, backend="serial", device="cpu")
+    mlp.n_workers = 2  # the choice reads n_workers; the serial backend would run only one
+    assert mlp.worker_threads() == 1
+    cnn_policy = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3))
+    monkeypatch.setattr(mlp, "policy", cnn_policy)
+    assert mlp.worker_threads() == 2
+    mlp.n_workers = 3
+    assert mlp.worker_threads() == 1
+
+
+def test_a3c_learn_sends_the_worker_threads_and_a_worker_enters_with_them(monkeypatch) -> None:
+    from pgplug.plugins.a3c import algorithm
+    from pgplug.plugins.a3c.worker import WorkerSpec
+
+    specs: list[WorkerSpec] = []
+
+    class Recorded(WorkerSpec):
+        def __init__(self, **fields: object) -> None:
+            super().__init__(**fields)
+            specs.append(self)
+
+    monkeypatch.setattr(algorithm, "WorkerSpec", Recorded)
+    model = pgplug.A3C("MlpPolicy", "CartPole-v1", n_workers=1, backend="serial", t_max=5, device="cpu", seed=0)
+    monkeypatch.setattr(model, "worker_threads", lambda: 3)
+    model.learn(10)
+    assert [spec.threads for spec in specs] == [3]
+    try:
+        specs[0].enter_process(0)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(1)
 
 
 # -- b. plain progress lines ------------------------------------------------------------------------

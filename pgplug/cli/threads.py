@@ -1,68 +1,35 @@
-"""How many threads torch uses: ``--num-threads``, or a choice fitted to the policy and the machine.
+"""``--num-threads`` and the header line saying how many torch threads a command runs on and why.
 
-An MLP policy's matrices are too small for torch's intra-op threads to pay: one thread is fastest, and on a
-shared machine the others are free for the envs. A convolutional policy gains from threads only on cores nobody
-else is using: ``benchmarks/threads_cnn.py`` (A2C, CnnPolicy, Pong, 16 envs, alternating pairs, medians) ran
-torch's default of 2 threads at 1.33 times the steps/s of one thread on a quiet 2-core machine (732 against 549),
-but at a sixth of them (38 against 237) with the machine's load average near 10, as OpenMP's threads wait for
-cores other processes hold. So a CNN policy gets the machine's idle cores: the cores this process may use less
-the 1-minute load average (rounded), at least one.
+The choice itself is :mod:`pgplug.runtime.threads` (A3C's workers make it too).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 
 import torch as th
 from torch import nn
 
-from pgplug.validation import available_cpus
+from pgplug.runtime.threads import choose_num_threads, idle_cores, is_convolutional
+
+__all__ = ["add_num_threads_argument", "choose_num_threads", "idle_cores", "is_convolutional", "set_num_threads"]
 
 
-def idle_cores() -> int:
-    """The cores this process may use that the 1-minute load average leaves free, at least one."""
-    cores = available_cpus()
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # no load average on this system: assume the machine is ours
-        load = 0.0
-    return max(1, min(cores, cores - round(load)))
-
-
-def is_convolutional(policy: nn.Module | None) -> bool:
-    """True when the policy has a convolution (SB3's NatureCNN, any CnnPolicy)."""
-    if policy is None:
-        return False
-    return any(isinstance(m, nn.modules.conv._ConvNd) for m in policy.modules())
-
-
-def choose_num_threads(requested: int, policy: nn.Module | None) -> tuple[int, str]:
-    """The thread count for a policy and why: ``requested`` when positive, else fitted to the policy.
-
-    :param requested: ``--num-threads`` (0 or below: choose)
-    :param policy: the policy that will run, or None when unknown (then torch's default stays)
-    """
-    if requested > 0:
-        return requested, "--num-threads"
-    if policy is None:
-        return th.get_num_threads(), "torch's default"
-    if is_convolutional(policy):
-        cores = idle_cores()
-        return cores, f"CNN policy: the idle cores, {cores} of {available_cpus()} at the current load"
-    return 1, "MLP policy: one thread is fastest for small matrices"
-
-
-def set_num_threads(requested: int, policy: nn.Module | None, workers: bool = False) -> str:
+def set_num_threads(requested: int, policy: nn.Module | None, worker_threads: int | None = None) -> str:
     """Set torch's intra-op threads (:func:`choose_num_threads`); returns the line a command prints in its header.
 
-    :param workers: the algorithm runs worker processes (A3C), which take one thread each whatever this says
+    :param worker_threads: the threads of each worker process, for an algorithm that runs workers (A3C, which
+        chooses them itself); None for one that does not
     """
     n, reason = choose_num_threads(requested, policy)
     if n != th.get_num_threads():
         th.set_num_threads(n)
-    where = "1 in each worker, " if workers else ""
-    return f"torch threads: {where}{n}{' in the driver' if workers else ''} ({reason}; --num-threads N to change)"
+    if worker_threads is None:
+        return f"torch threads: {n} ({reason}; --num-threads N to change)"
+    return (
+        f"torch threads: {worker_threads} in each worker, {n} in the driver "
+        f"({reason} in the driver; --num-threads N to change it)"
+    )
 
 
 def add_num_threads_argument(parser: argparse.ArgumentParser) -> None:

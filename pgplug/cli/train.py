@@ -363,7 +363,8 @@ def run(args: argparse.Namespace) -> int:
         if args.tensorboard_log:
             common["tensorboard_log"] = str(Path(args.tensorboard_log) / name)
         model = build_model(settings, env, common)
-        notes.append(set_num_threads(args.num_threads, model.policy, workers=uses_workers(settings.cls)))
+        worker_threads = model.worker_threads() if uses_workers(settings.cls) else None
+        notes.append(set_num_threads(args.num_threads, model.policy, worker_threads))
         if settings.warm_start is not None:
             notes.append(
                 f"warm start: a new {args.algo} model with the policy weights of {settings.warm_start} "

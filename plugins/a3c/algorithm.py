@@ -34,6 +34,7 @@ from pgplug.plugins.a3c.worker import VecEnvFactory, WorkerSpec, rollout_of
 from pgplug.plugins.search_spaces import A3C_SPACE
 from pgplug.runtime.algorithm import CLASS_DEFAULT, PolicyGradientAlgorithm, constructor_parameters
 from pgplug.runtime.envs import EnvSpec
+from pgplug.runtime.threads import choose_num_threads
 from pgplug.validation import (
     check_bool,
     check_n_workers,
@@ -257,6 +258,13 @@ class A3C(PolicyGradientAlgorithm):
         callback.init_callback(self)
         return callback
 
+    def worker_threads(self) -> int:
+        """Torch threads in each worker: one for an MLP policy; a CNN policy's workers share this machine's idle
+        cores (workers × threads fits them), and a worker elsewhere (a Ray cluster) has its one reserved CPU."""
+        if not self._backend_class().runs_workers_here(**self.backend_kwargs):
+            return 1
+        return choose_num_threads(0, self.policy, learners=self.n_workers)[0]
+
     def _backend_class(self) -> type[WorkerBackend]:
         """The registered backend class, its options checked: one line naming what is valid."""
         backend_class = get_host().backends.get(self.backend)
@@ -309,6 +317,7 @@ class A3C(PolicyGradientAlgorithm):
             send_rollouts=get_host().implements("pgplug_after_rollout"),
             # Workers that run between the callbacks wait for nothing.
             callback_lag=None if backend.runs_in_driver else self.callback_lag,
+            threads=self.worker_threads(),
         )
         model = GlobalModel(
             policy=self.policy,

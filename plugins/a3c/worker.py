@@ -45,6 +45,7 @@ class WorkerSpec:
     :param send_rollouts: send a copy of each rollout with the report, for the driver's ``pgplug_after_rollout``
     :param callback_lag: workers pause while they are more than this many steps ahead of the driver's
         callbacks (None: never), so an evaluation at step S sees the weights of about step S
+    :param threads: torch threads in each worker process (``A3C.worker_threads``)
     """
 
     env_factory: VecEnvFactory
@@ -61,17 +62,18 @@ class WorkerSpec:
     send_rollouts: bool = False
     report_interval: float = 0.25  # seconds between reports
     callback_lag: int | None = None
+    threads: int = 1
 
     def worker_seed(self, rank: int) -> int | None:
         """Distinct env seeds per worker: worker r's env i gets ``seed + r·n_envs + i``."""
         return None if self.seed is None else self.seed + rank * self.n_envs
 
     def enter_process(self, rank: int) -> None:
-        """Prepare a fresh process (or actor) for worker ``rank``: one torch thread, its own random streams.
+        """Prepare a fresh process (or actor) for worker ``rank``: its torch threads, its own random streams.
 
         Workers forked from one forkserver would otherwise all draw the same streams.
         """
-        th.set_num_threads(1)
+        th.set_num_threads(self.threads)
         if self.seed is not None:
             th.manual_seed(self.seed + rank)
         else:
