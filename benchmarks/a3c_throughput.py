@@ -1,7 +1,10 @@
 """Env steps per second of A3C against Stable-Baselines3's A2C, and A3C's scaling with workers.
 
-Comparisons (each an alternating A/B series: A, B, then B, A, ...; the ratio is the median of the
-per-pair ratios, so load from other processes hits both sides alike):
+Comparisons (each a series of rounds in rotating order; the ratio is the median of the per-round ratios,
+so load from other processes hits every side alike). SB3 runs at its best and pgplug at its defaults
+(``sb3_best.py``): each round runs SB3 at one torch thread and at torch's default, and the ratio is taken against
+the faster of the two by median, SB3's best for the workload; A3C's workers take the threads A3C chooses
+(``A3C.worker_threads``):
 
 - ``pong``: SB3 A2C with the zoo's Atari settings (16 envs, n_steps 5, ent_coef 0.01, vf_coef 0.25,
   RMSpropTFLike eps 1e-5) vs A3C with the same settings, 2 workers × 8 envs. Target ≥ 1.4×.
@@ -16,7 +19,7 @@ to 90% of it, read from a callback's clock): the targets are about ``steady``, w
 long run. Short runs on a busy machine are noisy: compare ratios, not absolute rates. The
 ``idle-core ratio`` divides each side's steps per CPU-second (its processes' and threads' CPU time
 over the same window, so other load barely moves it) times the cores it can use (A3C: its workers;
-SB3: ``--sb3-threads``): the ratio to expect on a machine whose cores are free.
+SB3: its threads): the ratio to expect on a machine whose cores are free.
 
     python benchmarks/a3c_throughput.py --bench cartpole scaling --steps 40000 --pairs 3
     python benchmarks/a3c_throughput.py --bench pong --steps 20000 --pairs 3
@@ -32,6 +35,8 @@ import subprocess
 import sys
 import time
 from typing import Any
+
+from sb3_best import SB3_THREADS, apply_threads, best_sb3, pgplug_default_threads, ratios, rotation, thread_label
 
 ATARI_ID, CARTPOLE_ID = "PongNoFrameskip-v4", "CartPole-v1"
 
@@ -73,8 +78,10 @@ def cpu_seconds() -> float:
 
 
 def run_one(name: str, steps: int, seed: int, sb3_threads: int) -> dict[str, Any]:
-    """One timed ``learn`` in this process; returns the rates as a dict."""
-    import torch as th
+    """One timed ``learn`` in this process; returns the rates as a dict.
+
+    :param sb3_threads: an SB3 run's torch threads (0: torch's default)
+    """
     from stable_baselines3.common.callbacks import BaseCallback
 
     setup = SETUPS[name]
@@ -85,12 +92,13 @@ def run_one(name: str, steps: int, seed: int, sb3_threads: int) -> dict[str, Any
 
         kwargs["policy_kwargs"] = {"optimizer_class": RMSpropTFLike, "optimizer_kwargs": {"eps": 1e-5}}
     policy = "CnnPolicy" if atari else "MlpPolicy"
+    worker_threads = 0  # A3C's
     if setup["algo"] == "sb3":
         from stable_baselines3 import A2C
         from stable_baselines3.common.env_util import make_atari_env, make_vec_env
         from stable_baselines3.common.vec_env import VecFrameStack
 
-        th.set_num_threads(sb3_threads)
+        sb3_threads = apply_threads(sb3_threads)
         if atari:
             import ale_py
             import gymnasium as gym
@@ -103,10 +111,11 @@ def run_one(name: str, steps: int, seed: int, sb3_threads: int) -> dict[str, Any
     else:
         from pgplug import A3C  # type: ignore[attr-defined]
 
-        th.set_num_threads(1)  # the main process only polls; each worker uses one thread
         model = A3C(
             policy, setup["env"], n_workers=setup["n_workers"], n_envs_per_worker=setup["n_envs"], t_max=5, **kwargs
         )
+        pgplug_default_threads(model.policy)  # the driver's, as pgplug train chooses them
+        worker_threads = model.worker_threads()  # chosen now, as learn() will
 
     n_workers = setup.get("n_workers", 1)
 
@@ -148,7 +157,8 @@ def run_one(name: str, steps: int, seed: int, sb3_threads: int) -> dict[str, Any
         "wall": model.num_timesteps / wall,
         "steady": (n1 - n0) / (t1 - t0),
         "per_cpu_s": (n1 - n0) / (c1 - c0),
-        "cores": n_workers if setup["algo"] == "a3c" else sb3_threads,
+        "cores": n_workers * worker_threads if setup["algo"] == "a3c" else sb3_threads,
+        "threads": worker_threads if setup["algo"] == "a3c" else sb3_threads,
     }
 
 
@@ -168,46 +178,50 @@ def console() -> Any:
     return Console() if sys.stdout.isatty() else Console(width=150)
 
 
-def bench(name: str, pairs: int, steps: int | None, seed: int, sb3_threads: int) -> dict[str, Any]:
-    """Alternating pairs of runs of the bench's two setups; per-pair ratios of steady rates."""
+def bench(name: str, pairs: int, steps: int | None, seed: int) -> dict[str, Any]:
+    """Rounds of the bench's setups in rotating order (an SB3 setup at each of ``SB3_THREADS``); per-round ratios
+    of steady rates against A at its best."""
     from rich.table import Table
 
     a, b, target = BENCHES[name]
     steps = steps or DEFAULT_STEPS[SETUPS[a]["env"]]
-    runs: dict[str, list[dict[str, Any]]] = {a: [], b: []}
-    ratios, wall_ratios, cpu_bound = [], [], []
+    a_threads = SB3_THREADS if SETUPS[a]["algo"] == "sb3" else (0,)
+    setups = [(a, threads) for threads in a_threads] + [(b, 0)]
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = {setup: [] for setup in setups}
     table = Table(title=f"{name}: {b} vs {a}, {steps} steps per run (load avg at start {os.getloadavg()[0]:.1f})")
-    for column in ("pair", "run", "steady steps/s", "steps per CPU-s", "wall steps/s", "wall s"):
+    for column in ("round", "run", "threads", "steady steps/s", "steps per CPU-s", "wall steps/s", "wall s"):
         table.add_column(column, justify="right")
-    for pair in range(pairs):
-        for setup in (a, b) if pair % 2 == 0 else (b, a):
-            result = run_subprocess(setup, steps, seed + pair, sb3_threads)
+    for round_index in range(pairs):
+        for setup in rotation(setups, round_index):
+            result = run_subprocess(setup[0], steps, seed + round_index, setup[1])
             runs[setup].append(result)
             table.add_row(
-                str(pair + 1),
-                setup,
+                str(round_index + 1),
+                setup[0],
+                str(result["threads"]),
                 f"{result['steady']:.0f}",
                 f"{result['per_cpu_s']:.0f}",
                 f"{result['wall']:.0f}",
                 f"{result['wall_s']:.1f}",
             )
-        ratios.append(runs[b][-1]["steady"] / runs[a][-1]["steady"])
-        wall_ratios.append(runs[b][-1]["wall"] / runs[a][-1]["wall"])
-        # What the ratio would be on idle cores: each side's CPU efficiency times the cores it can use.
-        cpu_bound.append(
-            (runs[b][-1]["per_cpu_s"] * runs[b][-1]["cores"]) / (runs[a][-1]["per_cpu_s"] * runs[a][-1]["cores"])
-        )
     console().print(table)
+    best = best_sb3({threads: runs[(a, threads)] for threads in a_threads}, "steady")
+    ours, theirs = runs[(b, 0)], runs[(a, best)]
+    # What the ratio would be on idle cores: each side's CPU efficiency times the cores it can use.
+    for run in (*ours, *theirs):
+        run["idle_core_rate"] = run["per_cpu_s"] * run["cores"]
     return {
         "bench": name,
-        "a": a,
+        "a": a if len(a_threads) == 1 else f"{a} ({thread_label(best)}, its best)",
         "b": b,
-        "a_steady": statistics.median(r["steady"] for r in runs[a]),
-        "b_steady": statistics.median(r["steady"] for r in runs[b]),
-        "ratio": statistics.median(ratios),
-        "ratios": ratios,
-        "wall_ratio": statistics.median(wall_ratios),
-        "cpu_bound": statistics.median(cpu_bound),
+        "a_by_threads": {thread_label(t): statistics.median(r["steady"] for r in runs[(a, t)]) for t in a_threads},
+        "a_steady": statistics.median(r["steady"] for r in theirs),
+        "b_steady": statistics.median(r["steady"] for r in ours),
+        "ratio": statistics.median(ratios(ours, theirs, "steady")),
+        "ratios": ratios(ours, theirs, "steady"),
+        "wall_ratio": statistics.median(ratios(ours, theirs, "wall")),
+        "cpu_ratio": statistics.median(ratios(ours, theirs, "per_cpu_s")),
+        "cpu_bound": statistics.median(ratios(ours, theirs, "idle_core_rate")),
         "target": target,
     }
 
@@ -215,20 +229,21 @@ def bench(name: str, pairs: int, steps: int | None, seed: int, sb3_threads: int)
 def summary(results: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"A3C throughput: median of per-pair ratios (load avg now {os.getloadavg()[0]:.1f})")
-    columns = ("bench", "B / A", "A steps/s", "B steps/s", "ratio (steady)", "per pair", "ratio (wall)")
-    for column in (*columns, "idle-core ratio", "target"):
+    table = Table(title=f"A3C throughput: median of per-round ratios (load avg now {os.getloadavg()[0]:.1f})")
+    columns = ("bench", "B / A", "A steps/s by threads", "B steps/s", "ratio (steady)", "per round", "ratio (wall)")
+    for column in (*columns, "ratio (CPU)", "idle-core ratio", "target"):
         table.add_column(column, justify="right")
     for r in results:
         target = "—" if r["target"] is None else f"≥ {r['target']:.1f}× {'✓' if r['ratio'] >= r['target'] else '✗'}"
         table.add_row(
             r["bench"],
             f"{r['b']} / {r['a']}",
-            f"{r['a_steady']:.0f}",
+            ", ".join(f"{label} {rate:.0f}" for label, rate in r["a_by_threads"].items()),
             f"{r['b_steady']:.0f}",
             f"{r['ratio']:.2f}×",
             ", ".join(f"{x:.2f}" for x in r["ratios"]),
             f"{r['wall_ratio']:.2f}×",
+            f"{r['cpu_ratio']:.2f}×",
             f"{r['cpu_bound']:.2f}×",
             target,
         )
@@ -239,20 +254,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bench", nargs="+", choices=list(BENCHES), default=list(BENCHES), help="comparisons to run")
     parser.add_argument("--steps", type=int, help="env steps per run (default: 20000 on Pong, 40000 on CartPole)")
-    parser.add_argument("--pairs", type=int, default=3, help="alternating A/B pairs per comparison (default 3)")
+    parser.add_argument("--pairs", type=int, default=3, help="rounds per comparison (default 3)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--sb3-threads",
-        type=int,
-        default=1,
-        help="torch threads of the SB3 runs (default 1: on a busy 2-core machine 2 threads slow small nets down)",
-    )
+    parser.add_argument("--sb3-threads", type=int, default=0, help=argparse.SUPPRESS)  # an SB3 run's threads
     parser.add_argument("--_run", choices=list(SETUPS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._run:
         print(json.dumps(run_one(args._run, args.steps, args.seed, args.sb3_threads)))
         return
-    summary([bench(name, args.pairs, args.steps, args.seed, args.sb3_threads) for name in args.bench])
+    summary([bench(name, args.pairs, args.steps, args.seed) for name in args.bench])
 
 
 if __name__ == "__main__":

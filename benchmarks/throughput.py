@@ -17,11 +17,12 @@ timed call (13 calls per CartPole update) the timers alone were 2% of a run. Wha
 cost is measured before each run (a timed no-op against a bare one) and taken out of the split, to
 the part it landed in; it is printed as "timers", outside the 100%.
 
-torch runs single-threaded by default (``--threads 1`` for both sides): on a loaded 2-core machine
-OpenMP's spinning threads make multi-threaded runs 10-20x slower at random, which no number of
-pairs averages out. ``--threads 0`` leaves torch's own choice.
+SB3 runs at its best and pgplug at its defaults (``sb3_best.py``): each round runs SB3 at one torch thread,
+SB3 at torch's default and pgplug at the thread count ``pgplug train`` chooses, in rotating order; SB3's faster
+setting by median is its best for the env, and the ratios are pgplug's over it, round by round. Both SB3
+figures are printed.
 
-    python benchmarks/throughput.py                      # both envs, 3 pairs
+    python benchmarks/throughput.py                      # both envs, 3 rounds
     python benchmarks/throughput.py --env CartPole-v1 --pairs 5 --steps 40000
 """
 
@@ -35,6 +36,8 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+from sb3_best import SB3_THREADS, apply_threads, best_sb3, pgplug_default_threads, ratios, rotation, thread_label
 
 # The zoo's A2C hyperparameters (rl-baselines3-zoo hyperparams/a2c.yml); the rest are A2C defaults.
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -157,14 +160,11 @@ def step_observer() -> Any:
     return StepObserver()
 
 
-def run_one(
-    side: str, env_id: str, steps: int, seed: int, threads: int | None, callback: bool = False
-) -> dict[str, Any]:
-    """One timed run in this process: build, warm up, time ``learn(steps)``."""
-    import torch as th
+def run_one(side: str, env_id: str, steps: int, seed: int, threads: int, callback: bool = False) -> dict[str, Any]:
+    """One timed run in this process: build, warm up, time ``learn(steps)``.
 
-    if threads:
-        th.set_num_threads(threads)
+    :param threads: SB3's torch threads (0: torch's default); pgplug takes the count ``pgplug train`` chooses
+    """
     config = CONFIGS[env_id]
     env = make_env(env_id, config["n_envs"], config["atari"], seed)
     kwargs: dict[str, Any] = dict(config["kwargs"])
@@ -177,6 +177,7 @@ def run_one(
     else:
         from pgplug import A2C  # type: ignore[attr-defined]
     model = A2C(config["policy"], env, seed=seed, device="cpu", **kwargs)
+    threads = apply_threads(threads) if side == "sb3" else pgplug_default_threads(model.policy)
     cost = timer_cost()
     timers = Timers()
     (instrument_sb3 if side == "sb3" else instrument_pgplug)(model, timers)
@@ -192,63 +193,75 @@ def run_one(
         "steps_per_s": steps / elapsed,
         "steps_per_cpu_s": steps / elapsed_cpu,
         "shares": split(timers, elapsed, cost),
-        "threads": th.get_num_threads(),
+        "threads": threads,
     }
 
 
 def run_subprocess(
-    side: str, env_id: str, steps: int, seed: int, threads: int | None, callback: bool = False
+    side: str, env_id: str, steps: int, seed: int, threads: int, callback: bool = False
 ) -> dict[str, Any]:
     command = [sys.executable, __file__, "--_run", side, "--env", env_id, "--steps", str(steps), "--seed", str(seed)]
     if callback:
         command.append("--callback")
-    if threads:
-        command += ["--threads", str(threads)]
+    command += ["--threads", str(threads)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"the {side} run failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def benchmark(env_id: str, pairs: int, steps: int, seed: int, threads: int | None, callback: bool = False) -> None:
-    runs: dict[str, list[dict[str, Any]]] = {"sb3": [], "pgplug": []}
-    for pair in range(pairs):
-        for side in ("sb3", "pgplug") if pair % 2 == 0 else ("pgplug", "sb3"):
-            runs[side].append(run_subprocess(side, env_id, steps, seed, threads, callback))
-        sb3, pg = runs["sb3"][-1], runs["pgplug"][-1]
-        print(
-            f"  pair {pair + 1}: sb3 {sb3['steps_per_s']:6.0f} ({sb3['steps_per_cpu_s']:6.0f} per CPU s, "
-            f"other {100 * sb3['shares']['other']:4.1f}%)  pgplug {pg['steps_per_s']:6.0f} "
-            f"({pg['steps_per_cpu_s']:6.0f} per CPU s, other {100 * pg['shares']['other']:4.1f}%) steps/s",
-            flush=True,
-        )
-    print(
-        f"{env_id}: median of {pairs} pairs, {steps} timed steps per run, torch threads {runs['sb3'][0]['threads']}"
-        + (", a no-op per-step callback" if callback else "")
+def describe(label: str, result: dict[str, Any]) -> str:
+    return (
+        f"{label} {result['steps_per_s']:6.0f} ({result['steps_per_cpu_s']:6.0f} per CPU s, "
+        f"other {100 * result['shares']['other']:4.1f}%)"
     )
-    for side in ("sb3", "pgplug"):
-        shares = {part: statistics.median(r["shares"][part] for r in runs[side]) for part in runs[side][0]["shares"]}
+
+
+def benchmark(env_id: str, pairs: int, steps: int, seed: int, callback: bool = False) -> None:
+    """``pairs`` rounds of SB3 at each of ``SB3_THREADS`` and pgplug at its defaults, in rotating order."""
+    setups = [("sb3", threads) for threads in SB3_THREADS] + [("pgplug", 0)]
+    sb3: dict[int, list[dict[str, Any]]] = {threads: [] for threads in SB3_THREADS}
+    pgplug: list[dict[str, Any]] = []
+    for round_index in range(pairs):
+        for side, threads in rotation(setups, round_index):
+            result = run_subprocess(side, env_id, steps, seed, threads, callback)
+            (sb3[threads] if side == "sb3" else pgplug).append(result)
+        line = "  ".join(describe(f"sb3 {thread_label(t)} ({sb3[t][-1]['threads']})", sb3[t][-1]) for t in sb3)
+        print(f"  round {round_index + 1}: {line}  {describe('pgplug', pgplug[-1])} steps/s", flush=True)
+    best = best_sb3(sb3)
+    print(
+        f"{env_id}: medians of {pairs} rounds, {steps} timed steps per run"
+        + (", a no-op per-step callback" if callback else "")
+        + f"; SB3 at its best: {thread_label(best)}"
+    )
+    sides = [(f"sb3 {thread_label(t)}", runs) for t, runs in sb3.items()] + [("pgplug", pgplug)]
+    for label, runs in sides:
+        shares = {part: statistics.median(r["shares"][part] for r in runs) for part in runs[0]["shares"]}
         parts = "  ".join(f"{part} {100 * share:4.1f}%" for part, share in shares.items() if part != "timers")
         timed = f"timers {100 * shares['timers']:.1f}%, taken out"
-        wall = statistics.median(r["steps_per_s"] for r in runs[side])
-        cpu = statistics.median(r["steps_per_cpu_s"] for r in runs[side])
-        print(f"  {side:7s} {wall:8.0f} steps/s  {cpu:8.0f} steps/CPU-s   time: [{parts}]  ({timed})")
-    for unit in ("steps_per_s", "steps_per_cpu_s"):
-        ratios = [pg[unit] / sb3[unit] for sb3, pg in zip(runs["sb3"], runs["pgplug"])]
-        per_pair = ", ".join(f"{r:.2f}" for r in ratios)
-        label = "wall" if unit == "steps_per_s" else "CPU"
-        print(f"  ratio pgplug/sb3 ({label:4s} time): {statistics.median(ratios):.2f}  (pairs: {per_pair})")
+        wall = statistics.median(r["steps_per_s"] for r in runs)
+        cpu = statistics.median(r["steps_per_cpu_s"] for r in runs)
+        print(
+            f"  {label:20s} {runs[0]['threads']} thr {wall:8.0f} steps/s  {cpu:8.0f} steps/CPU-s   "
+            f"time: [{parts}]  ({timed})"
+        )
+    for unit, label in (("steps_per_s", "wall"), ("steps_per_cpu_s", "CPU")):
+        for threads in SB3_THREADS:
+            values = ratios(pgplug, sb3[threads], unit)
+            best_mark = " <- SB3 at its best" if threads == best else ""
+            print(
+                f"  ratio pgplug/sb3 {thread_label(threads):15s} ({label:4s} time): {statistics.median(values):.2f}"
+                f"  (rounds: {', '.join(f'{v:.2f}' for v in values)}){best_mark}"
+            )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", choices=sorted(CONFIGS), action="append", help="env id (repeatable; default: all)")
-    parser.add_argument("--pairs", type=int, default=3, help="number of alternating SB3/pgplug pairs (default 3)")
+    parser.add_argument("--pairs", type=int, default=3, help="rounds of SB3 (1 thread, default) and pgplug (default 3)")
     parser.add_argument("--steps", type=int, help="timed env steps per run (default: per env)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch.set_num_threads for both sides (default 1; 0: torch's choice)"
-    )
+    parser.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)  # an SB3 run's threads
     parser.add_argument(
         "--callback", action="store_true", help="time learn() with a no-op per-step callback on both sides"
     )
@@ -260,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_one(args._run, env_ids[0], steps, args.seed, args.threads, args.callback)))
         return
     for env_id in env_ids:
-        benchmark(env_id, args.pairs, args.steps or CONFIGS[env_id]["steps"], args.seed, args.threads, args.callback)
+        benchmark(env_id, args.pairs, args.steps or CONFIGS[env_id]["steps"], args.seed, args.callback)
 
 
 if __name__ == "__main__":
