@@ -163,7 +163,8 @@ def step_observer() -> Any:
 def run_one(side: str, env_id: str, steps: int, seed: int, threads: int, callback: bool = False) -> dict[str, Any]:
     """One timed run in this process: build, warm up, time ``learn(steps)``.
 
-    :param threads: SB3's torch threads (0: torch's default); pgplug takes the count ``pgplug train`` chooses
+    :param threads: torch threads; 0 is each side's default: torch's for SB3, the count ``pgplug train`` chooses
+        for pgplug
     """
     config = CONFIGS[env_id]
     env = make_env(env_id, config["n_envs"], config["atari"], seed)
@@ -177,7 +178,7 @@ def run_one(side: str, env_id: str, steps: int, seed: int, threads: int, callbac
     else:
         from pgplug import A2C  # type: ignore[attr-defined]
     model = A2C(config["policy"], env, seed=seed, device="cpu", **kwargs)
-    threads = apply_threads(threads) if side == "sb3" else pgplug_default_threads(model.policy)
+    threads = apply_threads(threads) if side == "sb3" or threads else pgplug_default_threads(model.policy)
     cost = timer_cost()
     timers = Timers()
     (instrument_sb3 if side == "sb3" else instrument_pgplug)(model, timers)
