@@ -130,6 +130,7 @@ def run_one(name: str, steps: int, seed: int, sb3_threads: int) -> dict[str, Any
             super().__init__()
             self.start: tuple[float, int, float] | None = None
             self.end: tuple[float, int, float] | None = None
+            self.workers: list[float] = []  # A3C's per-worker steps/s at the end of the window
 
         def all_running(self) -> bool:
             if setup["algo"] != "a3c":
@@ -141,6 +142,7 @@ def run_one(name: str, steps: int, seed: int, sb3_threads: int) -> dict[str, Any
                 self.start = (time.perf_counter(), self.num_timesteps, cpu_seconds())
             if self.start is not None and self.end is None and self.num_timesteps >= 0.9 * steps:
                 self.end = (time.perf_counter(), self.num_timesteps, cpu_seconds())
+                self.workers = [v for k, v in self.model.live_metrics().items() if k.startswith("worker ")]
             return True
 
     clock = Clock()
@@ -157,6 +159,7 @@ def run_one(name: str, steps: int, seed: int, sb3_threads: int) -> dict[str, Any
         "wall": model.num_timesteps / wall,
         "steady": (n1 - n0) / (t1 - t0),
         "per_cpu_s": (n1 - n0) / (c1 - c0),
+        "workers": clock.workers,
         "cores": n_workers * worker_threads if setup["algo"] == "a3c" else sb3_threads,
         "threads": worker_threads if setup["algo"] == "a3c" else sb3_threads,
     }
@@ -189,7 +192,8 @@ def bench(name: str, pairs: int, steps: int | None, seed: int) -> dict[str, Any]
     setups = [(a, threads) for threads in a_threads] + [(b, 0)]
     runs: dict[tuple[str, int], list[dict[str, Any]]] = {setup: [] for setup in setups}
     table = Table(title=f"{name}: {b} vs {a}, {steps} steps per run (load avg at start {os.getloadavg()[0]:.1f})")
-    for column in ("round", "run", "threads", "steady steps/s", "steps per CPU-s", "wall steps/s", "wall s"):
+    columns = ("round", "run", "threads", "steady steps/s", "per worker", "steps per CPU-s", "wall steps/s", "wall s")
+    for column in columns:
         table.add_column(column, justify="right")
     for round_index in range(pairs):
         for setup in rotation(setups, round_index):
@@ -200,6 +204,7 @@ def bench(name: str, pairs: int, steps: int | None, seed: int) -> dict[str, Any]
                 setup[0],
                 str(result["threads"]),
                 f"{result['steady']:.0f}",
+                " / ".join(f"{rate:.0f}" for rate in result["workers"]) or "—",
                 f"{result['per_cpu_s']:.0f}",
                 f"{result['wall']:.0f}",
                 f"{result['wall_s']:.1f}",
