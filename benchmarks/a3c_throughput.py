@@ -160,6 +160,7 @@ def run_one(name: str, steps: int, seed: int, sb3_threads: int) -> dict[str, Any
         "steady": (n1 - n0) / (t1 - t0),
         "per_cpu_s": (n1 - n0) / (c1 - c0),
         "workers": clock.workers,
+        "time_shares": model.worker_time_shares() if setup["algo"] == "a3c" else {},
         "cores": n_workers * worker_threads if setup["algo"] == "a3c" else sb3_threads,
         "threads": worker_threads if setup["algo"] == "a3c" else sb3_threads,
     }
@@ -210,6 +211,12 @@ def bench(name: str, pairs: int, steps: int | None, seed: int) -> dict[str, Any]
                 f"{result['wall_s']:.1f}",
             )
     console().print(table)
+    for setup, results in runs.items():
+        if results[0]["time_shares"]:
+            shares = {
+                k: statistics.median(r["time_shares"].get(k, 0.0) for r in results) for k in results[0]["time_shares"]
+            }
+            print(f"{setup[0]}: workers' time, medians: " + ", ".join(f"{k} {v:.1%}" for k, v in shares.items()))
     best = best_sb3({threads: runs[(a, threads)] for threads in a_threads}, "steady")
     ours, theirs = runs[(b, 0)], runs[(a, best)]
     # What the ratio would be on idle cores: each side's CPU efficiency times the cores it can use.

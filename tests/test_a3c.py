@@ -228,7 +228,8 @@ def test_callbacks_counter_progress_bar_and_telemetry(tmp_path: Path, capsys: py
       per worker past the budget, never short of it, and only whole rollouts are taken;
     - callbacks: one ``on_step`` per worker vec-env step (``n_envs`` steps), as SB3 counts; EvalCallback
       and CheckpointCallback run on the global weights, and the progress bar follows the counter;
-    - telemetry: the logger records the workers' metrics, ``live_metrics`` their rates and the lag.
+    - telemetry: the logger records the workers' metrics, ``live_metrics`` their rates and the lag, and
+      ``worker_time_shares`` (and ``a3c/time_*`` in the logger) where the workers' time went.
 
     The main process replays the ``on_step`` calls as it catches up with the counter, so a callback may
     run after the workers have moved on (or finished): evaluations use the global weights of that moment.
@@ -280,6 +281,11 @@ def test_callbacks_counter_progress_bar_and_telemetry(tmp_path: Path, capsys: py
     lags = [dump["a3c/policy_lag_mean"] for dump in writer.dumps if "a3c/policy_lag_mean" in dump]
     assert all(0 <= lag <= 10 for lag in lags)
     assert writer.dumps[-1]["train/n_updates"] == model._n_updates
+    shares = model.worker_time_shares()
+    assert sum(shares.values()) == pytest.approx(1.0)
+    for activity in ("stepping", "computing", "pushing", "pulling"):  # every update does each
+        assert shares[activity] > 0, shares
+    assert {key for key in recorded if key.startswith("a3c/time_")} >= {"a3c/time_stepping", "a3c/time_computing"}
 
 
 @pytest.mark.parametrize("stopper", ["returns-false", "reward-threshold"])

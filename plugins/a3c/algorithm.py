@@ -199,6 +199,7 @@ class A3C(PolicyGradientAlgorithm):
         if checked["use_rms_prop"]:
             self.prefer_rms_prop(alpha=checked["rms_prop_alpha"], eps=checked["rms_prop_eps"])
         self._live: dict[str, Any] = {}
+        self._activity_seconds: dict[str, float] = {}
         if _init_setup_model:
             self._setup_model()
 
@@ -281,6 +282,12 @@ class A3C(PolicyGradientAlgorithm):
         """Per-worker steps/s and policy lag, for the CLI's live display."""
         return dict(self._live)
 
+    def worker_time_shares(self) -> dict[str, float]:
+        """The workers' time since the last ``learn()`` began, by activity (``stepping``, ``computing``,
+        ``pushing``, ``pulling``, ``waiting``, ...), as shares that sum to 1: where A3C's time goes, e.g. how much
+        of it workers spend waiting for the driver's callbacks or on the shared optimizer."""
+        return time_shares(self._activity_seconds)
+
     def learn(
         self,
         total_timesteps: int,
@@ -330,6 +337,7 @@ class A3C(PolicyGradientAlgorithm):
         callback.on_training_start(locals(), globals())
         self._live = {}
         stats = _UpdateStats()
+        self._activity_seconds = stats.activity_totals
         # Workers in the driver cannot be silent while it looks: nothing to watch.
         watch = WorkerWatch(None if backend.runs_in_driver else self.worker_timeout)
         keep_calling = True  # False once a callback asked to stop: it is not called again
@@ -424,10 +432,15 @@ class _UpdateStats:
         self.updates_since_dump = 0
         self.worker_rates: dict[int, float] = {}
         self.last_lag = 0.0
+        self.activity_window: dict[str, float] = defaultdict(float)  # workers' seconds per activity, this window
+        self.activity_totals: dict[str, float] = defaultdict(float)  # and since learn() began
 
     def add(self, rank: int, payload: dict[str, Any]) -> None:
         if payload["steps_per_s"] is not None:
             self.worker_rates[rank] = payload["steps_per_s"]
+        for activity, seconds in payload.get("activity_seconds", {}).items():
+            self.activity_window[activity] += seconds
+            self.activity_totals[activity] += seconds
         for update in payload["updates"]:
             self.updates_since_dump += 1
             for key, value in update.items():
@@ -437,7 +450,9 @@ class _UpdateStats:
     def means(self) -> dict[str, float]:
         """The window's mean of each metric, under its logged name (the lag's mean as ``a3c/policy_lag_mean``)."""
         names = {POLICY_LAG: "a3c/policy_lag_mean"}
-        return {names.get(key, key): float(safe_mean(np.array(v))) for key, v in self.window.items() if v}
+        means = {names.get(key, key): float(safe_mean(np.array(v))) for key, v in self.window.items() if v}
+        means.update({f"a3c/time_{name}": share for name, share in time_shares(self.activity_window).items()})
+        return means
 
     def live(self) -> dict[str, Any]:
         live: dict[str, Any] = {f"worker {r} steps/s": round(v) for r, v in sorted(self.worker_rates.items())}
@@ -447,7 +462,14 @@ class _UpdateStats:
 
     def reset_window(self) -> None:
         self.window.clear()
+        self.activity_window.clear()
         self.updates_since_dump = 0
+
+
+def time_shares(seconds: dict[str, float]) -> dict[str, float]:
+    """Each activity's share of the workers' time (the values sum to 1), from seconds per activity."""
+    total = sum(seconds.values())
+    return {name: value / total for name, value in sorted(seconds.items())} if total > 0 else {}
 
 
 __all__ = ["A3C", "CounterProgressBar"]

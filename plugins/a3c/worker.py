@@ -121,6 +121,9 @@ class Worker:
         self.n_updates = 0  # updates this worker has pushed
         self._activity: Activity | None = None
         self._beaten_at = 0.0
+        #: Seconds spent in each activity since the last report (what the driver's time shares are made of).
+        self._activity_seconds: dict[str, float] = {}
+        self._activity_since = time.monotonic()
         self._beat(Activity.BUILDING_ENVS)
         self.env = spec.env_factory(spec.n_envs, spec.worker_seed(rank))
         self.local_policy = store.local_policy()
@@ -143,10 +146,19 @@ class Worker:
     def _beat(self, activity: Activity) -> None:
         """Tell the store this worker is alive: at each change of activity, else every ``BEAT_INTERVAL`` seconds."""
         now = time.monotonic()
-        if activity is self._activity and now - self._beaten_at < BEAT_INTERVAL:
+        if activity is not self._activity:
+            self._account(now)
+        elif now - self._beaten_at < BEAT_INTERVAL:
             return
         self._activity, self._beaten_at = activity, now
         self.store.beat(self.rank, activity, self.n_updates)
+
+    def _account(self, now: float) -> None:
+        """Add the time since the last change of activity to the current activity's seconds."""
+        if self._activity is not None:
+            name = self._activity.name.lower()
+            self._activity_seconds[name] = self._activity_seconds.get(name, 0.0) + now - self._activity_since
+        self._activity_since = now
 
     def _on_step(self, step: dict[str, Any]) -> bool:
         self._beat(Activity.STEPPING)
@@ -202,6 +214,7 @@ class Worker:
         elapsed = now - self._last_report
         if not force and elapsed < self.spec.report_interval:
             return
+        self._account(time.monotonic())
         report = {
             "episodes": self._episodes,
             "updates": self._updates,
@@ -209,10 +222,11 @@ class Worker:
             # A forced report after a short window would show a meaningless rate.
             "steps_per_s": self._steps_since_report / elapsed if elapsed > 0.1 else None,
             "slowest_update": self._slowest_update,  # seconds from pull to push; the driver's limits scale with it
+            "activity_seconds": self._activity_seconds,
         }
         self.send(("report", self.rank, report))
         self._episodes, self._updates, self._rollouts, self._steps_since_report, self._last_report = [], [], [], 0, now
-        self._slowest_update = None
+        self._slowest_update, self._activity_seconds = None, {}
 
     def finish(self) -> None:
         self._beat(Activity.FINISHING)
