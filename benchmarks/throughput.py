@@ -20,7 +20,9 @@ the part it landed in; it is printed as "timers", outside the 100%.
 SB3 runs at its best and pgplug at its defaults (``sb3_best.py``): each round runs SB3 at one torch thread,
 SB3 at torch's default and pgplug at the thread count ``pgplug train`` chooses, in rotating order; SB3's faster
 setting by median is its best for the env, and the ratios are pgplug's over it, round by round. Both SB3
-figures are printed.
+figures are printed. Each side gets its envs as its users do: SB3's ``make_vec_env`` (``make_atari_env`` and
+``VecFrameStack`` for Atari) for SB3, the same pipeline built by ``pgplug train``'s ``EnvSpec`` for pgplug (so
+pgplug's env speed paths count, as they do for its users).
 
     python benchmarks/throughput.py                      # both envs, 3 rounds
     python benchmarks/throughput.py --env CartPole-v1 --pairs 5 --steps 40000
@@ -53,10 +55,16 @@ CONFIGS: dict[str, dict[str, Any]] = {
 WARMUP_UPDATES = 5
 
 
-def make_env(env_id: str, n_envs: int, atari: bool, seed: int):
+def make_env(env_id: str, n_envs: int, atari: bool, seed: int, side: str = "sb3"):
+    """The envs each side gets by default: SB3's ``make_vec_env``/``make_atari_env`` + ``VecFrameStack`` (as the zoo
+    builds them for SB3), and for pgplug the same pipeline as ``pgplug train`` builds it (its ``EnvSpec``)."""
     from stable_baselines3.common.env_util import make_atari_env, make_vec_env
     from stable_baselines3.common.vec_env import VecFrameStack
 
+    if side == "pgplug":
+        from pgplug.runtime.envs import EnvSpec
+
+        return EnvSpec.for_env_id(env_id, n_envs=n_envs, seed=seed).make_vec_env()
     if atari:
         import ale_py
         import gymnasium as gym
@@ -167,7 +175,7 @@ def run_one(side: str, env_id: str, steps: int, seed: int, threads: int, callbac
         for pgplug
     """
     config = CONFIGS[env_id]
-    env = make_env(env_id, config["n_envs"], config["atari"], seed)
+    env = make_env(env_id, config["n_envs"], config["atari"], seed, side)
     kwargs: dict[str, Any] = dict(config["kwargs"])
     if config["atari"]:
         from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike

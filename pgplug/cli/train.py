@@ -62,6 +62,7 @@ from pgplug.cli.worker_monitor import WorkerEpisodesMonitor
 from pgplug.interop import compat
 from pgplug.interop import config as cfg
 from pgplug.runtime.envs import EnvSpec, run_name
+from pgplug.runtime.runners import VEC_ENV_KINDS
 
 HELP = "train an algorithm on a gymnasium env"
 
@@ -116,7 +117,7 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
     parser.add_argument(
         "--n-eval-episodes", type=int, default=10, help="episodes of the final evaluation (default: 10; 0: skip)"
     )
-    parser.add_argument("--vec-env", choices=("dummy", "subproc"), default="dummy", help="VecEnv type (default: dummy)")
+    parser.add_argument("--vec-env", choices=VEC_ENV_KINDS, default="dummy", help="VecEnv type (default: dummy)")
     parser.add_argument(
         "--device", type=device, default="auto", help="torch device: auto, cpu, cuda, ... (default: auto)"
     )

@@ -215,18 +215,16 @@ class EnvSpec:
         from stable_baselines3.common.env_util import make_vec_env
         from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
         from stable_baselines3.common.vec_env import (
-            DummyVecEnv,
-            SubprocVecEnv,
             VecFrameStack,
             VecNormalize,
             VecTransposeImage,
         )
 
+        from pgplug.runtime.runners import vec_env_class  # torch and SB3 only where envs are built
+
         if self.atari:
             _register_atari()  # this may be a fresh worker process
-        vec_env_classes = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
-        if self.vec_env not in vec_env_classes:
-            raise PgplugError(f"unknown vec_env {self.vec_env!r}; valid: {', '.join(vec_env_classes)}")
+        vec_env_cls = vec_env_class(self.vec_env)
         try:
             env = make_vec_env(
                 self.env_id,
@@ -236,7 +234,7 @@ class EnvSpec:
                 monitor_dir=None if monitor_dir is None else str(monitor_dir),
                 wrapper_class=self._wrapper_chain(),
                 env_kwargs=self._env_kwargs(),
-                vec_env_cls=vec_env_classes[self.vec_env],
+                vec_env_cls=vec_env_cls,
                 monitor_kwargs=self._monitor_kwargs(),
             )
         except gym.error.DependencyNotInstalled as exc:

@@ -10,7 +10,9 @@ Every speed path of pgplug is here, composed from the pieces in :mod:`pgplug.fas
 - the update differentiating the rollout's own forward passes for CNN policies (:mod:`pgplug.fast.rollout_graph`);
 - training-mode flags set directly, gradient clipping and the optimizer step without ``Optimizer.step``'s
   wrappers (:mod:`pgplug.fast.optim`), bitwise the same;
-- ``predict`` without argument checks or the recursive ``train(False)`` (:mod:`pgplug.fast.predict`).
+- ``predict`` without argument checks or the recursive ``train(False)`` (:mod:`pgplug.fast.predict`);
+- envs stepped in the process without ``DummyVecEnv``'s deep copies of every step's infos and observations
+  (:class:`LeanDummyVecEnv`, which :func:`pgplug.runtime.runners.vec_env_class` hands to the env builder).
 
 Each piece engages only for the configurations it is written for (SB3's own modules and methods, no
 hooks) and otherwise calls what the reference runner calls.
@@ -38,6 +40,7 @@ from pgplug.fast.categorical import (
 )
 from pgplug.fast.direct_forward import extract_features, latents, logits_and_values
 from pgplug.fast.fused_mlp import FusedActorCritic
+from pgplug.fast.lean_vec_env import LeanDummyVecEnv as LeanDummyVecEnv  # chosen by runners.vec_env_class
 from pgplug.fast.predict import predict
 from pgplug.fast.rollout_graph import RolloutGraph, can_reuse_rollout_graph
 from pgplug.fast.torch_internals import set_training_mode, tensor_versions, unchecked_distributions

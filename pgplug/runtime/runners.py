@@ -2,8 +2,8 @@
 
 ``PGPLUG_FAST_PATHS=0`` (or ``fast_paths=False`` on an algorithm, ``--no-fast-paths`` on the command
 line) makes every algorithm run SB3's own code: ``policy.forward`` in the rollout, ``evaluate_actions``
-in the update, ``Optimizer.step``, ``clip_grad_norm_`` and ``policy.predict``. This module is the only
-one that chooses a fast runner (an import-linter contract says so).
+in the update, ``Optimizer.step``, ``clip_grad_norm_``, ``policy.predict`` and SB3's ``DummyVecEnv``. This
+module is the only one that chooses a fast runner or vec env (an import-linter contract says so).
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from pgplug.errors import PgplugError
-from pgplug.runtime.fast_runners import FastRecurrentRunner, FastRunner
+from pgplug.runtime.fast_runners import FastRecurrentRunner, FastRunner, LeanDummyVecEnv
 from pgplug.runtime.policy_runner import PolicyRunner
 from pgplug.runtime.recurrent import RecurrentRunner, is_recurrent
 
@@ -50,3 +51,19 @@ def runner_for(policy: ActorCriticPolicy, *, fast: bool, keep_graph: bool = Fals
     if is_recurrent(policy):
         return FastRecurrentRunner(policy) if fast else RecurrentRunner(policy)
     return FastRunner(policy, keep_graph=keep_graph) if fast else PolicyRunner(policy)
+
+
+#: The vec envs an env spec's ``vec_env`` names: envs stepped in this process, or one subprocess each.
+VEC_ENV_KINDS = ("dummy", "subproc")
+
+
+def vec_env_class(kind: str, *, fast: bool | None = None) -> type[VecEnv]:
+    """The class that steps ``kind``'s envs: SB3's, or for ``dummy`` with the speed paths on, ``LeanDummyVecEnv``.
+
+    :param fast: take the speed paths; None for ``PGPLUG_FAST_PATHS``'s setting (``--no-fast-paths`` sets it)
+    """
+    if kind not in VEC_ENV_KINDS:
+        raise PgplugError(f"unknown vec_env {kind!r}; valid: {', '.join(VEC_ENV_KINDS)}")
+    if kind == "subproc":
+        return SubprocVecEnv
+    return LeanDummyVecEnv if resolve_fast_paths(fast) else DummyVecEnv
