@@ -21,7 +21,8 @@ def hook(name: str) -> ModuleType:
 
 def rewritten(markdown: str, src_uri: str) -> str:
     page = SimpleNamespace(file=SimpleNamespace(src_uri=src_uri))
-    return hook("repo_pages").on_page_markdown(markdown, page=page, config=None, files=None)
+    config = SimpleNamespace(config_file_path=str(ROOT / "mkdocs.yml"))
+    return hook("repo_pages").on_page_markdown(markdown, page=page, config=config, files=None)
 
 
 def test_readme_links_to_docs_map_to_the_site_pages() -> None:
@@ -42,8 +43,16 @@ def test_docs_links_out_of_docs_map_to_the_site_pages() -> None:
     )
 
 
-def test_links_the_site_does_not_have_are_left_for_strict_to_report() -> None:
-    text = "[sb3](https://github.com/DLR-RM/stable-baselines3) [top](#top) [src](../plugins/a2c.py) [m](mailto:x@y)"
+def test_links_to_repository_files_outside_the_site_keep_their_text() -> None:
+    text = "run [the benchmark](../benchmarks/throughput.py) or see [a2c](../plugins/a2c.py#L1)"
+    assert rewritten(text, "cli.md") == "run the benchmark or see a2c"
+
+
+def test_links_to_nothing_are_left_for_strict_to_report() -> None:
+    text = (
+        "[sb3](https://github.com/DLR-RM/stable-baselines3) [top](#top) [m](mailto:x@y) "
+        "[gone](../benchmarks/gone.py) [up](../../etc/hosts) ![plot](../benchmarks/throughput.py)"
+    )
     assert rewritten(text, "cli.md") == text
 
 

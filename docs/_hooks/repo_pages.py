@@ -3,7 +3,8 @@
 README.md is the home page and benchmarks/README.md a page of its own, read where they are (no copy to keep in
 step). Every page's relative links are written against the repository (``docs/cli.md`` in the README,
 ``../benchmarks/README.md`` in docs/cli.md) so they work on GitHub; here they are mapped to the site's files.
-A link to a file the site does not have is left as it is, for ``mkdocs build --strict`` to report.
+A link to a repository file that is no page of the site (``../benchmarks/throughput.py``) keeps only its text,
+and a link to a path that exists nowhere is left as it is, for ``mkdocs build --strict`` to report.
 Nav entries of optional pages (results.md, written by the benchmarks) are dropped while the file is absent.
 """
 
@@ -22,8 +23,8 @@ from mkdocs.structure.pages import Page
 REPO_PAGES = {"README.md": "index.md", "benchmarks/README.md": "benchmarks.md"}
 #: Pages of docs/ that the nav lists only while they exist.
 OPTIONAL_PAGES = {"results.md"}
-#: The target of an inline link or image: ``](target)`` or ``](target#anchor)``.
-LINK = re.compile(r"\]\((?P<target>[^)\s#]+)(?P<anchor>#[^)\s]*)?\)")
+#: An inline link or image: ``[text](target)`` or ``![alt](target#anchor)``.
+LINK = re.compile(r"(?P<image>!?)\[(?P<text>[^\]]*)\]\((?P<target>[^)\s#]+)(?P<anchor>#[^)\s]*)?\)")
 DOCS = "docs/"
 
 
@@ -76,10 +77,12 @@ def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Fil
         target = match["target"]
         if "://" in target or target.startswith(("/", "mailto:")):
             return match[0]
-        mapped = site_uri(posixpath.normpath(posixpath.join(posixpath.dirname(repo_path), target)))
+        linked = posixpath.normpath(posixpath.join(posixpath.dirname(repo_path), target))
+        mapped = site_uri(linked)
         if mapped is None:
-            return match[0]
+            in_repo = not match["image"] and not linked.startswith("..") and (_root(config) / linked).exists()
+            return match["text"] if in_repo else match[0]
         relative = posixpath.relpath(mapped, posixpath.dirname(uri) or ".")
-        return f"]({relative}{match['anchor'] or ''})"
+        return f"{match['image']}[{match['text']}]({relative}{match['anchor'] or ''})"
 
     return LINK.sub(rewrite, markdown)
