@@ -8,7 +8,7 @@ SB3_VERSION := $(shell sed -n 's/^stable_baselines3==//p' constraints.txt)
 SB3_SUITE := $(abspath $(VENV))/sb3-suite
 SB3_TESTS := $(SB3_SUITE)/stable_baselines3-$(SB3_VERSION)/tests
 
-.PHONY: train test lint lint-imports sb3-suite
+.PHONY: train test lint lint-imports sb3-suite docs docs-serve
 
 # Main job: train A3C on CartPole-v1 (configs/a3c.yml), show progress and a final evaluation, save the model.
 train: $(VENV)/.installed
@@ -17,7 +17,7 @@ train: $(VENV)/.installed
 # The whole test suite: lint, the import-layer contracts, pgplug's tests (pytest exits 5 when it collects no
 # test, failing this target), then SB3's own tests of A2C run against pgplug.A2C. pytest runs in a network
 # namespace whose only interface is loopback (tests/loopback.sh): the Ray tests' traffic stays on this machine.
-test: lint lint-imports $(VENV)/.installed-extras
+test: lint lint-imports docs $(VENV)/.installed-extras
 	tests/loopback.sh $(BIN)/python -m pytest $(ARGS)
 	$(MAKE) sb3-suite
 
@@ -31,6 +31,14 @@ lint-imports: $(VENV)/.installed
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation --target build/importlint . 2>/dev/null
 	cd build && PYTHONPATH=importlint $(BIN)/lint-imports --no-cache ../pyproject.toml
 
+# The docs site (mkdocs.yml): built with --strict, so a broken link or anchor, a page left out of the nav or a
+# docstring griffe cannot read fails; into a scratch folder, never the source tree. docs-serve: live preview.
+docs: $(VENV)/.installed-extras
+	site=$$(mktemp -d) && trap 'rm -rf "$$site"' EXIT && NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d "$$site"
+
+docs-serve: $(VENV)/.installed-extras
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+
 # SB3's tests that use A2C, with stable_baselines3.A2C replaced by pgplug.A2C (tests/sb3_suite/).
 sb3-suite: $(SB3_TESTS)
 	cd $(SB3_TESTS) && PYTHONPATH=$(CURDIR)/tests/sb3_suite $(BIN)/python -m pytest -q -p pgplug_as_sb3_a2c \
@@ -43,9 +51,9 @@ $(SB3_TESTS): constraints.txt | $(VENV)/.installed
 	touch $@
 
 # The optional extras the tests exercise (A3C's ray backend, rl-baselines3-zoo's tools on pgplug's run folders,
-# train --optimize).
+# train --optimize) and the docs site's tools.
 $(VENV)/.installed-extras: $(VENV)/.installed
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,sb3-tests,ray,zoo,optimize]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,sb3-tests,ray,zoo,optimize,docs]'
 	touch $@
 
 $(VENV)/.installed: pyproject.toml constraints.txt

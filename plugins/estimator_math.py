@@ -3,7 +3,7 @@
 Every function takes ``dones[t] = 1`` where step t ended an episode (see
 :func:`pgplug.contracts.estimator.episode_ends`), so episode boundaries inside a rollout, the rollout's end
 (bootstrap from ``last_values``) and time-limit truncations (the reward already carries γ·V) are
-handled in one place. The formulas are in design.md §2 and docs/estimators.md.
+handled in one place. The formulas are in docs/estimators.md.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 An estimator turns a time-major rollout (``T`` steps × ``N`` envs) into Ψ_t, the factor that
 multiplies ∇log π(a_t|s_t), and, where it has a critic, the critic's regression target.
-Conventions (design.md §2): ``episode_starts[t]`` marks s_t as the first state of an episode;
+Conventions (docs/estimators.md): ``episode_starts[t]`` marks s_t as the first state of an episode;
 the step t *ended* an episode when ``episode_starts[t + 1]`` (or ``last_dones`` for the last step);
 at a time-limit truncation the reward already carries γ·V(terminal observation).
 """
