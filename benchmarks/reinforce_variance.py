@@ -5,7 +5,8 @@ For each estimator (``full_return``, ``reward_to_go``, ``baseline``) and seed, o
 1. **Learning**: REINFORCE trains for ``--budget`` env steps; the run reports the step at which the
    mean reward of the last 100 training episodes first reaches ``--target`` (475), or the best such
    mean it reached. Per estimator, the median over seeds.
-2. **Gradient variance**: at fixed policy weights, ``--grad-batches`` fresh batches are collected and
+2. **Gradient variance**, with pgplug's variance lab (:mod:`pgplug.interop.variance`, the command
+   ``pgplug variance``): at fixed policy weights, ``--grad-batches`` fresh batches are collected and
    each estimator's policy-gradient vector ĝ = ∇θ −mean(log π(a|s) Ψ) is computed on the *same*
    batches (a paired comparison); ĝ is the gradient of the policy term of the loss pgplug minimises
    (a mean over the batch's steps). Reported: tr Cov(ĝ) = E‖ĝ − E ĝ‖² and its ratio to
@@ -35,14 +36,11 @@ from rich.table import Table
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 
-from pgplug.contracts.registries import make_estimator
-from pgplug.contracts.rollout import Rollout
-from pgplug.plugins.estimator_math import reward_to_go
+from pgplug.interop.variance import EstimatorSpec, VarianceReport, VarianceSettings, measure, measured_policy
 from pgplug.plugins.reinforce import REINFORCE
 
 ENV_ID = "CartPole-v1"
 ESTIMATORS = ("full_return", "reward_to_go", "baseline")
-VALUE_HEAD = ("value_net.", "mlp_extractor.value_net.")
 
 
 class ReachTarget(BaseCallback):
@@ -109,89 +107,19 @@ def learning_run(estimator: str, seed: int, args: argparse.Namespace) -> Run:
     )
 
 
-# -- gradient variance at fixed weights --------------------------------------------------------
+# -- gradient variance at fixed weights: pgplug's variance lab (pgplug.interop.variance) ------------
 
 
-def collect(model: REINFORCE, n_batches: int) -> list[Rollout]:
-    """Fresh complete-episode batches from the model's current (fixed) policy."""
-    _, callback = model._setup_learn(10**12, None, reset_num_timesteps=True)
-    batches = []
-    while len(batches) < n_batches:
-        rollout = model.collect_rollout(callback)
-        assert rollout is not None
-        if bool(rollout.mask.any()):
-            # The collector reuses its buffers: keep a copy.
-            batches.append(Rollout(**{k: _clone(v) for k, v in rollout.__dict__.items()}))
-    return batches
-
-
-def _clone(value):
-    if isinstance(value, th.Tensor):
-        return value.clone()
-    if isinstance(value, dict):
-        return {k: _clone(v) for k, v in value.items()}
-    return value
-
-
-def fit_critic(model: REINFORCE, batches: list[Rollout], gamma: float, iterations: int = 500) -> float:
-    """Regress the value head on Monte-Carlo reward-to-go; returns the explained variance reached."""
-    observations = th.cat([b.flat(b.observations) for b in batches])
-    targets = th.cat([b.flat(reward_to_go(b.rewards, _dones(b), gamma)) for b in batches])
-    policy = model.policy
-    value_params = [p for n, p in policy.named_parameters() if n.startswith(VALUE_HEAD)]
-    optimizer = th.optim.Adam(value_params, lr=3e-3)
-    for _ in range(iterations):
-        loss = th.nn.functional.mse_loss(policy.predict_values(observations).flatten(), targets)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    with th.no_grad():
-        residual = targets - policy.predict_values(observations).flatten()
-    return float(1 - residual.var() / targets.var())
-
-
-def _dones(batch: Rollout) -> th.Tensor:
-    return th.cat([batch.episode_starts[1:], batch.last_dones.reshape(1, -1)])
-
-
-def policy_gradients(model: REINFORCE, batches: list[Rollout], estimator_name: str) -> th.Tensor:
-    """ĝ for every batch, ``[n_batches, n_policy_parameters]``, with Ψ from ``estimator_name`` (not normalised)."""
-    estimator = make_estimator(estimator_name)
-    policy = model.policy
-    params = [p for n, p in policy.named_parameters() if not n.startswith(VALUE_HEAD)]
-    gradients = []
-    for batch in batches:
-        psi = batch.fill_estimate(estimator, model.gamma).advantages
-        _, log_prob, _ = policy.evaluate_actions(batch.flat(batch.observations), batch.flat(batch.actions))
-        loss = -(batch.flat(psi) * log_prob).mean()
-        gradients.append(th.cat([g.flatten() for g in th.autograd.grad(loss, params)]))
-    return th.stack(gradients)
-
-
-def gradient_variance(model: REINFORCE, args: argparse.Namespace) -> tuple[dict[str, float], float, float]:
-    """Per estimator, tr Cov(ĝ) at the model's current weights; also the critic's fit and the episode length."""
-    fit = fit_critic(model, collect(model, args.grad_batches), model.gamma)
-    batches = collect(model, args.grad_batches)
-    mean_length = float(np.mean([float(b.mask.sum()) / float(_dones(b)[b.mask].sum()) for b in batches]))
-    result = {}
-    for name in ESTIMATORS:
-        result[name] = float(policy_gradients(model, batches, name).var(dim=0).sum())
-    return result, fit, mean_length
-
-
-def variance_at(seed: int, args: argparse.Namespace, warmup: int) -> tuple[dict[str, float], float, float]:
-    """Gradient variance at the initial weights (``warmup=0``) or after ``warmup`` steps of ``baseline``.
-
-    Measured with a ``reward_to_go`` model holding those weights, so that all three estimators see the
-    same raw rewards (a critic estimator's collector would add γ·V at time-limit truncations).
-    """
-    model = make_model("reward_to_go", seed, args, normalize=False)
+def variance_at(seed: int, args: argparse.Namespace, warmup: int) -> VarianceReport:
+    """The variance lab at the initial weights (``warmup=0``) or after ``warmup`` steps of ``baseline``."""
+    model = make_model("baseline", seed, args, normalize=True)
     if warmup:
-        trained = make_model("baseline", seed, args, normalize=True)
-        trained.learn(warmup)
-        model.policy.load_state_dict(trained.policy.state_dict())
-    th.manual_seed(10_000 + seed)
-    return gradient_variance(model, args)
+        model.learn(warmup)
+    env = model.get_env()
+    assert env is not None
+    settings = VarianceSettings(batches=args.grad_batches, seed=10_000 + seed, reference_batches=args.grad_batches)
+    policy = measured_policy(model, env, ENV_ID)
+    return measure(policy, env, model.gamma, [EstimatorSpec(name) for name in ESTIMATORS], settings, ENV_ID)
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -245,11 +173,11 @@ def main(argv: list[str] | None = None) -> None:
     for point, warmup in points.items():
         fits, lengths = [], []
         for seed in args.seeds:
-            result, fit, length = variance_at(seed, args, warmup)
-            fits.append(fit)
-            lengths.append(length)
+            report = variance_at(seed, args, warmup)
+            fits.append(report.critic_explained_variance)
+            lengths.append(report.mean_episode_length)
             for name in ESTIMATORS:
-                variances[point][name].append(result[name])
+                variances[point][name].append(report.estimators[name].trace_cov)
         notes.add_row(point, f"{np.mean(lengths):.1f}", f"{np.mean(fits):.2f}")
     console.print(notes)
 

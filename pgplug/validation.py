@@ -288,6 +288,22 @@ def check_writable_folder(name: str, path: str | os.PathLike[str]) -> Path:
     return folder
 
 
+def check_writable_file(name: str, path: str | os.PathLike[str]) -> Path:
+    """A file output can be written to, checked without creating it: not a folder, and in a folder that is
+    (or will be created) writable (:func:`check_writable_folder`)."""
+    file = Path(path)
+    if file.is_dir():
+        raise PgplugError(f"{name} must be a file to write, got {str(path)!r}, which is a folder")
+    try:
+        check_writable_folder(name, file.parent)
+    except PgplugError:
+        raise PgplugError(
+            f"{name} must be a file in a writable folder, got {str(path)!r}, whose folder {str(file.parent)!r} "
+            "cannot be written to (or is not a folder)"
+        ) from None
+    return file
+
+
 # -- keyword arguments and layer sizes -----------------------------------------------------------
 
 

@@ -21,28 +21,14 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
-from pgplug.contracts.estimator import Estimator, episode_ends
+from pgplug.contracts.estimator import Estimator
 from pgplug.contracts.objective import Objective
 from pgplug.contracts.rollout import Rollout
 from pgplug.plugin.hookspecs import hookimpl
 from pgplug.plugins.search_spaces import REINFORCE_SPACE
+from pgplug.runtime.episodes import complete_episode_mask
 from pgplug.runtime.on_policy import OnPolicyLearner
 from pgplug.validation import check_positive_int, optional
-
-
-def complete_episode_mask(
-    episode_starts: th.Tensor, last_dones: th.Tensor, max_episodes: int | None = None
-) -> th.Tensor:
-    """True for the steps of each env's complete episodes, at most its first ``max_episodes`` of them.
-
-    The rollout is assumed to begin with fresh episodes (REINFORCE resets the envs between batches).
-    """
-    dones = episode_ends(episode_starts, last_dones)
-    episode_index = th.cumsum(dones, dim=0) - dones  # how many of the env's episodes ended before step t
-    n_complete = dones.sum(dim=0)
-    if max_episodes is not None:
-        n_complete = n_complete.clamp(max=max_episodes)
-    return episode_index < n_complete
 
 
 class REINFORCE(OnPolicyLearner):

@@ -29,9 +29,10 @@ COMMANDS: dict[str, str] = {
     "bc": "pgplug.cli.bc",
     "list": "pgplug.cli.list_plugins",
     "plot": "pgplug.cli.plot",
+    "variance": "pgplug.cli.variance",
 }
 #: The commands that run a policy, and so take ``--no-fast-paths``.
-RUNS_POLICIES = ("train", "eval", "bc")
+RUNS_POLICIES = ("train", "eval", "bc", "variance")
 
 
 class UsageError(PgplugError):

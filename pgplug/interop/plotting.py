@@ -39,7 +39,8 @@ def check_output(path: str | Path) -> Path:
     return path
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no screen)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no screen: render to files only
@@ -110,7 +111,7 @@ def draw(
     if band not in BANDS:
         raise PgplugError(f"unknown band {band!r}; valid: {', '.join(BANDS)}")
     kinds = _panels(groups, what)
-    plt = _pyplot()
+    plt = pyplot()
     scale, unit = _time_unit(groups) if x == "time" else (1.0, "")
     fig, axes = plt.subplots(1, len(kinds), figsize=(6.4 * len(kinds), 4.8), squeeze=False, layout="constrained")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
