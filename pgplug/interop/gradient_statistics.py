@@ -81,9 +81,12 @@ def bootstrap_counts(k: int, resamples: int, rng: np.random.Generator) -> np.nda
 
 def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
     """The central ``confidence`` interval of bootstrap ``samples`` (NaNs ignored; infinities kept)."""
-    tail = 100 * (1 - confidence) / 2
+    tail = round(100 * (1 - confidence) / 2, 9)  # 1 - 0.9 is 0.0999...
     finite = samples[~np.isnan(samples)]
     if not len(finite):
         return float("nan"), float("nan")
-    low, high = np.percentile(finite, [tail, 100 - tail])
+    # The nearest samples outward, not an interpolation (which an infinite SNR, of a resample whose batches are
+    # all the same one, would turn into NaN).
+    low = np.percentile(finite, tail, method="lower")
+    high = np.percentile(finite, 100 - tail, method="higher")
     return float(low), float(high)
