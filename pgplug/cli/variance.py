@@ -82,6 +82,12 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
         "--episodes-per-env", type=positive_int("episodes_per_env"), default=1, help="episodes per env per batch (1)"
     )
     parser.add_argument(
+        "--max-steps",
+        type=positive_int("max_steps"),
+        default=10_000,
+        help="at most this many steps per env per batch; an env not done by then gives the episodes it completed",
+    )
+    parser.add_argument(
         "--reference",
         type=estimator_spec,
         default=None,
@@ -121,8 +127,9 @@ def results(report: VarianceReport) -> Table:
         f"{int(100 * s.confidence)}% bootstrap intervals",
         title_justify="left",
     )
-    for column in ("estimator", "tr Cov(ĝ)", "÷ full_return", "cosine to reference", "SNR"):
-        table.add_column(column, justify="left" if column == "estimator" else "right")
+    table.add_column("estimator", no_wrap=True)
+    for column in ("tr Cov(ĝ)", "÷ full_return", "cosine to reference", "SNR"):
+        table.add_column(column, justify="right")
     for label, result in report.estimators.items():
         table.add_row(
             label,
@@ -141,7 +148,7 @@ def _cell(result: EstimatorResult, statistic: str, fmt: str = ".3g") -> str:
     interval = result.ci.get(statistic)
     if interval is None:
         return f"{value:{fmt}}"
-    return f"{value:{fmt}} [{interval[0]:{fmt}}, {interval[1]:{fmt}}]"
+    return f"{value:{fmt}}\n[{interval[0]:{fmt}}, {interval[1]:{fmt}}]"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -157,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         critic_batches=args.critic_batches or 0,
         critic_iterations=args.critic_iterations,
         episodes_per_env=args.episodes_per_env,
+        max_steps=args.max_steps,
         bootstrap=args.bootstrap,
         **({"reference": args.reference} if args.reference is not None else {}),
     )
