@@ -264,3 +264,18 @@ def test_estimator_specs_parse_arguments_as_yaml() -> None:
     assert (spec.name, spec.kwargs, spec.label) == ("nstep", {"n": 5}, "nstep:n=5")
     assert parse_estimator("gae:gae_lambda=0.9").build().gae_lambda == 0.9  # type: ignore[attr-defined]
     assert parse_estimator("td").label == "td"
+
+
+@pytest.mark.parametrize("algo", ["reinforce", "a2c", "a3c", "ppo"])
+def test_the_initial_weights_of_any_algorithm_are_measured(algo: str, tmp_path: Path) -> None:
+    """--algo builds the policy to measure (A3C, which builds its envs in its workers, from the env's spec)."""
+    out = tmp_path / "v.json"
+    quick = ["--batches", "2", "--reference-batches", "2", "--critic-iterations", "5", "--bootstrap", "10"]
+    argv = ["variance", "--env", "CartPole-v1", "--algo", algo, "--estimators", "td", *quick, "--json", str(out)]
+    assert main(argv) == 0
+    assert json.loads(out.read_text())["algo"] == algo
+
+
+def test_the_command_is_listed_in_pgplug_help(capsys) -> None:
+    assert main(["--help"]) == 0
+    assert "variance" in capsys.readouterr().out

@@ -178,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             algo = args.algo or DEFAULT_ALGO
-            model = initial_model(algo, env, args.seed)
+            model = initial_model(algo, env, args.seed, spec)
         policy = measured_policy(model, env, args.env)
         console.print(set_num_threads(args.num_threads, policy), markup=False, highlight=False)
         gamma = args.gamma if args.gamma is not None else float(model.gamma)

@@ -41,8 +41,9 @@ from pgplug.contracts.registries import get_host, make_estimator
 from pgplug.errors import PgplugError
 from pgplug.files.atomic import atomic_write
 from pgplug.interop import compat
-from pgplug.interop.config import parse_assignments
+from pgplug.interop.config import constructor_keys, parse_assignments
 from pgplug.interop.gradient_statistics import GradientSample, bootstrap_counts, percentile_interval
+from pgplug.runtime.envs import EnvSpec
 from pgplug.runtime.episodes import EpisodeBatch, EpisodeSampler
 from pgplug.runtime.policy_gradients import fit_critic, policy_gradients
 
@@ -147,11 +148,16 @@ def default_policy(observation_space: spaces.Space) -> str:
     return "CnnPolicy" if is_image_space(observation_space) else "MlpPolicy"
 
 
-def initial_model(algo: str, env: VecEnv, seed: int, policy: str | None = None) -> BaseAlgorithm:
+def initial_model(
+    algo: str, env: VecEnv, seed: int, spec: EnvSpec | None = None, policy: str | None = None
+) -> BaseAlgorithm:
     """A new ``algo`` model on ``env`` (any name :func:`pgplug.interop.compat.algorithm_names` lists), at its
-    initial weights."""
+    initial weights. A worker algorithm (A3C), which builds its envs in each worker, gets ``spec`` instead."""
     cls = compat.algorithm_class(algo)
-    return cls(policy or default_policy(env.observation_space), env, seed=seed, device="cpu")
+    workers = "n_workers" in constructor_keys(cls)
+    if workers and spec is None:
+        raise PgplugError(f"{algo} builds its envs in its workers: pass the env's EnvSpec as spec")
+    return cls(policy or default_policy(env.observation_space), spec if workers else env, seed=seed, device="cpu")
 
 
 def measured_policy(model: BaseAlgorithm, env: VecEnv, env_id: str) -> ActorCriticPolicy:
