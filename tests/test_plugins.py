@@ -192,6 +192,9 @@ def test_core_names_no_particular_estimator_or_algorithm(host: PluginHost) -> No
         *(("registries.py", name) for name in ("reinforce", "a2c", "a3c")),
         # 'pgplug bc' trains an a2c student unless --algo says otherwise.
         ("bc.py", "a2c"),
+        # The variance lab reproduces the lecture's comparison: its ratios divide by full_return's variance, its
+        # critic learns the reward-to-go, its default reference is baseline, its default model a new reinforce one.
+        *(("variance.py", name) for name in ("full_return", "reward_to_go", "baseline", "reinforce")),
     }
     offences = {
         f"{p.name}:{line} {word}"

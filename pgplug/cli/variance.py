@@ -20,6 +20,8 @@ from pgplug.errors import PgplugError
 from pgplug.interop import compat
 from pgplug.interop.plotting import check_output
 from pgplug.interop.variance import (
+    DEFAULT_REFERENCE,
+    RATIO_BASE,
     EstimatorResult,
     VarianceReport,
     VarianceSettings,
@@ -28,6 +30,7 @@ from pgplug.interop.variance import (
     measure,
     measured_policy,
     parse_estimator,
+    unique_labels,
 )
 from pgplug.runtime.envs import EnvSpec
 from pgplug.validation import check_positive_int, check_unit_interval, check_writable_file
@@ -58,8 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
         nargs="+",
         type=estimator_spec,
         metavar="NAME[:KEY=VALUE,...]",
-        help=f"estimators to compare, with arguments as gae:gae_lambda=0.9 (default: all registered: "
-        f"{', '.join(host.estimators.names())}); full_return is always measured, as the ratios' denominator",
+        help="estimators to compare, each with its arguments if any, as NAME:KEY=VALUE,KEY=VALUE (default: all "
+        f"registered: {', '.join(host.estimators.names())}); {RATIO_BASE} is always measured, as the ratios' "
+        "denominator",
     )
     parser.add_argument(
         "--algo",
@@ -92,7 +96,8 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
         type=estimator_spec,
         default=None,
         metavar="NAME[:KEY=VALUE,...]",
-        help="estimator of the high-sample reference gradient (default: baseline, unbiased and low-variance)",
+        help=f"estimator of the high-sample reference gradient (default: {DEFAULT_REFERENCE}, unbiased and "
+        "low-variance)",
     )
     parser.add_argument(
         "--reference-batches", type=positive_int("reference_batches"), help="batches of the reference (default 10·K)"
@@ -128,7 +133,7 @@ def results(report: VarianceReport) -> Table:
         title_justify="left",
     )
     table.add_column("estimator", no_wrap=True)
-    for column in ("tr Cov(ĝ)", "÷ full_return", "cosine to reference", "SNR"):
+    for column in ("tr Cov(ĝ)", f"÷ {RATIO_BASE}", "cosine to reference", "SNR"):
         table.add_column(column, justify="right")
     for label, result in report.estimators.items():
         table.add_row(
@@ -152,6 +157,8 @@ def _cell(result: EstimatorResult, statistic: str, fmt: str = ".3g") -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    estimators = args.estimators or all_estimators()
+    unique_labels(estimators)
     if args.json is not None:
         check_writable_file("--json", args.json)
     if args.plot is not None:
@@ -182,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         policy = measured_policy(model, env, args.env)
         console.print(set_num_threads(args.num_threads, policy), markup=False, highlight=False)
         gamma = args.gamma if args.gamma is not None else float(model.gamma)
-        report = measure(policy, env, gamma, args.estimators or all_estimators(), settings, args.env)
+        report = measure(policy, env, gamma, estimators, settings, args.env)
     finally:
         env.close()
     report.algo, report.weights = algo, args.weights

@@ -51,6 +51,8 @@ from pgplug.runtime.policy_gradients import fit_critic, policy_gradients
 RATIO_BASE = "full_return"
 #: The critic's regression target: the Monte-Carlo reward-to-go (``baseline``'s target).
 CRITIC_TARGET = "reward_to_go"
+#: The default reference: unbiased for pgplug's gradient, and the least noisy estimator that is.
+DEFAULT_REFERENCE = "baseline"
 #: The statistics reported per estimator, with a bootstrap interval each.
 STATISTICS = ("trace_cov", "ratio_to_full_return", "cosine_to_reference", "snr")
 
@@ -100,8 +102,9 @@ def parse_estimator(text: str) -> EstimatorSpec:
 
 
 def all_estimators() -> list[EstimatorSpec]:
-    """Every registered estimator with its default arguments."""
-    return [EstimatorSpec(name) for name in get_host().estimators.names()]
+    """Every registered estimator with its default arguments, ``full_return`` (the ratios' denominator) first."""
+    names = sorted(get_host().estimators.names(), key=lambda name: name != RATIO_BASE)
+    return [EstimatorSpec(name) for name in names]
 
 
 # -- the settings and the model ------------------------------------------------------------------
@@ -125,7 +128,7 @@ class VarianceSettings:
 
     batches: int = 30
     seed: int = 0
-    reference: EstimatorSpec = EstimatorSpec("baseline")
+    reference: EstimatorSpec = EstimatorSpec(DEFAULT_REFERENCE)
     reference_batches: int = 0
     critic_batches: int = 0
     critic_iterations: int = 500
@@ -269,7 +272,8 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _unique(specs: Sequence[EstimatorSpec]) -> dict[str, EstimatorSpec]:
+def unique_labels(specs: Sequence[EstimatorSpec]) -> dict[str, EstimatorSpec]:
+    """The specs by label; an estimator named twice (with the same arguments) is refused."""
     by_label: dict[str, EstimatorSpec] = {}
     for spec in specs:
         if spec.label in by_label:
@@ -318,12 +322,13 @@ def measure(
     """Measure ``estimators`` at ``policy``'s weights on ``env`` (see the module's docstring).
 
     ``policy`` is used as it is (its critic is fitted in place: pass a copy, :func:`measured_policy`).
-    ``full_return`` is measured too when it is registered, as the ratios' denominator, and reported.
+    ``full_return`` is measured too when it is registered, as the ratios' denominator, and reported. Seeds
+    python's, numpy's and torch's generators and ``env`` with ``settings.seed``.
     """
     specs = list(estimators)
     if RATIO_BASE in get_host().estimators and RATIO_BASE not in {s.label for s in specs}:
         specs.insert(0, EstimatorSpec(RATIO_BASE))
-    by_label = _unique(specs)
+    by_label = unique_labels(specs)
     built = {label: spec.build() for label, spec in by_label.items()}
     reference = settings.reference.build()
     set_random_seed(settings.seed)

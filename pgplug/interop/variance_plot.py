@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from pgplug.interop.plotting import check_output, pyplot
-from pgplug.interop.variance import VarianceReport
+from pgplug.interop.variance import RATIO_BASE, VarianceReport
 
 #: The panels: statistic, axis label, log scale.
 PANELS = (
-    ("ratio_to_full_return", "tr Cov(ĝ) ÷ full_return's", True),
+    ("ratio_to_full_return", f"tr Cov(ĝ) ÷ {RATIO_BASE}'s", True),
     ("cosine_to_reference", "cosine of mean ĝ with the reference", False),
     ("snr", "signal-to-noise ‖mean ĝ‖² ÷ tr Cov(ĝ)", True),
 )
