@@ -9,10 +9,12 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
+import torch as th
 
 from pgplug import REINFORCE, Estimate
 from pgplug.cli import main
-from pgplug.contracts.estimator import Estimator
+from pgplug.contracts.estimator import Estimator, episode_ends
+from pgplug.contracts.registries import make_estimator
 from pgplug.interop.gradient_statistics import (
     GradientSample,
     bootstrap_counts,
@@ -32,6 +34,7 @@ from pgplug.interop.variance import (
 )
 from pgplug.plugin.hookspecs import hookimpl
 from pgplug.runtime.envs import EnvSpec
+from pgplug.runtime.episodes import EpisodeSampler
 
 PLUGIN_FIXTURES = Path(__file__).parent / "plugin_fixtures"
 
@@ -168,6 +171,22 @@ def test_a_third_party_estimator_is_measured_on_the_same_batches(tmp_path: Path,
     assert scaled["kwargs"] == {"scale": 2}
     assert scaled["trace_cov"] == pytest.approx(4 * td["trace_cov"], rel=1e-4)
     assert scaled["cosine_to_reference"] == pytest.approx(td["cosine_to_reference"], rel=1e-4)
+
+
+def test_time_limit_truncations_bootstrap_the_critic_estimators_only() -> None:
+    """An episode cut by a time limit ends for every estimator; a critic estimator's last reward carries γ·V(s_T)."""
+    env = EnvSpec("CartPole-v1", n_envs=2, seed=0, env_kwargs={"max_episode_steps": 5}).make_vec_env()
+    model = initial_model("reinforce", env, seed=0)
+    batch = EpisodeSampler(measured_policy(model, env, "CartPole-v1"), env, gamma=0.9, episodes_per_env=2).batch()
+    env.close()
+    rollout, bonus = batch.rollout, batch.truncation_bonus
+    dones = episode_ends(rollout.episode_starts, rollout.last_dones).bool()
+    assert bool((bonus[~dones] == 0).all())
+    assert bool((bonus != 0).any())  # a random CartPole episode lasts about 20 steps: most are cut at 5
+    assert batch.n_episodes == 4
+    td, reward_to_go = make_estimator("td"), make_estimator("reward_to_go")
+    assert th.equal(batch.rewards_for(td), rollout.rewards + bonus)
+    assert th.equal(batch.rewards_for(reward_to_go), rollout.rewards)
 
 
 # -- the lecture's ordering, the JSON, the picture ----------------------------------------------------
