@@ -213,6 +213,10 @@ COMMANDS = {
         *("bc", "--algo", "a2c", "--env", "CartPole-v1", "--expert", str(path)),
         *("--n-steps", "20", "--epochs", "1", "--n-eval-episodes", "1", "-f", str(out)),
     ],
+    "variance --weights": lambda path, out: [
+        *("variance", "--env", "CartPole-v1", "--weights", str(path), "--estimators", "td"),
+        *("--batches", "2", "--reference-batches", "2", "--critic-iterations", "5"),
+    ],
 }
 
 

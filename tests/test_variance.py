@@ -298,3 +298,17 @@ def test_the_initial_weights_of_any_algorithm_are_measured(algo: str, tmp_path: 
 def test_the_command_is_listed_in_pgplug_help(capsys) -> None:
     assert main(["--help"]) == 0
     assert "variance" in capsys.readouterr().out
+
+
+def test_a_normalised_run_is_measured_with_its_saved_statistics(tmp_path: Path) -> None:
+    """A model trained with VecNormalize sees normalised observations: the statistics saved with it are read
+    (safely, as pgplug eval reads them) and the header says so."""
+    train = ["train", "--algo", "a2c", "--env", "CartPole-v1", "-n", "200", "-f", str(tmp_path), "--seed", "0"]
+    quiet = ["--eval-freq", "-1", "--n-eval-episodes", "0", "--no-progress"]
+    assert main([*train, *quiet, "-params", "n_envs=2", "normalize=true"]) == 0
+    model = tmp_path / "a2c" / "CartPole-v1_1" / "CartPole-v1.zip"
+    out = tmp_path / "v.json"
+    quick = ["--batches", "2", "--reference-batches", "2", "--critic-iterations", "5", "--estimators", "td"]
+    assert main(["variance", "--env", "CartPole-v1", "--weights", str(model), *quick, "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert (data["algo"], data["vecnormalize"]) == ("a2c", str(model.parent / "vecnormalize.pkl"))

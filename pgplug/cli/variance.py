@@ -8,6 +8,7 @@ the JSON (``--json``) and the picture (``--plot``, :mod:`pgplug.interop.variance
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -15,6 +16,7 @@ from rich.table import Table
 from pgplug.cli.models import open_model
 from pgplug.cli.options import add_trust_argument, checked, positive_int, seed
 from pgplug.cli.output import results_table
+from pgplug.cli.run_folder import find_run_files
 from pgplug.cli.threads import add_num_threads_argument, set_num_threads
 from pgplug.errors import PgplugError
 from pgplug.interop import compat
@@ -117,6 +119,12 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
     parser.add_argument(
         "--bootstrap", type=positive_int("bootstrap"), default=1000, help="bootstrap resamples of the batches (1000)"
     )
+    parser.add_argument(
+        "--vecnormalize",
+        metavar="PATH",
+        help="VecNormalize statistics the observations are normalised with (frozen; rewards stay raw) "
+        "(default: the vecnormalize.pkl of --weights' run folder, if any)",
+    )
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON here")
     parser.add_argument(
         "--plot", metavar="FILE.png", help="draw the results with their confidence intervals (.png/.svg)"
@@ -156,6 +164,15 @@ def _cell(result: EstimatorResult, statistic: str, fmt: str = ".3g") -> str:
     return f"{value:{fmt}}\n[{interval[0]:{fmt}}, {interval[1]:{fmt}}]"
 
 
+def statistics_file(given: str | None, model_path: Path | None) -> Path | None:
+    """``--vecnormalize``, or the statistics saved with the model (as ``pgplug eval`` finds them), or None."""
+    if given is not None:
+        if not Path(given).is_file():
+            raise PgplugError(f"--vecnormalize {given!r} is not a file")
+        return Path(given)
+    return find_run_files(model_path).vecnormalize if model_path is not None else None
+
+
 def run(args: argparse.Namespace) -> int:
     estimators = args.estimators or all_estimators()
     unique_labels(estimators)
@@ -176,13 +193,13 @@ def run(args: argparse.Namespace) -> int:
         **({"reference": args.reference} if args.reference is not None else {}),
     )
     console = Console()
+    model_path = compat.resolve_path(args.weights) if args.weights is not None else None
+    stats = statistics_file(args.vecnormalize, model_path)
     spec = EnvSpec.for_env_id(args.env, n_envs=args.n_envs, seed=args.seed)
-    env = spec.make_vec_env()
+    env = spec.make_vec_env(saved_statistics=compat.saved_statistics(stats, args.trust_file), training=False)
     try:
-        if args.weights is not None:
-            model, algo = open_model(
-                compat.resolve_path(args.weights), args.algo, "cpu", lambda: env, trust=args.trust_file
-            )
+        if model_path is not None:
+            model, algo = open_model(model_path, args.algo, "cpu", lambda: env, trust=args.trust_file)
         else:
             algo = args.algo or DEFAULT_ALGO
             model = initial_model(algo, env, args.seed, spec)
@@ -192,8 +209,10 @@ def run(args: argparse.Namespace) -> int:
         report = measure(policy, env, gamma, estimators, settings, args.env)
     finally:
         env.close()
-    report.algo, report.weights = algo, args.weights
+    report.algo, report.weights, report.vecnormalize = algo, args.weights, None if stats is None else str(stats)
     where = f"weights of {args.weights} ({algo})" if args.weights else f"initial weights of a new {algo} model"
+    if stats is not None:
+        where += f", observations normalised with {stats}"
     fit = report.critic_explained_variance
     rows = [
         ("policy", where),

@@ -234,6 +234,7 @@ class VarianceReport:
     episodes_per_batch: float
     algo: str | None = None
     weights: str | None = None
+    vecnormalize: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         s = self.settings
@@ -242,6 +243,7 @@ class VarianceReport:
                 "env": self.env,
                 "algo": self.algo,
                 "weights": self.weights,
+                "vecnormalize": self.vecnormalize,
                 "batches": s.batches,
                 "seed": s.seed,
                 "gamma": self.gamma,
