@@ -149,7 +149,8 @@ def run_one(name: str, steps: int, seed: int, sb3_threads: int, precision: str =
                 self.start = (time.perf_counter(), self.num_timesteps, cpu_seconds())
             if self.start is not None and self.end is None and self.num_timesteps >= 0.9 * steps:
                 self.end = (time.perf_counter(), self.num_timesteps, cpu_seconds())
-                self.workers = [v for k, v in self.model.live_metrics().items() if k.startswith("worker ")]
+                if setup["algo"] == "a3c":  # SB3's A2C has no live metrics
+                    self.workers = [v for k, v in self.model.live_metrics().items() if k.startswith("worker ")]
             return True
 
     clock = Clock()
