@@ -77,10 +77,11 @@ def cpu_seconds() -> float:
     return total
 
 
-def run_one(name: str, steps: int, seed: int, sb3_threads: int) -> dict[str, Any]:
+def run_one(name: str, steps: int, seed: int, sb3_threads: int, precision: str = "fp32") -> dict[str, Any]:
     """One timed ``learn`` in this process; returns the rates as a dict.
 
     :param sb3_threads: an SB3 run's torch threads (0: torch's default)
+    :param precision: A3C's ``precision`` (``benchmarks/precision.py`` compares them)
     """
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -112,7 +113,13 @@ def run_one(name: str, steps: int, seed: int, sb3_threads: int) -> dict[str, Any
         from pgplug import A3C  # type: ignore[attr-defined]
 
         model = A3C(
-            policy, setup["env"], n_workers=setup["n_workers"], n_envs_per_worker=setup["n_envs"], t_max=5, **kwargs
+            policy,
+            setup["env"],
+            n_workers=setup["n_workers"],
+            n_envs_per_worker=setup["n_envs"],
+            t_max=5,
+            precision=precision,
+            **kwargs,
         )
         pgplug_default_threads(model.policy)  # the driver's, as pgplug train chooses them
         worker_threads = model.worker_threads()  # chosen now, as learn() will
@@ -142,7 +149,8 @@ def run_one(name: str, steps: int, seed: int, sb3_threads: int) -> dict[str, Any
                 self.start = (time.perf_counter(), self.num_timesteps, cpu_seconds())
             if self.start is not None and self.end is None and self.num_timesteps >= 0.9 * steps:
                 self.end = (time.perf_counter(), self.num_timesteps, cpu_seconds())
-                self.workers = [v for k, v in self.model.live_metrics().items() if k.startswith("worker ")]
+                if setup["algo"] == "a3c":  # SB3's A2C has no live metrics
+                    self.workers = [v for k, v in self.model.live_metrics().items() if k.startswith("worker ")]
             return True
 
     clock = Clock()
@@ -166,9 +174,9 @@ def run_one(name: str, steps: int, seed: int, sb3_threads: int) -> dict[str, Any
     }
 
 
-def run_subprocess(name: str, steps: int, seed: int, sb3_threads: int) -> dict[str, Any]:
+def run_subprocess(name: str, steps: int, seed: int, sb3_threads: int, precision: str = "fp32") -> dict[str, Any]:
     command = [sys.executable, __file__, "--_run", name, "--steps", str(steps), "--seed", str(seed)]
-    command += ["--sb3-threads", str(sb3_threads)]
+    command += ["--sb3-threads", str(sb3_threads), "--precision", precision]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"run {name} failed:\n{done.stderr}")
@@ -269,10 +277,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pairs", type=int, default=3, help="rounds per comparison (default 3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sb3-threads", type=int, default=0, help=argparse.SUPPRESS)  # an SB3 run's threads
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help=argparse.SUPPRESS)  # A3C's
     parser.add_argument("--_run", choices=list(SETUPS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._run:
-        print(json.dumps(run_one(args._run, args.steps, args.seed, args.sb3_threads)))
+        print(json.dumps(run_one(args._run, args.steps, args.seed, args.sb3_threads, args.precision)))
         return
     summary([bench(name, args.pairs, args.steps, args.seed) for name in args.bench])
 

@@ -168,11 +168,14 @@ def step_observer() -> Any:
     return StepObserver()
 
 
-def run_one(side: str, env_id: str, steps: int, seed: int, threads: int, callback: bool = False) -> dict[str, Any]:
+def run_one(
+    side: str, env_id: str, steps: int, seed: int, threads: int, callback: bool = False, precision: str = "fp32"
+) -> dict[str, Any]:
     """One timed run in this process: build, warm up, time ``learn(steps)``.
 
     :param threads: torch threads; 0 is each side's default: torch's for SB3, the count ``pgplug train`` chooses
         for pgplug
+    :param precision: pgplug's ``precision`` (``benchmarks/precision.py`` compares them)
     """
     config = CONFIGS[env_id]
     env = make_env(env_id, config["n_envs"], config["atari"], seed, side)
@@ -185,6 +188,8 @@ def run_one(side: str, env_id: str, steps: int, seed: int, threads: int, callbac
         from stable_baselines3 import A2C
     else:
         from pgplug import A2C  # type: ignore[attr-defined]
+
+        kwargs["precision"] = precision
     model = A2C(config["policy"], env, seed=seed, device="cpu", **kwargs)
     threads = apply_threads(threads) if side == "sb3" or threads else pgplug_default_threads(model.policy)
     cost = timer_cost()
@@ -207,12 +212,12 @@ def run_one(side: str, env_id: str, steps: int, seed: int, threads: int, callbac
 
 
 def run_subprocess(
-    side: str, env_id: str, steps: int, seed: int, threads: int, callback: bool = False
+    side: str, env_id: str, steps: int, seed: int, threads: int, callback: bool = False, precision: str = "fp32"
 ) -> dict[str, Any]:
     command = [sys.executable, __file__, "--_run", side, "--env", env_id, "--steps", str(steps), "--seed", str(seed)]
     if callback:
         command.append("--callback")
-    command += ["--threads", str(threads)]
+    command += ["--threads", str(threads), "--precision", precision]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"the {side} run failed:\n{done.stderr}")
@@ -274,12 +279,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--callback", action="store_true", help="time learn() with a no-op per-step callback on both sides"
     )
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help=argparse.SUPPRESS)  # pgplug's
     parser.add_argument("--_run", choices=("sb3", "pgplug"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     env_ids = args.env or list(CONFIGS)
     if args._run:
         steps = args.steps or CONFIGS[env_ids[0]]["steps"]
-        print(json.dumps(run_one(args._run, env_ids[0], steps, args.seed, args.threads, args.callback)))
+        run = run_one(args._run, env_ids[0], steps, args.seed, args.threads, args.callback, args.precision)
+        print(json.dumps(run))
         return
     for env_id in env_ids:
         benchmark(env_id, args.pairs, args.steps or CONFIGS[env_id]["steps"], args.seed, args.callback)

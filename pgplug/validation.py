@@ -212,6 +212,20 @@ def check_settings(rules: Mapping[str, Rule], settings: Mapping[str, Any]) -> di
     return {name: rules[name](name, value) for name, value in settings.items() if name in rules}
 
 
+# -- precision -----------------------------------------------------------------------------------
+
+#: The floating-point precisions a policy's forward passes can run in (``precision``, ``--precision``).
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(name: str, value: Any) -> str:
+    """``fp32`` (everything in float32) or ``bf16`` (the network body under bfloat16 autocast, for CPUs with
+    bf16 matrix units)."""
+    if not isinstance(value, str) or value not in PRECISIONS:
+        raise PgplugError(f"{name} must be one of {', '.join(PRECISIONS)}, got {value!r}")
+    return value
+
+
 # -- devices -------------------------------------------------------------------------------------
 
 

@@ -87,6 +87,8 @@ class A2C(OnPolicyLearner):
     :param objective_kwargs: the objective's arguments besides this algorithm's own settings
     :param fast_paths: pgplug's speed paths (True), SB3's own code (False), or ``PGPLUG_FAST_PATHS`` (None)
     :param allow_negative_ent_coef: accept a negative ``ent_coef`` (which punishes exploration; refused otherwise)
+    :param precision: ``fp32``, or ``bf16`` for the policy's body under bfloat16 autocast (a speed path for CPUs
+        with bf16 matrix units; see :class:`~pgplug.runtime.algorithm.PolicyGradientAlgorithm`)
     """
 
     name = "a2c"
@@ -135,6 +137,7 @@ class A2C(OnPolicyLearner):
         objective_kwargs: dict[str, Any] | None = None,
         fast_paths: bool | None = None,
         allow_negative_ent_coef: bool = False,
+        precision: str = "fp32",
         _init_setup_model: bool = True,
     ) -> None:
         checked = self.check_settings(locals())  # before anything is built
@@ -155,6 +158,7 @@ class A2C(OnPolicyLearner):
             objective_kwargs=objective_kwargs,
             fast_paths=fast_paths,
             allow_negative_ent_coef=allow_negative_ent_coef,
+            precision=precision,
             use_sde=use_sde,
             sde_sample_freq=sde_sample_freq,
             rollout_buffer_class=rollout_buffer_class,

@@ -53,6 +53,8 @@ class REINFORCE(OnPolicyLearner):
     :param objective_kwargs: the objective's arguments besides this algorithm's own settings
     :param fast_paths: pgplug's speed paths (True), SB3's own code (False), or ``PGPLUG_FAST_PATHS`` (None)
     :param allow_negative_ent_coef: accept a negative ``ent_coef`` (which punishes exploration; refused otherwise)
+    :param precision: ``fp32``, or ``bf16`` for the policy's body under bfloat16 autocast (a speed path for CPUs
+        with bf16 matrix units; see :class:`~pgplug.runtime.algorithm.PolicyGradientAlgorithm`)
     """
 
     name = "reinforce"
@@ -90,6 +92,7 @@ class REINFORCE(OnPolicyLearner):
         seed: int | None = None,
         device: th.device | str = "auto",
         allow_negative_ent_coef: bool = False,
+        precision: str = "fp32",
         _init_setup_model: bool = True,
     ) -> None:
         checked = self.check_settings(locals())  # before anything is built
@@ -108,6 +111,7 @@ class REINFORCE(OnPolicyLearner):
             objective_kwargs=objective_kwargs,
             fast_paths=fast_paths,
             allow_negative_ent_coef=allow_negative_ent_coef,
+            precision=precision,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
             policy_kwargs=policy_kwargs,

@@ -21,6 +21,7 @@ from rich.console import Console
 from pgplug.cli.models import load_expert, saved_algorithm
 from pgplug.cli.options import (
     add_config_arguments,
+    add_precision_argument,
     add_progress_argument,
     add_trust_argument,
     check_output_folders,
@@ -72,6 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
     )
     parser.add_argument("--device", type=device, default="auto", help="the student's torch device (default: auto)")
     add_num_threads_argument(parser)
+    add_precision_argument(parser)
 
 
 def mean_std(result: Any) -> str:
@@ -87,7 +89,13 @@ def run(args: argparse.Namespace) -> int:
     saved_algorithm(expert_path, args.trust_file)  # a broken or off-policy file fails before anything is built
     # A fresh student of the config's estimator: what 'pgplug train' would build with no -i or --estimator.
     settings = settle(
-        RunRequest(algo=args.algo, env=args.env, hyperparams=args.hyperparams, conf_file=args.conf_file),
+        RunRequest(
+            algo=args.algo,
+            env=args.env,
+            hyperparams=args.hyperparams,
+            conf_file=args.conf_file,
+            precision=args.precision,
+        ),
         require_timesteps=False,
     )
     check_output_folders(args)

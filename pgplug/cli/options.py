@@ -17,6 +17,7 @@ from pgplug.validation import (
     check_device,
     check_non_negative_int,
     check_positive_int,
+    check_precision,
     check_seed,
     check_timesteps,
     check_writable_folder,
@@ -84,6 +85,18 @@ learning_rate = checked(check_constant_learning_rate, "learning_rate", number)
 seed = checked(check_seed, "seed", int)
 #: ``--device``: ``auto``, ``cpu`` or a device this machine has.
 device = checked(check_device, "device")
+#: ``--precision``: ``fp32`` or ``bf16``.
+precision = checked(check_precision, "precision")
+
+
+def add_precision_argument(parser: argparse.ArgumentParser) -> None:
+    """``--precision``: the policy's forward passes in float32 or with the body in bfloat16 (the model's setting)."""
+    parser.add_argument(
+        "--precision",
+        type=precision,
+        help="fp32, or bf16 to run the policy's body (a CNN) under bfloat16 autocast: faster on CPUs with AMX or "
+        "AVX-512 BF16, a speed path (refused with --no-fast-paths); default: the config's, else fp32",
+    )
 
 
 def check_output_folders(args: argparse.Namespace) -> None:

@@ -40,6 +40,7 @@ class RunRequest:
     :param n_timesteps: the training budget, overriding the config's
     :param trained_agent: a zip to continue (or, of another algorithm, to warm-start from)
     :param bc_warmstart: an expert zip to clone into the new model first
+    :param precision: ``--precision``, overriding the config's ``precision``
     :param vec_env: the ``VecEnv`` type, ``dummy`` or ``subproc`` (not for worker algorithms, whose workers are the
         processes)
     """
@@ -57,6 +58,7 @@ class RunRequest:
     trained_agent: str | None = None
     bc_warmstart: str | None = None
     vec_env: str = "dummy"
+    precision: str | None = None
     #: ``--trust-file``: the ``-i`` and ``--bc-warmstart`` zips may run code when opened
     trust_file: bool = False
     #: ``--env-kwargs``: ``key:value`` arguments of ``gymnasium.make``, replacing the config's ``env_kwargs``
@@ -114,7 +116,8 @@ def base_hyperparams(request: RunRequest, env_id: str, atari: bool, trained: Pat
 
 
 def command_line_hyperparams(request: RunRequest, cls: type, base: dict[str, Any]) -> dict[str, Any]:
-    """``--hyperparams``, ``--estimator``, ``--estimator-kwargs`` and ``--n-workers`` as hyperparameters."""
+    """``--hyperparams``, ``--estimator``, ``--estimator-kwargs``, ``--precision`` and ``--n-workers`` as
+    hyperparameters."""
     overrides = cfg.parse_assignments(request.hyperparams)
     for key, items in (("env_kwargs", request.env_kwargs), ("eval_env_kwargs", request.eval_env_kwargs)):
         if items is not None:  # as in the zoo, the flag replaces the config's mapping
@@ -131,6 +134,8 @@ def command_line_hyperparams(request: RunRequest, cls: type, base: dict[str, Any
             **kwargs,
             **cfg.parse_assignments(request.estimator_kwargs, "estimator argument"),
         }
+    if request.precision is not None:
+        overrides["precision"] = request.precision
     worker_flags = (("--n-workers", "n_workers", request.n_workers), ("--backend", "backend", request.backend))
     for flag, key, value in worker_flags:
         if value is not None:

@@ -28,6 +28,7 @@ from rich.console import Console
 from pgplug.cli.models import load_expert
 from pgplug.cli.options import (
     add_config_arguments,
+    add_precision_argument,
     add_progress_argument,
     add_trust_argument,
     check_output_folders,
@@ -122,6 +123,7 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
         "--device", type=device, default="auto", help="torch device: auto, cpu, cuda, ... (default: auto)"
     )
     add_num_threads_argument(parser)
+    add_precision_argument(parser)
     parser.add_argument("--verbose", type=int, default=0, help="SB3 verbosity: 0 quiet, 1 training logs")
     parser.add_argument("--no-progress", action="store_true", help="no live progress display")
     add_progress_argument(parser, "show the live progress display (the default; rl_zoo3's flag for it)")
@@ -330,6 +332,7 @@ def run_request(args: argparse.Namespace) -> RunRequest:
         trained_agent=args.trained_agent,
         bc_warmstart=args.bc_warmstart,
         vec_env=args.vec_env,
+        precision=args.precision,
         trust_file=args.trust_file,
         env_kwargs=args.env_kwargs,
         eval_env_kwargs=args.eval_env_kwargs,

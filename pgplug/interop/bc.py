@@ -173,7 +173,7 @@ def behavioural_cloning(
     Each minibatch is a :class:`~pgplug.contracts.rollout.Rollout` of expert steps, minimised under the
     ``behavioural_cloning`` objective (Ψ = 1) by the shared gradient step. A fresh Adam optimizer is
     used, so the model's own optimizer state is untouched for the RL phase that follows. The value head
-    is not trained. The model's ``fast_paths`` setting (or ``PGPLUG_FAST_PATHS``) applies.
+    is not trained. The model's ``fast_paths`` setting (or ``PGPLUG_FAST_PATHS``) and its ``precision`` apply.
 
     :param model: a pgplug (or SB3) model with a non-recurrent ``ActorCriticPolicy``
     :param dataset: from :func:`collect_expert_data` (or :meth:`ExpertDataset.load`)
@@ -195,7 +195,8 @@ def behavioural_cloning(
     actions = _policy_actions(policy, dataset.actions)
     params = list(policy.parameters())
     optimizer = th.optim.Adam(params, lr=learning_rate)
-    runner = runner_for(policy, fast=resolve_fast_paths(getattr(model, "fast_paths", None)))
+    fast = resolve_fast_paths(getattr(model, "fast_paths", None))
+    runner = runner_for(policy, fast=fast, precision=getattr(model, "precision", "fp32"))
     objective = make_objective("behavioural_cloning")
     generator = np.random.default_rng(seed)
     losses: list[float] = []

@@ -47,7 +47,7 @@ from pgplug.files.atomic import atomic_write, zip_path
 from pgplug.files.model_zip import read_zip, rebuild_objects
 from pgplug.runtime import random_state
 from pgplug.runtime.policy_runner import PolicyRunner
-from pgplug.runtime.runners import resolve_fast_paths, runner_for
+from pgplug.runtime.runners import check_precision_runs, resolve_fast_paths, runner_for
 from pgplug.validation import (
     Rule,
     check_bool,
@@ -59,6 +59,7 @@ from pgplug.validation import (
     check_model_device,
     check_net_arch,
     check_non_negative,
+    check_precision,
     check_seed,
     check_settings,
     check_timesteps,
@@ -179,6 +180,10 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
         ``PGPLUG_FAST_PATHS`` environment variable decide (None, the default: on unless it says 0)
     :param allow_negative_ent_coef: accept a negative ``ent_coef``, which punishes exploration (refused
         otherwise, as it is almost always a sign error)
+    :param precision: ``fp32``, or ``bf16`` to run the policy's body (a CNN's convolutions) under bfloat16 autocast
+        in the rollout and the update, its heads, log-probs, entropy and losses in float32, the weights and the
+        optimizer's state float32 (:class:`~pgplug.runtime.fast_runners.Bf16Runner`; a speed path, so training in
+        bf16 needs the fast paths on). Saved with the model; ``predict`` runs float32 either way.
 
     Every setting is checked before anything is built, by the rules of :attr:`setting_rules`.
     """
@@ -197,6 +202,7 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
         "use_sde": check_bool,
         "seed": check_seed,
         "device": check_model_device,
+        "precision": check_precision,
     }
 
     @classmethod
@@ -247,6 +253,7 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
         objective_kwargs: dict[str, Any] | None = None,
         fast_paths: bool | None = None,
         allow_negative_ent_coef: bool = False,
+        precision: str = "fp32",
         use_sde: bool = False,
         sde_sample_freq: int = -1,
         stats_window_size: int = 100,
@@ -290,7 +297,8 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
         self.vf_coef = checked["vf_coef"]
         self.max_grad_norm = checked["max_grad_norm"]
         self.normalize_advantage = checked["normalize_advantage"]
-        resolve_fast_paths(fast_paths)  # a bad value (or PGPLUG_FAST_PATHS) is refused before anything runs
+        # a bad value (or PGPLUG_FAST_PATHS), or bf16 with the speed paths off, is refused before anything runs
+        self.precision = check_precision_runs(checked["precision"], fast=resolve_fast_paths(fast_paths))
         self.fast_paths = fast_paths
         self.objective = objective or self.default_objective
         self.objective_kwargs = dict(objective_kwargs or {})
@@ -386,14 +394,17 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
     def runner(self) -> PolicyRunner:
         """What runs the policy (rollouts, updates, ``predict``): SB3's own code, or pgplug's fast paths.
 
-        Made on first use, and again when the policy or ``fast_paths`` changes (``PGPLUG_FAST_PATHS`` is read then).
+        Made on first use, and again when the policy, ``fast_paths`` or ``precision`` changes (``PGPLUG_FAST_PATHS``
+        is read then). With the speed paths off the runner is SB3's float32 code whatever ``precision`` says:
+        ``learn`` refuses to train in bf16 then, and ``predict`` is float32 anyway, so a bf16 model still predicts.
         """
-        setting = self.__dict__.get("fast_paths")
+        setting = (self.__dict__.get("fast_paths"), self.__dict__.get("precision", "fp32"))
         runner = self.__dict__.get("_runner")
-        if runner is None or runner.policy is not self.policy or self.__dict__.get("_runner_setting") is not setting:
-            fast = resolve_fast_paths(setting)
-            runner = self._runner = runner_for(self.policy, fast=fast, keep_graph=self.reuse_rollout_graph)
-            self._runner_setting = setting
+        if runner is None or runner.policy is not self.policy or self.__dict__.get("_runner_setting") != setting:
+            fast = resolve_fast_paths(setting[0])
+            precision = setting[1] if fast else "fp32"
+            runner = runner_for(self.policy, fast=fast, keep_graph=self.reuse_rollout_graph, precision=precision)
+            self._runner, self._runner_setting = runner, setting
         return runner
 
     def save(self, path: Any, exclude: Any = None, include: Any = None) -> None:
@@ -482,6 +493,8 @@ class PolicyGradientAlgorithm(Algorithm, BaseAlgorithm):
     def _setup_learn(self, total_timesteps: int, *args: Any, **kwargs: Any) -> tuple[int, Any]:
         """SB3's ``_setup_learn``, which every ``learn`` calls first, with ``total_timesteps`` checked
         (:func:`~pgplug.validation.check_timesteps`): a string, a fraction or an unbounded budget fails in one line."""
+        # bf16 with the speed paths off (PGPLUG_FAST_PATHS=0 since the model was built or loaded) is refused here
+        check_precision_runs(self.precision, fast=resolve_fast_paths(self.__dict__.get("fast_paths")))
         return super()._setup_learn(check_timesteps("total_timesteps", total_timesteps), *args, **kwargs)
 
     # SB3's on-policy log format (time/fps, rollout/ep_rew_mean, ...), reused as is.

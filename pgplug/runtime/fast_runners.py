@@ -11,6 +11,8 @@ Every speed path of pgplug is here, composed from the pieces in :mod:`pgplug.fas
 - training-mode flags set directly, gradient clipping and the optimizer step without ``Optimizer.step``'s
   wrappers (:mod:`pgplug.fast.optim`), bitwise the same;
 - ``predict`` without argument checks or the recursive ``train(False)`` (:mod:`pgplug.fast.predict`);
+- ``precision="bf16"``: the policy's body under bfloat16 autocast on channels-last images, its heads and
+  distributions in float32 (:class:`Bf16Runner`, :mod:`pgplug.fast.precision`);
 - envs stepped in the process without ``DummyVecEnv``'s deep copies of every step's infos and observations
   (:class:`LeanDummyVecEnv`, which :func:`pgplug.runtime.runners.vec_env_class` hands to the env builder).
 
@@ -41,6 +43,8 @@ from pgplug.fast.categorical import (
 from pgplug.fast.direct_forward import extract_features, latents, logits_and_values
 from pgplug.fast.fused_mlp import FusedActorCritic
 from pgplug.fast.lean_vec_env import LeanDummyVecEnv as LeanDummyVecEnv  # chosen by runners.vec_env_class
+from pgplug.fast.precision import bf16_latents
+from pgplug.fast.precision import runs_sb3_actor_critic as runs_sb3_actor_critic  # checked by runners.runner_for
 from pgplug.fast.predict import predict
 from pgplug.fast.rollout_graph import RolloutGraph, can_reuse_rollout_graph
 from pgplug.fast.torch_internals import set_training_mode, tensor_versions, unchecked_distributions
@@ -180,13 +184,67 @@ class FastRunner(FastUpdates, PolicyRunner):
                 )
                 return update_batch(rollout, evaluation)
             logits, values = logits_and_values(policy, observations)
-            # Categorical's logits − logsumexp, in one kernel (see pgplug.fast.categorical.sample_categorical)
-            log_pmf = th.log_softmax(logits, dim=-1)
-            log_prob = categorical_log_prob(log_pmf, actions.long())
-            # Only logged when the loss does not differentiate it: kept out of the graph, and so out of backward.
-            with th.set_grad_enabled(differentiate_entropy and th.is_grad_enabled()):
-                entropy = categorical_entropy(log_pmf)
-        return update_batch(rollout, PolicyEvaluation(values.flatten(), log_prob, entropy))
+            evaluation = categorical_evaluation(logits, values, actions, differentiate_entropy)
+        return update_batch(rollout, evaluation)
+
+
+def categorical_evaluation(
+    logits: th.Tensor, values: th.Tensor, actions: th.Tensor, differentiate_entropy: bool
+) -> PolicyEvaluation:
+    """``evaluate_actions``' values, log-probs and entropy from a categorical policy's logits and values."""
+    # Categorical's logits − logsumexp, in one kernel (see pgplug.fast.categorical.sample_categorical)
+    log_pmf = th.log_softmax(logits, dim=-1)
+    log_prob = categorical_log_prob(log_pmf, actions.long())
+    # Only logged when the loss does not differentiate it: kept out of the graph, and so out of backward.
+    with th.set_grad_enabled(differentiate_entropy and th.is_grad_enabled()):
+        entropy = categorical_entropy(log_pmf)
+    return PolicyEvaluation(values.flatten(), log_prob, entropy)
+
+
+class Bf16Runner(FastRunner):
+    """The fast runner with the policy's body in bfloat16 (``precision="bf16"``, :mod:`pgplug.fast.precision`).
+
+    The rollout's step forwards and V(s) run under inference mode, the update evaluates the whole rollout in
+    one batch: keeping the rollout's graph (:mod:`pgplug.fast.rollout_graph`) was slower in bfloat16, whose
+    convolutions gain most at the update's larger batch (``benchmarks/precision.py``). ``predict`` stays
+    float32, so a model predicts alike on every CPU. Only for policies whose forward passes are SB3's own
+    (:func:`runs_sb3_actor_critic`): :func:`pgplug.runtime.runners.runner_for` refuses others.
+    """
+
+    def __init__(self, policy: ActorCriticPolicy) -> None:
+        super().__init__(policy, keep_graph=False)
+
+    def act(self, obs: Observation, episode_starts: np.ndarray) -> StepOutputs:
+        policy = self.policy
+        with th.inference_mode(), unchecked_distributions():
+            latent_pi, latent_vf = bf16_latents(policy, obs)
+            values = policy.value_net(latent_vf)
+            if type(policy.action_dist) is CategoricalDistribution:
+                actions, log_probs = sample_categorical(policy.action_net(latent_pi))
+                return actions, values, log_probs
+            distribution = policy._get_action_dist_from_latent(latent_pi)
+            actions = distribution.get_actions()
+            log_probs = distribution.log_prob(actions)
+            return actions.reshape((-1, *policy.action_space.shape)), values, log_probs
+
+    def values(self, obs: Observation, episode_starts: np.ndarray | None = None, env_index: int | None = None):
+        with th.inference_mode():
+            return self.policy.value_net(bf16_latents(self.policy, obs)[1])
+
+    def evaluate_rollout(self, rollout: Rollout, differentiate_entropy: bool) -> UpdateBatch:
+        flat, policy = rollout.flat, self.policy
+        observations, actions = flat(rollout.observations), flat(rollout.actions)
+        latent_pi, latent_vf = bf16_latents(policy, observations)
+        values = policy.value_net(latent_vf)
+        if type(policy.action_dist) is CategoricalDistribution:
+            return update_batch(
+                rollout, categorical_evaluation(policy.action_net(latent_pi), values, actions, differentiate_entropy)
+            )
+        with unchecked_distributions():
+            distribution = policy._get_action_dist_from_latent(latent_pi)
+            log_prob, entropy = distribution.log_prob(actions), distribution.entropy()
+        evaluation = PolicyEvaluation(values.flatten(), log_prob, outside_graph_unless(differentiate_entropy, entropy))
+        return update_batch(rollout, evaluation)
 
 
 class FastRecurrentRunner(FastUpdates, RecurrentRunner):

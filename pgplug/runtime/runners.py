@@ -14,9 +14,16 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from pgplug.errors import PgplugError
-from pgplug.runtime.fast_runners import FastRecurrentRunner, FastRunner, LeanDummyVecEnv
+from pgplug.runtime.fast_runners import (
+    Bf16Runner,
+    FastRecurrentRunner,
+    FastRunner,
+    LeanDummyVecEnv,
+    runs_sb3_actor_critic,
+)
 from pgplug.runtime.policy_runner import PolicyRunner
 from pgplug.runtime.recurrent import RecurrentRunner, is_recurrent
+from pgplug.validation import check_precision
 
 FAST_PATHS_ENV_VAR = "PGPLUG_FAST_PATHS"
 _ON, _OFF = ("1", "true", "on", "yes"), ("0", "false", "off", "no")
@@ -41,13 +48,39 @@ def resolve_fast_paths(fast_paths: bool | None) -> bool:
     return fast_paths
 
 
-def runner_for(policy: ActorCriticPolicy, *, fast: bool, keep_graph: bool = False) -> PolicyRunner:
+def check_precision_runs(precision: str, *, fast: bool) -> str:
+    """``precision`` if this process can train in it: ``bf16`` is a speed path, so it needs the speed paths on.
+
+    With them off (``fast_paths=False``, ``PGPLUG_FAST_PATHS=0``, ``--no-fast-paths``) pgplug runs SB3's own
+    float32 code: training in ``bf16`` is refused in one line rather than silently run in float32.
+    """
+    check_precision("precision", precision)
+    if precision != "fp32" and not fast:
+        raise PgplugError(
+            f"precision={precision!r} is one of pgplug's speed paths, which are off ({FAST_PATHS_ENV_VAR}=0, "
+            "fast_paths=False or --no-fast-paths run SB3's own float32 code): use precision='fp32' or turn them on"
+        )
+    return precision
+
+
+def runner_for(
+    policy: ActorCriticPolicy, *, fast: bool, keep_graph: bool = False, precision: str = "fp32"
+) -> PolicyRunner:
     """The runner for ``policy``: the reference (SB3's code) or the fast one, feed-forward or recurrent.
 
     :param fast: take the speed paths (each engages only where it is proven equal to SB3's code)
     :param keep_graph: the caller updates once per rollout, on the weights that collected it: the update
         may differentiate the rollout's own forward passes (fast runner, CNN policies)
+    :param precision: ``fp32``, or ``bf16`` for the policy's body under bfloat16 autocast
+        (:class:`~pgplug.runtime.fast_runners.Bf16Runner`; needs ``fast`` and SB3's own feed-forward policy code)
     """
+    if check_precision_runs(precision, fast=fast) == "bf16":
+        if is_recurrent(policy) or not runs_sb3_actor_critic(policy):
+            raise PgplugError(
+                f"precision='bf16' runs SB3's own ActorCriticPolicy forward passes (MlpPolicy, CnnPolicy, "
+                f"MultiInputPolicy); {type(policy).__name__} is recurrent or has its own: use precision='fp32'"
+            )
+        return Bf16Runner(policy)
     if is_recurrent(policy):
         return FastRecurrentRunner(policy) if fast else RecurrentRunner(policy)
     return FastRunner(policy, keep_graph=keep_graph) if fast else PolicyRunner(policy)

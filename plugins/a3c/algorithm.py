@@ -97,6 +97,8 @@ class A3C(PolicyGradientAlgorithm):
     :param objective_kwargs: the objective's arguments besides this algorithm's own settings
     :param fast_paths: pgplug's speed paths (True), SB3's own code (False), or ``PGPLUG_FAST_PATHS`` (None)
     :param allow_negative_ent_coef: accept a negative ``ent_coef`` (which punishes exploration; refused otherwise)
+    :param precision: ``fp32``, or ``bf16`` for the policy's body under bfloat16 autocast (a speed path for CPUs
+        with bf16 matrix units; see :class:`~pgplug.runtime.algorithm.PolicyGradientAlgorithm`)
     """
 
     name = "a3c"
@@ -152,6 +154,7 @@ class A3C(PolicyGradientAlgorithm):
         seed: int | None = None,
         device: th.device | str = "auto",
         allow_negative_ent_coef: bool = False,
+        precision: str = "fp32",
         _init_setup_model: bool = True,
     ) -> None:
         checked = self.check_settings(locals())  # before anything starts (the forkserver, the main process's env)
@@ -189,6 +192,7 @@ class A3C(PolicyGradientAlgorithm):
             objective_kwargs=objective_kwargs,
             fast_paths=fast_paths,
             allow_negative_ent_coef=allow_negative_ent_coef,
+            precision=precision,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
             policy_kwargs=policy_kwargs,
@@ -320,6 +324,7 @@ class A3C(PolicyGradientAlgorithm):
             max_grad_norm=self.max_grad_norm,
             lr_schedule=self.lr_schedule,
             fast_paths=self.runner.fast,
+            precision=self.precision,
             # Copies of the workers' rollouts travel to the driver only when a plugin observes them.
             send_rollouts=get_host().implements("pgplug_after_rollout"),
             # Workers that run between the callbacks wait for nothing.

@@ -46,6 +46,7 @@ class WorkerSpec:
     :param callback_lag: workers pause while they are more than this many steps ahead of the driver's
         callbacks (None: never), so an evaluation at step S sees the weights of about step S
     :param threads: torch threads in each worker process (``A3C.worker_threads``)
+    :param precision: the workers' forward passes' precision (``A3C.precision``)
     """
 
     env_factory: VecEnvFactory
@@ -59,6 +60,7 @@ class WorkerSpec:
     max_grad_norm: float | None
     lr_schedule: Schedule
     fast_paths: bool = True
+    precision: str = "fp32"
     send_rollouts: bool = False
     report_interval: float = 0.25  # seconds between reports
     callback_lag: int | None = None
@@ -128,7 +130,7 @@ class Worker:
         self.env = spec.env_factory(spec.n_envs, spec.worker_seed(rank))
         self.local_policy = store.local_policy()
         # One gradient per rollout, on the local weights that collected it: the rollout's graph may serve it.
-        self.runner = runner_for(self.local_policy, fast=spec.fast_paths, keep_graph=True)
+        self.runner = runner_for(self.local_policy, fast=spec.fast_paths, keep_graph=True, precision=spec.precision)
         self.collector = RolloutCollector(
             self.runner, self.env, spec.gamma, bootstrap_truncation=spec.estimator.needs_critic
         )
