@@ -126,5 +126,5 @@ def test_the_switch_chooses_the_class(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_an_unknown_kind_is_one_line() -> None:
-    with pytest.raises(PgplugError, match=r"unknown vec_env 'threads'; valid: dummy, subproc"):
+    with pytest.raises(PgplugError, match=r"unknown vec_env 'threads'; valid: dummy, subproc, ale"):
         vec_env_class("threads")

@@ -41,8 +41,8 @@ class RunRequest:
     :param trained_agent: a zip to continue (or, of another algorithm, to warm-start from)
     :param bc_warmstart: an expert zip to clone into the new model first
     :param precision: ``--precision``, overriding the config's ``precision``
-    :param vec_env: the ``VecEnv`` type, ``dummy`` or ``subproc`` (not for worker algorithms, whose workers are the
-        processes)
+    :param vec_env: the ``VecEnv`` type, ``dummy``, ``subproc`` (not for worker algorithms, whose workers are the
+        processes) or ``ale`` (Atari ids: one ale-py ``AtariVectorEnv``)
     """
 
     algo: str
@@ -205,10 +205,10 @@ def settle(request: RunRequest, require_timesteps: bool = True) -> Settings:
     :param require_timesteps: fail when neither ``-n`` nor the config gives a training budget
     """
     cls = get_host().algorithms.get(request.algo)
-    if request.vec_env != "dummy" and uses_workers(cls):
+    if request.vec_env == "subproc" and uses_workers(cls):
         raise PgplugError(
             f"--vec-env {request.vec_env} does not apply to {request.algo}: its workers each build their own envs "
-            "in their own process; use --vec-env dummy (the default)"
+            "in their own process; use --vec-env dummy (the default) or ale (Atari)"
         )
     env_id = check_env_id(request.env)
     atari = is_atari(env_id)

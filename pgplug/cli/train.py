@@ -118,7 +118,12 @@ def add_arguments(parser: argparse.ArgumentParser, host) -> None:
     parser.add_argument(
         "--n-eval-episodes", type=int, default=10, help="episodes of the final evaluation (default: 10; 0: skip)"
     )
-    parser.add_argument("--vec-env", choices=VEC_ENV_KINDS, default="dummy", help="VecEnv type (default: dummy)")
+    parser.add_argument(
+        "--vec-env",
+        choices=VEC_ENV_KINDS,
+        default="dummy",
+        help="VecEnv type (default: dummy); ale: Atari ids in one ale-py AtariVectorEnv (C++ threads)",
+    )
     parser.add_argument(
         "--device", type=device, default="auto", help="torch device: auto, cpu, cuda, ... (default: auto)"
     )

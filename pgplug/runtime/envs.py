@@ -127,7 +127,8 @@ class EnvSpec:
     :param normalize: ``VecNormalize`` keyword arguments, or None for no normalization
     :param wrappers: ``(dotted class path, kwargs)`` gymnasium wrappers, applied after ``Monitor``
     :param atari: apply SB3's ``AtariWrapper`` first, as ``make_atari_env`` does
-    :param vec_env: ``dummy`` (in-process) or ``subproc`` (one process per env)
+    :param vec_env: ``dummy`` (in-process), ``subproc`` (one process per env) or ``ale`` (Atari ids: one ale-py
+        ``AtariVectorEnv`` with SB3's Atari semantics, see :mod:`pgplug.runtime.ale_vector`)
     :param env_kwargs: keyword arguments of ``gymnasium.make``
     :param vec_env_wrappers: ``(dotted class path, kwargs)`` SB3 ``VecEnvWrapper`` classes, applied to the
         ``VecEnv`` before ``VecNormalize`` and the frame stack, as rl-baselines3-zoo applies its ``vec_env_wrapper``
@@ -224,21 +225,10 @@ class EnvSpec:
 
         if self.atari:
             _register_atari()  # this may be a fresh worker process
-        vec_env_cls = vec_env_class(self.vec_env)
-        try:
-            env = make_vec_env(
-                self.env_id,
-                n_envs=n_envs or self.n_envs,
-                seed=None if self.seed is None else self.seed + start_index,
-                start_index=start_index,
-                monitor_dir=None if monitor_dir is None else str(monitor_dir),
-                wrapper_class=self._wrapper_chain(),
-                env_kwargs=self._env_kwargs(),
-                vec_env_cls=vec_env_cls,
-                monitor_kwargs=self._monitor_kwargs(),
-            )
-        except gym.error.DependencyNotInstalled as exc:
-            raise PgplugError(f"env {self.env_id!r} needs a missing package: {str(exc).splitlines()[0]}") from exc
+        if self.vec_env == "ale":
+            env = self._ale_vec_env(n_envs or self.n_envs, start_index, monitor_dir)
+        else:
+            env = self._gym_vec_env(make_vec_env, vec_env_class(self.vec_env), n_envs, start_index, monitor_dir)
         if self.vec_env_wrappers:
             env = WrapperChain(self.vec_env_wrappers, "vec_env_wrapper")(env)
         if saved_statistics is not None:
@@ -251,9 +241,57 @@ class EnvSpec:
             if not training:
                 kwargs.update(training=False, norm_reward=False)
             env = VecNormalize(env, **kwargs)
-        if self.frame_stack:
+        if self.frame_stack and self.vec_env != "ale":  # ale-py stacks the frames itself
             env = VecFrameStack(env, self.frame_stack)
         space = env.observation_space
         if isinstance(space, gym.spaces.Box) and is_image_space(space) and not is_image_space_channels_first(space):
             env = VecTransposeImage(env)
+        return env
+
+    def _gym_vec_env(
+        self,
+        make_vec_env: Callable[..., Any],
+        vec_env_cls: type,
+        n_envs: int | None,
+        start_index: int,
+        monitor_dir: str | Path | None,
+    ) -> Any:
+        """SB3's ``make_vec_env``: each env under ``Monitor`` and the spec's wrappers."""
+        try:
+            return make_vec_env(
+                self.env_id,
+                n_envs=n_envs or self.n_envs,
+                seed=None if self.seed is None else self.seed + start_index,
+                start_index=start_index,
+                monitor_dir=None if monitor_dir is None else str(monitor_dir),
+                wrapper_class=self._wrapper_chain(),
+                env_kwargs=self._env_kwargs(),
+                vec_env_cls=vec_env_cls,
+                monitor_kwargs=self._monitor_kwargs(),
+            )
+        except gym.error.DependencyNotInstalled as exc:
+            raise PgplugError(f"env {self.env_id!r} needs a missing package: {str(exc).splitlines()[0]}") from exc
+
+    def _ale_vec_env(self, n_envs: int, start_index: int, monitor_dir: str | Path | None) -> Any:
+        """One ``AtariVectorEnv`` doing what ``AtariWrapper`` and ``VecFrameStack`` do (``env_wrapper: AtariWrapper``
+        and ``frame_stack`` map onto its options); other wrappers and non-Atari ids are refused in one line."""
+        from pgplug.runtime.ale_vector import AleVecEnv, vector_options
+
+        if not is_atari(self.env_id):
+            raise PgplugError(f"vec_env ale steps Atari ids only, not {self.env_id!r}; valid for it: dummy, subproc")
+        others = [path for path, _ in self.wrappers if path != ATARI_WRAPPER]
+        if others or not self.atari:
+            what = f"the env wrapper {others[0]}" if others else "an Atari id without AtariWrapper (atari=False)"
+            raise PgplugError(f"vec_env ale cannot apply {what}; it does AtariWrapper and frame_stack only")
+        if self.monitor_kwargs:
+            raise PgplugError(
+                f"vec_env ale cannot take Monitor arguments {sorted(self.monitor_kwargs)}; use vec_env dummy"
+            )
+        wrapper_kwargs = next((kwargs for path, kwargs in self.wrappers if path == ATARI_WRAPPER), {})
+        options = vector_options(registered(self.env_id).kwargs, self.env_kwargs, wrapper_kwargs, self.frame_stack)
+        env = AleVecEnv(
+            num_envs=n_envs, monitor_dir=monitor_dir, start_index=start_index, env_id=self.env_id, **options
+        )
+        if self.seed is not None:
+            env.seed(self.seed + start_index)
         return env

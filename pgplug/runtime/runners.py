@@ -86,8 +86,10 @@ def runner_for(
     return FastRunner(policy, keep_graph=keep_graph) if fast else PolicyRunner(policy)
 
 
-#: The vec envs an env spec's ``vec_env`` names: envs stepped in this process, or one subprocess each.
-VEC_ENV_KINDS = ("dummy", "subproc")
+#: The vec envs an env spec's ``vec_env`` names: envs stepped in this process, one subprocess each, or (Atari ids
+#: only) ale-py's ``AtariVectorEnv`` stepping every emulator in C++ threads (:mod:`pgplug.runtime.ale_vector`).
+VEC_ENV_KINDS = ("dummy", "subproc", "ale")
+_CLASS_KINDS = ("dummy", "subproc")
 
 
 def vec_env_class(kind: str, *, fast: bool | None = None) -> type[VecEnv]:
@@ -97,6 +99,10 @@ def vec_env_class(kind: str, *, fast: bool | None = None) -> type[VecEnv]:
     """
     if kind not in VEC_ENV_KINDS:
         raise PgplugError(f"unknown vec_env {kind!r}; valid: {', '.join(VEC_ENV_KINDS)}")
+    if kind not in _CLASS_KINDS:
+        raise PgplugError(
+            f"vec_env {kind} steps no gymnasium envs (EnvSpec builds it); valid: {', '.join(_CLASS_KINDS)}"
+        )
     if kind == "subproc":
         return SubprocVecEnv
     return LeanDummyVecEnv if resolve_fast_paths(fast) else DummyVecEnv
