@@ -11,6 +11,7 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,7 @@ def _limit_file_size(limit: int):
 
 SAVE_OVER = """
 import sys
+import time
 from pgplug import A2C
 model = A2C("MlpPolicy", "CartPole-v1", n_steps=5, seed=1, policy_kwargs=dict(net_arch=[256, 256]))
 try:
@@ -215,3 +217,18 @@ def test_checkpoints_write_their_vecnormalize_statistics_atomically_in_sb3s_form
     )
     restored = VecNormalize.load(str(tmp_path / "rl_model_vecnormalize_60_steps.pkl"), make_vec_env("CartPole-v1"))
     assert restored.obs_rms.count == venv.obs_rms.count
+
+
+def test_a_plain_keyboard_interrupt_after_sigterm_exits_143() -> None:
+    """A library that catches the ``Stopped`` of a SIGTERM and raises a plain ``KeyboardInterrupt`` (Ray's ``ray.get``
+    can) still exits 128 + 15; a plain one with no signal received is Ctrl-C's 130."""
+    from pgplug.cli.signals import exit_code, stop_signals_interrupt
+
+    with stop_signals_interrupt():
+        assert exit_code(KeyboardInterrupt()) == 130
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        except KeyboardInterrupt:
+            plain = KeyboardInterrupt()  # what the library raised instead
+        assert exit_code(plain) == 143

@@ -27,16 +27,24 @@ class Stopped(KeyboardInterrupt):
 
 
 def exit_code(interrupt: KeyboardInterrupt) -> int:
-    """128 + the signal's number (130 for Ctrl-C and a plain ``KeyboardInterrupt``, 143 for SIGTERM)."""
-    return 128 + getattr(interrupt, "signum", signal.SIGINT)
+    """128 + the signal's number (130 for Ctrl-C and a plain ``KeyboardInterrupt``, 143 for SIGTERM).
+
+    A library may catch the :class:`Stopped` a signal raised and raise a plain ``KeyboardInterrupt`` instead (Ray's
+    ``ray.get`` can, when the signal lands inside it): then the last stop signal received names the code.
+    """
+    signum = getattr(interrupt, "signum", None) or _State.received
+    return 128 + (signum or signal.SIGINT)
 
 
 class _State:
     deferring = False
     pending: int | None = None
+    #: The last stop signal received, for :func:`exit_code`.
+    received: int | None = None
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
+    _State.received = signum
     if _State.deferring:
         _State.pending = _State.pending or signum
         return
@@ -49,6 +57,7 @@ def stop_signals_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _State.received = None
     previous = {signum: signal.signal(signum, _on_signal) for signum in STOP_SIGNALS}
     try:
         yield
