@@ -49,6 +49,16 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, output: Path) -> Path:
+    """Write ``fig`` to ``output`` (its folder made if missing), close it, and return ``output``."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(output, dpi=100)
+    finally:
+        pyplot().close(fig)
+    return output
+
+
 def _time_unit(groups: Sequence[Group]) -> tuple[float, str]:
     """Seconds, minutes or hours, whichever keeps the longest run's numbers short."""
     curves = [c for g in groups for r in g.runs for c in (r.episodes, r.evaluations) if c is not None]
@@ -166,12 +176,7 @@ def draw(
     )
     envs = sorted({r.env for g in groups for r in g.runs})
     fig.suptitle(title or f"Learning curves on {', '.join(envs)}")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(output, dpi=100)
-    finally:
-        plt.close(fig)
-    return output
+    return save_figure(fig, output)
 
 
 def plot_runs(run_dirs: Sequence[str | Path], output: str | Path, **kwargs) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pgplug.interop.plotting import check_output, pyplot
+from pgplug.interop.plotting import check_output, pyplot, save_figure
 from pgplug.interop.variance import RATIO_BASE, VarianceReport
 
 #: The panels: statistic, axis label, log scale.
@@ -51,9 +51,4 @@ def draw_variance(report: VarianceReport, output: str | Path, title: str | None 
         f"{int(100 * s.confidence)}% bootstrap intervals",
         fontsize="medium",
     )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(output, dpi=100)
-    finally:
-        plt.close(fig)
-    return output
+    return save_figure(fig, output)
