@@ -38,6 +38,8 @@ from typing import Any
 
 from sb3_best import SB3_THREADS, apply_threads, best_sb3, pgplug_default_threads, ratios, rotation, thread_label
 
+from pgplug.validation import PRECISIONS
+
 ATARI_ID, CARTPOLE_ID = "PongNoFrameskip-v4", "CartPole-v1"
 
 #: name -> (env id, algorithm, settings). Atari settings are the zoo's (rl-baselines3-zoo hyperparams/a2c.yml).
@@ -277,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pairs", type=int, default=3, help="rounds per comparison (default 3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sb3-threads", type=int, default=0, help=argparse.SUPPRESS)  # an SB3 run's threads
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help=argparse.SUPPRESS)  # A3C's
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help=argparse.SUPPRESS)  # A3C's
     parser.add_argument("--_run", choices=list(SETUPS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._run:

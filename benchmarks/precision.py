@@ -41,6 +41,8 @@ import a3c_throughput
 import throughput
 from sb3_best import SB3_THREADS, best_sb3, pgplug_default_threads, ratios, rotation, thread_label
 
+from pgplug.validation import PRECISIONS
+
 PONG = "PongNoFrameskip-v4"
 MICRO_MODES = ("fp32 graph", "fp32", "fp32 cl", "bf16", "bf16 cl")
 
@@ -270,13 +272,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=30, help="timings per micro-benchmark figure (default 30)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="parity: seeds (default 0 1)")
-    parser.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"])
+    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
     parser.add_argument("--frames", type=int, default=1_000_000, help="parity: frames per run (default 1M)")
     parser.add_argument("--report-every", type=int, default=25_000, help="parity: agent steps between curve points")
     parser.add_argument("--out", type=Path, default=Path("precision_parity.json"), help="parity: the curves' file")
     parser.add_argument("--print-only", action="store_true", help="parity: print the curves in --out, train nothing")
     parser.add_argument("--_micro", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--_parity", choices=("fp32", "bf16"), help=argparse.SUPPRESS)
+    parser.add_argument("--_parity", choices=PRECISIONS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._micro:
         print(json.dumps(micro_run(args._micro, args.repeats)))

@@ -41,6 +41,8 @@ from typing import Any
 
 from sb3_best import SB3_THREADS, apply_threads, best_sb3, pgplug_default_threads, ratios, rotation, thread_label
 
+from pgplug.validation import PRECISIONS
+
 # The zoo's A2C hyperparameters (rl-baselines3-zoo hyperparams/a2c.yml); the rest are A2C defaults.
 CONFIGS: dict[str, dict[str, Any]] = {
     "CartPole-v1": {"n_envs": 8, "policy": "MlpPolicy", "atari": False, "kwargs": {"ent_coef": 0.0}, "steps": 40_000},
@@ -279,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--callback", action="store_true", help="time learn() with a no-op per-step callback on both sides"
     )
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help=argparse.SUPPRESS)  # pgplug's
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help=argparse.SUPPRESS)  # pgplug's
     parser.add_argument("--_run", choices=("sb3", "pgplug"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     env_ids = args.env or list(CONFIGS)
