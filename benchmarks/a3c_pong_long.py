@@ -14,6 +14,8 @@ Written to ``--out``:
   Ctrl-C stops the workers and saves ``interrupted.zip``.
 
     python benchmarks/a3c_pong_long.py --frames 40000000 --out runs/a3c_pong
+    python benchmarks/a3c_pong_long.py --precision bf16 --hours 2.5 --eval-every 250000 --eval-episodes 5 \
+        --stop-at 18 --out runs/a3c_pong_bf16   # issue 16's run: +18 within 2.5 hours on 2 cores
     tensorboard --logdir runs/a3c_pong
 """
 
@@ -24,6 +26,8 @@ import csv
 import time
 from pathlib import Path
 from typing import Any
+
+from pgplug.validation import PRECISIONS
 
 ENV_ID = "PongNoFrameskip-v4"
 FRAME_SKIP = 4
@@ -61,6 +65,23 @@ def make_episode_logger(path: Path) -> Any:
     return EpisodeLog()
 
 
+def make_time_limit(hours: float) -> Any:
+    """Ends training (``on_step`` returns False, as SB3's stopping callbacks do) ``hours`` after it began."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class TimeLimit(BaseCallback):
+        def _on_training_start(self) -> None:
+            self.deadline = time.time() + hours * 3600
+
+        def _on_step(self) -> bool:
+            if time.time() < self.deadline:
+                return True
+            print(f"time limit: {hours} h reached at {self.num_timesteps:,} steps")
+            return False
+
+    return TimeLimit()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=float, default=40e6, help="frame budget (default 4e7 = 1e7 agent steps)")
@@ -74,10 +95,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-every", type=int, default=0, help="evaluate every N agent steps (0: never)")
     parser.add_argument("--eval-episodes", type=int, default=3)
     parser.add_argument("--log-interval", type=int, default=500, help="logger dump every N updates")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="the workers' precision")
+    parser.add_argument("--vec-env", choices=("dummy", "ale"), default="dummy", help="the workers' Atari envs")
+    parser.add_argument("--hours", type=float, default=0.0, help="stop after this many hours of training (0: never)")
+    parser.add_argument("--stop-at", type=float, help="stop once an evaluation's mean score reaches this")
     args = parser.parse_args(argv)
 
     import torch as th
-    from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
+    from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback, StopTrainingOnRewardThreshold
     from stable_baselines3.common.logger import configure
     from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 
@@ -89,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     steps = int(args.frames) // FRAME_SKIP
     model = A3C(
         "CnnPolicy",
-        ENV_ID,
+        EnvSpec.for_env_id(ENV_ID, vec_env=args.vec_env),
         n_workers=args.workers,
         n_envs_per_worker=args.envs_per_worker,
         t_max=args.t_max,
@@ -98,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
         vf_coef=0.25,
         policy_kwargs={"optimizer_class": RMSpropTFLike, "optimizer_kwargs": {"eps": 1e-5}},
         seed=args.seed,
+        precision=args.precision,
+        callback_lag=None,  # the workers train on while the main process evaluates (no pause per evaluation)
     )
     model.set_logger(configure(str(args.out), ["stdout", "csv", "tensorboard"]))
     # Callback frequencies count on_step calls: one per worker vec-env step (envs_per_worker agent steps).
@@ -106,17 +133,24 @@ def main(argv: list[str] | None = None) -> None:
         make_episode_logger(args.out / "episodes.csv"),
         CheckpointCallback(max(args.save_every // per_call, 1), str(args.out / "checkpoints"), name_prefix="a3c_pong"),
     ]
+    if args.hours:
+        callbacks.append(make_time_limit(args.hours))
     if args.eval_every:
         eval_env = EnvSpec.for_env_id(ENV_ID)(1, 10_000 + args.seed)
+        reached = None if args.stop_at is None else StopTrainingOnRewardThreshold(args.stop_at, verbose=1)
         callbacks.append(
             EvalCallback(
                 eval_env,
                 eval_freq=max(args.eval_every // per_call, 1),
                 n_eval_episodes=args.eval_episodes,
                 log_path=str(args.out),
+                callback_on_new_best=reached,
             )
         )
-    print(f"A3C on {ENV_ID}: {args.workers} workers × {args.envs_per_worker} envs, {steps:,} steps → {args.out}")
+    print(
+        f"A3C on {ENV_ID}: {args.workers} workers × {args.envs_per_worker} envs, {args.precision}, {args.vec_env} envs,"
+        f" {steps:,} steps → {args.out}"
+    )
     start = time.time()
     try:
         model.learn(steps, callback=callbacks, log_interval=args.log_interval, progress_bar=True)

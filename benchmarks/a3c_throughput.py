@@ -79,11 +79,14 @@ def cpu_seconds() -> float:
     return total
 
 
-def run_one(name: str, steps: int, seed: int, sb3_threads: int, precision: str = "fp32") -> dict[str, Any]:
+def run_one(
+    name: str, steps: int, seed: int, sb3_threads: int, precision: str = "fp32", vec_env: str = "dummy"
+) -> dict[str, Any]:
     """One timed ``learn`` in this process; returns the rates as a dict.
 
     :param sb3_threads: an SB3 run's torch threads (0: torch's default)
     :param precision: A3C's ``precision`` (``benchmarks/precision.py`` compares them)
+    :param vec_env: A3C's workers' env pipeline on Atari (``dummy``, or ``ale``: ale-py's ``AtariVectorEnv``)
     """
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -113,10 +116,11 @@ def run_one(name: str, steps: int, seed: int, sb3_threads: int, precision: str =
         model: Any = A2C(policy, env, n_steps=5, **kwargs)
     else:
         from pgplug import A3C  # type: ignore[attr-defined]
+        from pgplug.runtime.envs import EnvSpec
 
         model = A3C(
             policy,
-            setup["env"],
+            EnvSpec.for_env_id(setup["env"], vec_env=vec_env) if atari else setup["env"],
             n_workers=setup["n_workers"],
             n_envs_per_worker=setup["n_envs"],
             t_max=5,
@@ -176,9 +180,11 @@ def run_one(name: str, steps: int, seed: int, sb3_threads: int, precision: str =
     }
 
 
-def run_subprocess(name: str, steps: int, seed: int, sb3_threads: int, precision: str = "fp32") -> dict[str, Any]:
+def run_subprocess(
+    name: str, steps: int, seed: int, sb3_threads: int, precision: str = "fp32", vec_env: str = "dummy"
+) -> dict[str, Any]:
     command = [sys.executable, __file__, "--_run", name, "--steps", str(steps), "--seed", str(seed)]
-    command += ["--sb3-threads", str(sb3_threads), "--precision", precision]
+    command += ["--sb3-threads", str(sb3_threads), "--precision", precision, "--vec-env", vec_env]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"run {name} failed:\n{done.stderr}")
@@ -192,7 +198,9 @@ def console() -> Any:
     return Console() if sys.stdout.isatty() else Console(width=150)
 
 
-def bench(name: str, pairs: int, steps: int | None, seed: int) -> dict[str, Any]:
+def bench(
+    name: str, pairs: int, steps: int | None, seed: int, precision: str = "fp32", vec_env: str = "dummy"
+) -> dict[str, Any]:
     """Rounds of the bench's setups in rotating order (an SB3 setup at each of ``SB3_THREADS``); per-round ratios
     of steady rates against A at its best."""
     from rich.table import Table
@@ -208,7 +216,7 @@ def bench(name: str, pairs: int, steps: int | None, seed: int) -> dict[str, Any]
         table.add_column(column, justify="right")
     for round_index in range(pairs):
         for setup in rotation(setups, round_index):
-            result = run_subprocess(setup[0], steps, seed + round_index, setup[1])
+            result = run_subprocess(setup[0], steps, seed + round_index, setup[1], precision, vec_env)
             runs[setup].append(result)
             table.add_row(
                 str(round_index + 1),
@@ -279,13 +287,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pairs", type=int, default=3, help="rounds per comparison (default 3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sb3-threads", type=int, default=0, help=argparse.SUPPRESS)  # an SB3 run's threads
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help=argparse.SUPPRESS)  # A3C's
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="A3C's precision (default fp32)")
+    parser.add_argument("--vec-env", choices=("dummy", "ale"), default="dummy", help="A3C's Atari envs (default dummy)")
     parser.add_argument("--_run", choices=list(SETUPS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._run:
-        print(json.dumps(run_one(args._run, args.steps, args.seed, args.sb3_threads, args.precision)))
+        print(json.dumps(run_one(args._run, args.steps, args.seed, args.sb3_threads, args.precision, args.vec_env)))
         return
-    summary([bench(name, args.pairs, args.steps, args.seed) for name in args.bench])
+    summary([bench(name, args.pairs, args.steps, args.seed, args.precision, args.vec_env) for name in args.bench])
 
 
 if __name__ == "__main__":

@@ -598,7 +598,7 @@ def test_unknown_estimator_lists_the_valid_names(plugin_host: Any) -> None:
 
 @pytest.mark.parametrize(
     ("name", "kwargs", "valid"),
-    [("gae", {"lam": 0.9}, "gae_lambda"), ("nstep", {"n_steps": 5}, "n"), ("td", {"n": 3}, "(none)")],
+    [("gae", {"lam": 0.9}, "gae_lambda, gamma_t"), ("nstep", {"n_steps": 5}, "n"), ("td", {"n": 3}, "gamma_t")],
 )
 def test_bad_estimator_kwargs_name_the_valid_keys(name: str, kwargs: dict[str, Any], valid: str) -> None:
     with pytest.raises(PgplugError) as excinfo:

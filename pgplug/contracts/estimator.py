@@ -25,6 +25,9 @@ from pgplug.validation import check_gamma
 
 ArrayLike = np.ndarray | th.Tensor
 
+#: The estimator argument every estimator takes: keep the exact discounted gradient's γ^t (:attr:`Estimator.gamma_t`).
+GAMMA_T = "gamma_t"
+
 
 @dataclass(frozen=True)
 class Estimate:
@@ -48,6 +51,19 @@ def episode_ends(episode_starts: th.Tensor, last_dones: th.Tensor) -> th.Tensor:
     return th.cat([episode_starts[1:], last_dones.reshape(1, -1)], dim=0)
 
 
+def episode_time(episode_starts: th.Tensor, first_times: th.Tensor | None = None) -> th.Tensor:
+    """t of each step, ``[T, N]``: steps since its episode began, 0 at an episode start.
+
+    Steps before an env's first episode start in the rollout count on from ``first_times`` (``[N]``, the steps that
+    env's episode had already run when the rollout began; None: 0, the rollout begins fresh episodes).
+    """
+    index = th.arange(episode_starts.shape[0], dtype=th.float32).unsqueeze(1).expand(episode_starts.shape)
+    no_start = th.full_like(index, -1.0)
+    last_start = th.cummax(th.where(episode_starts.bool(), index, no_start), dim=0).values
+    before_first = index if first_times is None else index + first_times.reshape(1, -1).to(th.float32)
+    return th.where(last_start >= 0, index - last_start, before_first)
+
+
 def _described(value: object) -> str:
     """A value as messages show it: an array's kind, dtype and shape, not its numbers (one short line)."""
     if isinstance(value, th.Tensor):
@@ -66,12 +82,24 @@ class Estimator(Parametrised, ABC):
 
     :cvar search_space: the values ``pgplug train --optimize`` tries for constructor arguments
         (:mod:`pgplug.contracts.search`); arguments not listed keep their defaults
+    :ivar gamma_t: multiply Ψ_t by γ^t, t the step's time in its episode (:func:`episode_time`): the exact gradient
+        of the discounted objective E[Σ_t γ^t r_t], which the usual estimators (and SB3) drop. Off by default; every
+        estimator, a third-party one too, takes it as the argument ``gamma_t=True``
+        (:func:`pgplug.contracts.registries.make_estimator`). The critic's targets are unchanged.
     """
 
     name: ClassVar[str]
     needs_critic: ClassVar[bool] = False
     needs_complete_episodes: ClassVar[bool] = False
     search_space: ClassVar[Mapping[str, Distribution]] = {}
+    gamma_t: bool = False
+
+    def params(self) -> dict[str, object]:
+        """The constructor arguments, and ``gamma_t`` when it is on (so a saved config rebuilds it)."""
+        params = super().params()
+        if self.gamma_t:
+            params[GAMMA_T] = True
+        return params
 
     @property
     def equivalent_gae_lambda(self) -> float | None:
@@ -88,8 +116,13 @@ class Estimator(Parametrised, ABC):
         gamma: float,
         values: ArrayLike | None = None,
         last_values: ArrayLike | None = None,
+        first_step_times: ArrayLike | None = None,
     ) -> Estimate:
-        """Validate and convert the inputs, then :meth:`estimate`."""
+        """Validate and convert the inputs, then :meth:`estimate` (then γ^t, with :attr:`gamma_t`).
+
+        :param first_step_times: ``[N]``, the steps each env's episode had run when the rollout began (only
+            :attr:`gamma_t` reads it; None: the rollout begins fresh episodes)
+        """
         rewards_t = as_tensor(rewards)
         assert rewards_t is not None
         if rewards_t.ndim != 2:
@@ -111,7 +144,11 @@ class Estimator(Parametrised, ABC):
             last_dones=_flat(as_tensor(last_dones)),
             gamma=check_gamma(gamma),
         )
-        return self.check_estimate(estimate, rewards_t.shape)
+        estimate = self.check_estimate(estimate, rewards_t.shape)
+        if not self.gamma_t:
+            return estimate
+        discount = th.pow(gamma, episode_time(starts_t, as_tensor(first_step_times)))
+        return Estimate(estimate.advantages * discount, estimate.returns)
 
     def check_estimate(self, estimate: object, shape: th.Size) -> Estimate:
         """``estimate`` if it keeps the contract: an :class:`Estimate` of float tensors shaped ``[T, n_envs]`` like the

@@ -12,11 +12,12 @@ from typing import Any
 
 from pgplug.contracts.algorithm import ALGORITHMS
 from pgplug.contracts.backend import BACKENDS
-from pgplug.contracts.estimator import ESTIMATORS, Estimator
+from pgplug.contracts.estimator import ESTIMATORS, GAMMA_T, Estimator
 from pgplug.contracts.objective import OBJECTIVES, Objective
 from pgplug.errors import PgplugError
 from pgplug.plugin.host import PluginHost
 from pgplug.plugin.registry import Registry
+from pgplug.validation import check_bool
 
 #: pgplug's built-in plugins. They are ordinary plugins, registered through the same hooks as any
 #: entry-point or local plugin (as pytest keeps its list of default plugins).
@@ -79,27 +80,38 @@ def call_hook(name: str, **kwargs: Any) -> list[Any]:
     return get_host().call(name, **kwargs)
 
 
-def construct(registry: Registry, name: str, kwargs: dict[str, Any] | None, what: str) -> Any:
-    """An instance of the class registered as ``name``, with a one-line error for arguments it does not take."""
+def construct(
+    registry: Registry, name: str, kwargs: dict[str, Any] | None, what: str, also_valid: tuple[str, ...] = ()
+) -> Any:
+    """An instance of the class registered as ``name``, with a one-line error for arguments it does not take
+    (listing its constructor's and ``also_valid``, the keys the caller takes off before)."""
     cls = registry.get(name)
     try:
         return cls(**(kwargs or {}))
     except TypeError as exc:
         variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
         params = inspect.signature(cls.__init__).parameters.values()
-        valid = [p.name for p in params if p.name != "self" and p.kind not in variadic]
+        valid = [p.name for p in params if p.name != "self" and p.kind not in variadic] + list(also_valid)
         raise PgplugError(
             f"bad {what}_kwargs {kwargs!r} for {what} {name!r}: {exc}; valid keys: {', '.join(valid) or '(none)'}"
         ) from exc
 
 
 def make_estimator(spec: str | Estimator, kwargs: dict[str, Any] | None = None) -> Estimator:
-    """An estimator from a registered name (plus its keyword arguments) or an instance."""
+    """An estimator from a registered name (plus its keyword arguments) or an instance.
+
+    Every estimator also takes ``gamma_t`` (:attr:`~pgplug.contracts.estimator.Estimator.gamma_t`), set here rather
+    than by each constructor, so a third-party estimator has it without a line of its own.
+    """
     if isinstance(spec, Estimator):
         if kwargs:
             raise PgplugError("estimator_kwargs are only used with an estimator name, not an instance")
         return spec
-    return construct(get_host().estimators, spec, kwargs, "estimator")
+    own = dict(kwargs or {})
+    gamma_t = check_bool(f"estimator {spec!r}'s {GAMMA_T}", own.pop(GAMMA_T, False))
+    estimator = construct(get_host().estimators, spec, own, "estimator", also_valid=(GAMMA_T,))
+    estimator.gamma_t = gamma_t
+    return estimator
 
 
 def make_objective(spec: str | Objective, kwargs: dict[str, Any] | None = None) -> Objective:

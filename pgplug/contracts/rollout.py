@@ -34,6 +34,8 @@ class Rollout:
     #: A recurrent policy's states when the rollout began (sb3-contrib's ``RNNStates``): the update replays
     #: each env's sequence from them. None for feed-forward policies.
     recurrent_states: Any = None
+    #: ``[N]``: the steps each env's episode had run when the rollout began (for γ^t, ``Estimator.gamma_t``).
+    first_step_times: th.Tensor | None = None
 
     @property
     def n_steps(self) -> int:
@@ -48,6 +50,7 @@ class Rollout:
             last_values=self.last_values,
             last_dones=self.last_dones,
             gamma=gamma,
+            first_step_times=self.first_step_times,
         )
         self.advantages, self.returns = estimate.advantages, estimate.returns
         return self

@@ -61,6 +61,8 @@ class RolloutCollector:
         self._on_cpu = self.device.type == "cpu"
         self.last_obs: np.ndarray | dict[str, np.ndarray] | None = None
         self.last_episode_starts = np.ones(self.n_envs, dtype=bool)
+        #: Steps each env's current episode has run (an episode start counts from 0 whatever this says).
+        self.episode_steps = np.zeros(self.n_envs, dtype=np.int64)
         #: Where rollouts are written: the algorithm's ``rollout_buffer``, or one of the collector's own.
         self.buffer = buffer if buffer is not None else self._own_buffer()
         #: Env steps (per env) the last ``collect`` took, kept up to date should it be interrupted.
@@ -102,6 +104,7 @@ class RolloutCollector:
         buffer = self.buffer
         as_numpy = th.Tensor.numpy if self._on_cpu else lambda x: x.cpu().numpy()
         step = 0
+        first_step_times = np.where(self.last_episode_starts, 0, self.episode_steps)
         # The forward's actions, values and log-probs are kept as tensors and written into the buffers
         # once per rollout (one cat per field, instead of a row write per step).
         pending: Outputs = ([], [], [])
@@ -168,6 +171,8 @@ class RolloutCollector:
             buffer.write_last_values(last_values)
             buffer.write_outputs(step - len(pending[0]), pending)
         rollout = buffer.collected(step)
+        rollout.first_step_times = th.from_numpy(first_step_times)
+        self.episode_steps = _steps_run_after(buffer.rows["episode_starts"][:step], first_step_times)
         runner.end_rollout(rollout)
         return rollout
 
@@ -190,3 +195,12 @@ class RolloutCollector:
             terminal_obs = self.policy.obs_to_tensor(infos[i]["terminal_observation"])[0]
             rewards[i] += self.gamma * self.runner.values(terminal_obs, env_index=i)[0]  # type: ignore[arg-type]
         return rewards
+
+
+def _steps_run_after(episode_starts: np.ndarray, first_step_times: np.ndarray) -> np.ndarray:
+    """Steps each env's episode has run after a rollout (``[T, N]`` episode starts, the ``[N]`` steps run before
+    it): counted once per rollout rather than at every step."""
+    steps = episode_starts.shape[0]
+    started = episode_starts.astype(bool)
+    last_start = steps - 1 - np.argmax(started[::-1], axis=0)  # the last row an episode began at (if any)
+    return np.where(started.any(axis=0), steps - last_start, first_step_times + steps)

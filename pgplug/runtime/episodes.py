@@ -67,6 +67,7 @@ class EpisodeBatch:
             last_values=rollout.last_values,
             last_dones=rollout.last_dones,
             gamma=gamma,
+            first_step_times=rollout.first_step_times,
         ).advantages
 
     @property
