@@ -8,7 +8,11 @@ SB3_VERSION := $(shell sed -n 's/^stable_baselines3==//p' constraints.txt)
 SB3_SUITE := $(abspath $(VENV))/sb3-suite
 SB3_TESTS := $(SB3_SUITE)/stable_baselines3-$(SB3_VERSION)/tests
 
-.PHONY: train test lint lint-imports sb3-suite docs docs-serve
+.PHONY: train test lint lint-imports sb3-suite docs docs-serve results
+
+# docs/results.md, section by section (benchmarks/results_<name>.py; each under an hour on 2 cores): raw numbers
+# into docs/results/, pictures into docs/images/results/. `make results` runs them all, `make results-bc` one.
+RESULTS_SECTIONS := variance reinforce actor_critic a3c bc memory pong
 
 # Main job: train A3C on CartPole-v1 (configs/a3c.yml), show progress and a final evaluation, save the model.
 train: $(VENV)/.installed
@@ -38,6 +42,11 @@ docs: $(VENV)/.installed-extras
 
 docs-serve: $(VENV)/.installed-extras
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+
+results: $(addprefix results-,$(RESULTS_SECTIONS))
+
+results-%: $(VENV)/.installed-extras
+	$(BIN)/python benchmarks/results_$*.py $(ARGS)
 
 # SB3's tests that use A2C, with stable_baselines3.A2C replaced by pgplug.A2C (tests/sb3_suite/).
 sb3-suite: $(SB3_TESTS)

@@ -1,0 +1,137 @@
+"""What the scripts behind ``docs/results.md`` share: where results go, running ``pgplug`` commands two at a time,
+and reading "solved" off a run folder.
+
+Every section of the results page is one script (``benchmarks/results_*.py``), run by ``make results`` (all) or
+``make results-N``. Each trains with pgplug's own command line (``pgplug train ... -f FOLDER``), so a reader can
+rerun any single point by hand; run folders go to ``runs/results/`` (not kept), the raw numbers to
+``docs/results/`` (CSV/JSON, kept) and the pictures to ``docs/images/results/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "docs" / "results"
+IMAGES = REPO / "docs" / "images" / "results"
+RUNS = REPO / "runs" / "results"
+#: Concurrent jobs: one per core of the 2-core machine the page was measured on (each job uses one torch thread).
+JOBS = 2
+
+
+def pgplug_command(*args: str) -> list[str]:
+    """``python -m pgplug ARGS`` with this interpreter (the one the script runs under)."""
+    return [sys.executable, "-m", "pgplug", *args]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One command to run, and what to call it in the progress lines."""
+
+    label: str
+    command: list[str]
+
+
+@dataclass(frozen=True)
+class Done:
+    label: str
+    seconds: float
+    returncode: int
+    output: str
+
+
+def run_jobs(jobs: Sequence[Job], parallel: int = JOBS, log: Path | None = None) -> list[Done]:
+    """Run the jobs ``parallel`` at a time (each in its own process, one torch thread), in order of submission;
+    a progress line per finished job. Fails in one line naming the first job that failed, with its output's tail.
+
+    :param log: append every job's command and output to this file
+    """
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+    def run(job: Job) -> Done:
+        started = time.perf_counter()
+        done = subprocess.run(job.command, capture_output=True, text=True, env=env)
+        return Done(job.label, time.perf_counter() - started, done.returncode, done.stdout + done.stderr)
+
+    results: list[Done] = []
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        for index, done in enumerate(pool.map(run, jobs), start=1):
+            print(f"[{index}/{len(jobs)}] {done.label}: {done.seconds:.0f} s, exit {done.returncode}", flush=True)
+            if log is not None:
+                with log.open("a") as file:
+                    file.write(f"$ {' '.join(jobs[index - 1].command)}\n{done.output}\n")
+            results.append(done)
+    failed = [d for d in results if d.returncode != 0]
+    if failed:
+        tail = "\n".join(failed[0].output.strip().splitlines()[-5:])
+        raise SystemExit(f"{failed[0].label} failed (exit {failed[0].returncode}):\n{tail}")
+    return results
+
+
+@dataclass(frozen=True)
+class Solved:
+    """When a run first reached its threshold in a periodic evaluation (None: never, within its budget)."""
+
+    steps: int | None
+    seconds: float | None
+    final: float | None  # the last evaluation's mean return
+    best: float | None
+
+
+def solved(run_dir: Path, threshold: float) -> Solved:
+    """Steps and wall-clock seconds at the first evaluation whose mean return reached ``threshold``."""
+    from pgplug.interop.curves import read_run
+
+    evaluations = read_run(run_dir).evaluations
+    if evaluations is None or len(evaluations.y) == 0:
+        return Solved(None, None, None, None)
+    reached = [i for i, y in enumerate(evaluations.y) if y >= threshold]
+    final, best = float(evaluations.y[-1]), float(max(evaluations.y))
+    if not reached:
+        return Solved(None, None, final, best)
+    first = reached[0]
+    seconds = None if evaluations.seconds is None else float(evaluations.seconds[first])
+    return Solved(int(evaluations.steps[first]), seconds, final, best)
+
+
+def write_json(name: str, data: Any) -> Path:
+    """``docs/results/<name>.json``, indented, keys in the order given."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    print(f"wrote {path.relative_to(REPO)}")
+    return path
+
+
+def write_csv(name: str, rows: Iterable[dict[str, Any]]) -> Path:
+    """``docs/results/<name>.csv`` from dict rows (the first row's keys are the header)."""
+    rows = list(rows)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.csv"
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {path.relative_to(REPO)}")
+    return path
+
+
+def image(name: str) -> Path:
+    """``docs/images/results/<name>``, its folder made."""
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    return IMAGES / name
+
+
+def load_average() -> str:
+    """The 1-minute load average, to print beside timings (the machine may be shared)."""
+    return f"{os.getloadavg()[0]:.2f}"
