@@ -1,4 +1,5 @@
-"""Results §7's reader and picture (benchmarks/results_pong.py) on a fabricated run folder: no training."""
+"""Results §7 (benchmarks/results_pong.py) and the Atari pipelines' comparison (benchmarks/atari_vec.py) on fabricated
+inputs: no training."""
 
 from __future__ import annotations
 
@@ -53,3 +54,12 @@ def test_rolling_mean_uses_fewer_values_at_the_start() -> None:
 def test_the_picture_is_drawn_from_the_run(run: Path, tmp_path: Path) -> None:
     output = results_pong.draw(results_pong.evaluations(run), results_pong.episodes(run), tmp_path / "pong.png")
     assert output.stat().st_size > 10_000
+
+
+def test_atari_vec_compares_two_score_distributions() -> None:
+    import atari_vec
+
+    same = atari_vec.compare([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0])
+    assert same["difference"] == 0.0 and same["ks"] == 0.0 and same["low"] <= 0.0 <= same["high"]
+    apart = atari_vec.compare([-21.0, -20.0, -21.0], [18.0, 19.0, 20.0])
+    assert apart["ks"] == 1.0 and apart["low"] > 30
