@@ -14,6 +14,7 @@ in rotating order, and prints each one's steps/s as a share of the ceiling measu
 
     python benchmarks/ceiling.py --env PongNoFrameskip-v4 --rounds 3
     python benchmarks/ceiling.py --env CartPole-v1 --rounds 5
+    python benchmarks/ceiling.py --env PongNoFrameskip-v4 --precision bf16   # pgplug's runs in bf16
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from typing import Any
 import a3c_throughput
 import throughput
 from sb3_best import SB3_THREADS, best_sb3, rotation, thread_label
+
+from pgplug.validation import PRECISIONS
 
 #: env id -> the A3C setup of a3c_throughput.py run beside the A2C ones (2 workers, the same envs in all)
 A3C_SETUPS = {"PongNoFrameskip-v4": "a3c-pong-2x8", "CartPole-v1": "a3c-cartpole-2x4"}
@@ -44,13 +47,16 @@ def ceiling(parts: dict[str, float], cores: int) -> float:
     return cores * 1000.0 / sum(parts.values())
 
 
-def run(setup: tuple[str, int], env_id: str, steps: int, a3c_steps: int, seed: int) -> dict[str, Any]:
-    """One fresh-subprocess run: an A2C side of throughput.py, or the A3C setup of a3c_throughput.py."""
+def run(
+    setup: tuple[str, int], env_id: str, steps: int, a3c_steps: int, seed: int, precision: str = "fp32"
+) -> dict[str, Any]:
+    """One fresh-subprocess run: an A2C side of throughput.py, or the A3C setup of a3c_throughput.py; pgplug's
+    runs (the instrumented one too, so the ceiling is that of the work pgplug does) in ``precision``."""
     side, threads = setup
     if side == "a3c":
-        result = a3c_throughput.run_subprocess(A3C_SETUPS[env_id], a3c_steps, seed, 0)
+        result = a3c_throughput.run_subprocess(A3C_SETUPS[env_id], a3c_steps, seed, 0, precision)
         return {"steps_per_s": result["steady"], "threads": result["threads"]}
-    return throughput.run_subprocess(side, env_id, steps, seed, threads)
+    return throughput.run_subprocess(side, env_id, steps, seed, threads, precision=precision)
 
 
 def label(setup: tuple[str, int]) -> str:
@@ -70,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--a3c-steps", type=int, help="steps of the A3C run (default: a3c_throughput.py's)")
     parser.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)), help="cores of the ceiling")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="pgplug's precision (default fp32)")
     args = parser.parse_args(argv)
     steps = args.steps or throughput.CONFIGS[args.env]["steps"]
     a3c_steps = args.a3c_steps or a3c_throughput.DEFAULT_STEPS[args.env]
@@ -78,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     ceilings: list[float] = []
     for round_index in range(args.rounds):
         for setup in rotation(setups, round_index):
-            runs[setup].append(run(setup, args.env, steps, a3c_steps, args.seed + round_index))
+            runs[setup].append(run(setup, args.env, steps, a3c_steps, args.seed + round_index, args.precision))
         parts = costs(runs[("pgplug", 1)][-1])
         ceilings.append(ceiling(parts, args.cores))
         shares = "  ".join(f"{label(s)} {runs[s][-1]['steps_per_s'] / ceilings[-1]:.0%}" for s in setups)
@@ -87,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     parts = {p: statistics.median(costs(r)[p] for r in runs[("pgplug", 1)]) for p in PARTS}
     total = sum(parts.values())
     print(f"\n{args.env}: medians of {args.rounds} rounds (load average now {os.getloadavg()[0]:.1f})")
-    print("cost per agent step, core-ms (pgplug A2C, one thread):")
+    print(f"cost per agent step, core-ms (pgplug A2C, one thread, {args.precision}):")
     for part in PARTS:
         print(f"  {part:8s} {parts[part]:7.3f}  ({parts[part] / total:5.1%})")
     print(f"  {'total':8s} {total:7.3f}")

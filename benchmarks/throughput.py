@@ -57,16 +57,17 @@ CONFIGS: dict[str, dict[str, Any]] = {
 WARMUP_UPDATES = 5
 
 
-def make_env(env_id: str, n_envs: int, atari: bool, seed: int, side: str = "sb3"):
+def make_env(env_id: str, n_envs: int, atari: bool, seed: int, side: str = "sb3", vec_env: str = "dummy"):
     """The envs each side gets by default: SB3's ``make_vec_env``/``make_atari_env`` + ``VecFrameStack`` (as the zoo
-    builds them for SB3), and for pgplug the same pipeline as ``pgplug train`` builds it (its ``EnvSpec``)."""
+    builds them for SB3), and for pgplug the same pipeline as ``pgplug train --vec-env VEC_ENV`` builds it (its
+    ``EnvSpec``)."""
     from stable_baselines3.common.env_util import make_atari_env, make_vec_env
     from stable_baselines3.common.vec_env import VecFrameStack
 
     if side == "pgplug":
         from pgplug.runtime.envs import EnvSpec
 
-        return EnvSpec.for_env_id(env_id, n_envs=n_envs, seed=seed).make_vec_env()
+        return EnvSpec.for_env_id(env_id, n_envs=n_envs, seed=seed, vec_env=vec_env).make_vec_env()
     if atari:
         import ale_py
         import gymnasium as gym
@@ -171,16 +172,24 @@ def step_observer() -> Any:
 
 
 def run_one(
-    side: str, env_id: str, steps: int, seed: int, threads: int, callback: bool = False, precision: str = "fp32"
+    side: str,
+    env_id: str,
+    steps: int,
+    seed: int,
+    threads: int,
+    callback: bool = False,
+    precision: str = "fp32",
+    vec_env: str = "dummy",
 ) -> dict[str, Any]:
     """One timed run in this process: build, warm up, time ``learn(steps)``.
 
     :param threads: torch threads; 0 is each side's default: torch's for SB3, the count ``pgplug train`` chooses
         for pgplug
     :param precision: pgplug's ``precision`` (``benchmarks/precision.py`` compares them)
+    :param vec_env: pgplug's env pipeline (``dummy``; ``ale`` for Atari ids)
     """
     config = CONFIGS[env_id]
-    env = make_env(env_id, config["n_envs"], config["atari"], seed, side)
+    env = make_env(env_id, config["n_envs"], config["atari"], seed, side, vec_env)
     kwargs: dict[str, Any] = dict(config["kwargs"])
     if config["atari"]:
         from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
@@ -214,12 +223,19 @@ def run_one(
 
 
 def run_subprocess(
-    side: str, env_id: str, steps: int, seed: int, threads: int, callback: bool = False, precision: str = "fp32"
+    side: str,
+    env_id: str,
+    steps: int,
+    seed: int,
+    threads: int,
+    callback: bool = False,
+    precision: str = "fp32",
+    vec_env: str = "dummy",
 ) -> dict[str, Any]:
     command = [sys.executable, __file__, "--_run", side, "--env", env_id, "--steps", str(steps), "--seed", str(seed)]
     if callback:
         command.append("--callback")
-    command += ["--threads", str(threads), "--precision", precision]
+    command += ["--threads", str(threads), "--precision", precision, "--vec-env", vec_env]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"the {side} run failed:\n{done.stderr}")
@@ -233,14 +249,22 @@ def describe(label: str, result: dict[str, Any]) -> str:
     )
 
 
-def benchmark(env_id: str, pairs: int, steps: int, seed: int, callback: bool = False) -> None:
+def benchmark(
+    env_id: str,
+    pairs: int,
+    steps: int,
+    seed: int,
+    callback: bool = False,
+    precision: str = "fp32",
+    vec_env: str = "dummy",
+) -> None:
     """``pairs`` rounds of SB3 at each of ``SB3_THREADS`` and pgplug at its defaults, in rotating order."""
     setups = [("sb3", threads) for threads in SB3_THREADS] + [("pgplug", 0)]
     sb3: dict[int, list[dict[str, Any]]] = {threads: [] for threads in SB3_THREADS}
     pgplug: list[dict[str, Any]] = []
     for round_index in range(pairs):
         for side, threads in rotation(setups, round_index):
-            result = run_subprocess(side, env_id, steps, seed, threads, callback)
+            result = run_subprocess(side, env_id, steps, seed, threads, callback, precision, vec_env)
             (sb3[threads] if side == "sb3" else pgplug).append(result)
         line = "  ".join(describe(f"sb3 {thread_label(t)} ({sb3[t][-1]['threads']})", sb3[t][-1]) for t in sb3)
         print(f"  round {round_index + 1}: {line}  {describe('pgplug', pgplug[-1])} steps/s", flush=True)
@@ -248,6 +272,7 @@ def benchmark(env_id: str, pairs: int, steps: int, seed: int, callback: bool = F
     print(
         f"{env_id}: medians of {pairs} rounds, {steps} timed steps per run"
         + (", a no-op per-step callback" if callback else "")
+        + f"; pgplug {precision}, {vec_env} envs"
         + f"; SB3 at its best: {thread_label(best)}"
     )
     sides = [(f"sb3 {thread_label(t)}", runs) for t, runs in sb3.items()] + [("pgplug", pgplug)]
@@ -281,17 +306,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--callback", action="store_true", help="time learn() with a no-op per-step callback on both sides"
     )
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help=argparse.SUPPRESS)  # pgplug's
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="pgplug's precision (default fp32)")
+    parser.add_argument("--vec-env", choices=("dummy", "ale"), default="dummy", help="pgplug's envs (default dummy)")
     parser.add_argument("--_run", choices=("sb3", "pgplug"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     env_ids = args.env or list(CONFIGS)
     if args._run:
         steps = args.steps or CONFIGS[env_ids[0]]["steps"]
-        run = run_one(args._run, env_ids[0], steps, args.seed, args.threads, args.callback, args.precision)
+        run = run_one(
+            args._run, env_ids[0], steps, args.seed, args.threads, args.callback, args.precision, args.vec_env
+        )
         print(json.dumps(run))
         return
     for env_id in env_ids:
-        benchmark(env_id, args.pairs, args.steps or CONFIGS[env_id]["steps"], args.seed, args.callback)
+        steps = args.steps or CONFIGS[env_id]["steps"]
+        benchmark(env_id, args.pairs, steps, args.seed, args.callback, args.precision, args.vec_env)
 
 
 if __name__ == "__main__":
