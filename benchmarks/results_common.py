@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -19,7 +20,12 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from pgplug.interop.curves import Band
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "docs" / "results"
@@ -135,3 +141,86 @@ def image(name: str) -> Path:
 def load_average() -> str:
     """The 1-minute load average, to print beside timings (the machine may be shared)."""
     return f"{os.getloadavg()[0]:.2f}"
+
+
+# -- training runs: one pgplug command per (setting, seed), read back from its run folder ---------------------
+
+
+def fresh_folder(*parts: str) -> Path:
+    """``runs/results/<parts...>``, emptied: a section's runs never mix with an earlier invocation's."""
+    folder = RUNS.joinpath(*parts)
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def train_job(
+    label: str,
+    folder: Path,
+    algo: str,
+    env: str,
+    *,
+    seed: int,
+    steps: int,
+    eval_freq: int,
+    eval_episodes: int = 5,
+    estimator: str | None = None,
+    estimator_kwargs: Sequence[str] = (),
+    hyperparams: Sequence[str] = (),
+    extra: Sequence[str] = (),
+) -> Job:
+    """``pgplug train`` of one setting and seed into ``folder`` (which gets ``<algo>/<env>_1/``), evaluating
+    every ``eval_freq`` steps, no final evaluation and no live display; a reader can paste the printed command.
+
+    :param estimator_kwargs: ``KEY=VALUE`` strings, as ``--estimator-kwargs`` takes them
+    :param hyperparams: ``KEY=VALUE`` strings (values are YAML), as ``-params`` takes them
+    :param extra: any further ``pgplug train`` arguments
+    """
+    command = pgplug_command(
+        "train", "--algo", algo, "--env", env, "--seed", str(seed), "-n", str(steps), "-f", str(folder),
+        "--eval-freq", str(eval_freq), "--eval-episodes", str(eval_episodes), "--n-eval-episodes", "0",
+        "--no-progress", "--num-threads", "1",
+    )  # fmt: skip
+    if estimator is not None:
+        command += ["--estimator", estimator]
+    if estimator_kwargs:
+        command += ["--estimator-kwargs", *estimator_kwargs]
+    if hyperparams:
+        command += ["-params", *hyperparams]
+    return Job(label, [*command, *extra])
+
+
+def run_folder(folder: Path, algo: str, env: str) -> Path:
+    """The run ``train_job`` made in ``folder``: ``<folder>/<algo>/<env>_<k>`` (the only one, or the newest)."""
+    runs = sorted((folder / algo).glob(f"{env}_*"), key=lambda p: int(p.name.rsplit("_", 1)[1]))
+    if not runs:
+        raise SystemExit(f"{folder / algo} holds no run of {env}")
+    return runs[-1]
+
+
+def spread(values: Iterable[float | None]) -> dict[str, float | int | None]:
+    """Median, min, max, mean and std of the values that are not None, and how many were None (e.g. runs that
+    never solved within their budget); all None when none are left."""
+    values = list(values)
+    present = np.array([v for v in values if v is not None], dtype=np.float64)
+    missing = len(values) - len(present)
+    if len(present) == 0:
+        return {"n": 0, "missing": missing, "median": None, "min": None, "max": None, "mean": None, "std": None}
+    return {
+        "n": len(present),
+        "missing": missing,
+        "median": float(np.median(present)),
+        "min": float(present.min()),
+        "max": float(present.max()),
+        "mean": float(present.mean()),
+        "std": float(present.std()),
+    }
+
+
+def evaluation_band(run_dirs: Sequence[Path], axis: str = "steps", band: str = "minmax") -> Band:
+    """The runs' periodic evaluations over seeds on a common x grid (``axis``: steps or time)."""
+    from pgplug.interop.curves import read_run, summarise
+
+    curves = [read_run(d).evaluations for d in run_dirs]
+    return summarise([c for c in curves if c is not None], axis=axis, band=band)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +20,10 @@ from pgplug.contracts.registries import get_host, reset_host
 # The suite runs on 2 shared cores: one torch thread per process avoids oversubscription (and A3C
 # workers set the same for themselves).
 torch.set_num_threads(1)
+
+# The scripts behind docs/results.md (benchmarks/results_*.py) are tested on fabricated run folders; they import
+# each other as top-level modules, as they do when run as scripts.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 # Ray reads its settings when it is first imported (see set_local_defaults in plugins/a3c/ray_cluster.py), and no
 # test module has imported it yet: no usage statistics; token authentication with a token of this test session's
