@@ -205,17 +205,13 @@ def _median(values: dict[str, Any], fmt: str) -> str:
     return f"{values['median']:{fmt}} [{values['min']:{fmt}}, {values['max']:{fmt}}]"
 
 
-def table(result: dict[str, Any]):
-    from rich.table import Table
+COLUMNS = ("estimator", "solved", "steps to solve", "seconds to solve", "final eval", "best eval")
 
-    out = Table(
-        title=f"REINFORCE on {ENV}: first evaluation ≥ {THRESHOLD:g}, median [min, max] over the seeds that solved",
-        title_justify="left",
-    )
-    for column in ("estimator", "solved", "steps to solve", "seconds to solve", "final eval", "best eval"):
-        out.add_column(column, justify="left" if column == "estimator" else "right")
-    for label, entry in result["settings"].items():
-        out.add_row(
+
+def summary_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The summary table's rows: per estimator, seeds solved and median [min, max] of each figure."""
+    return [
+        (
             label,
             f"{entry['solved']}/{entry['seeds']}",
             _median(entry["solved_steps"], ",.0f"),
@@ -223,6 +219,21 @@ def table(result: dict[str, Any]):
             _median(entry["final"], ".0f"),
             _median(entry["best"], ".0f"),
         )
+        for label, entry in result["settings"].items()
+    ]
+
+
+def table(result: dict[str, Any]):
+    from rich.table import Table
+
+    out = Table(
+        title=f"REINFORCE on {ENV}: first evaluation ≥ {THRESHOLD:g}, median [min, max] over the seeds that solved",
+        title_justify="left",
+    )
+    for column in COLUMNS:
+        out.add_column(column, justify="left" if column == "estimator" else "right")
+    for row in summary_rows(result):
+        out.add_row(*row)
     return out
 
 
