@@ -312,12 +312,29 @@ def summarise_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def thousands(value: float | None) -> str:
-    return "—" if value is None else f"{value / 1000:.0f}k"
+    """``150k``, ``1M``; ``—`` for None."""
+    if value is None:
+        return "—"
+    return f"{value / 1e6:g}M" if value >= 1e6 and value % 100_000 == 0 else f"{value / 1000:.0f}k"
+
+
+def skipped_lines(skipped: dict[str, list[dict[str, str]]]) -> list[str]:
+    """One line per setting left out, naming the envs it was left out for."""
+    envs: dict[tuple[str, str, str], list[str]] = {}
+    for env_id, left_out in skipped.items():
+        for item in left_out:
+            envs.setdefault((item["estimator"], item["same_as"], item["why"]), []).append(env_id)
+    every = set(skipped)
+    return [
+        f"{estimator} not run ({'every env' if set(ids) == every else ', '.join(ids)}), the same as {same}: {why}"
+        for (estimator, same, why), ids in envs.items()
+    ]
 
 
 def table(summary: Sequence[dict[str, Any]], skipped: dict[str, list[dict[str, str]]]) -> str:
     """The summary as aligned text: one line per env × estimator, then the settings left out and why."""
     header = ("env", "estimator", "solved", "steps to solve: median [min–max]", "final: mean ± std", "best", "zoo A2C")
+    # best: the highest evaluation of any seed
     lines = []
     for s in summary:
         steps, final, best = s["steps_to_solve"], s["final"], s["best"]
@@ -340,10 +357,7 @@ def table(summary: Sequence[dict[str, Any]], skipped: dict[str, list[dict[str, s
         )
     widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
     text = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *lines]]
-    for env_id, left_out in skipped.items():
-        for item in left_out:
-            text.append(f"{env_id}: {item['estimator']} not run, the same as {item['same_as']}: {item['why']}")
-    return "\n".join(text)
+    return "\n".join(text + skipped_lines(skipped))
 
 
 def draw(curves: Sequence[dict[str, Any]], output: Path) -> Path:
@@ -374,10 +388,17 @@ def draw(curves: Sequence[dict[str, Any]], output: Path) -> Path:
             ax.fill_between(band.x / 1000, band.lower, band.upper, color=colours[label], alpha=0.2, linewidth=0)
         title = env_id
         if env is not None:
-            ax.axhline(env.zoo_mean, color="grey", linestyle="--", linewidth=1, label="rl-baselines3-zoo A2C")
+            ax.axhline(
+                env.zoo_mean,
+                color="grey",
+                linestyle="--",
+                linewidth=1,
+                label="rl-baselines3-zoo A2C, published (at its budget)",
+            )
             ax.axhline(env.threshold, color="black", linestyle=":", linewidth=0.8, label="threshold")
-            title += f": {budget / 1000:.0f}k steps here, the zoo's {env.zoo_steps / 1000:.0f}k"
+            title += f": {thousands(budget)} steps here, the zoo's {thousands(env.zoo_steps)}"
         ax.set_title(title, fontsize="medium")
+        ax.set_xlim(left=0)
         ax.set_xlabel("steps (thousands)")
         ax.set_ylabel("evaluation return (5 episodes)")
         ax.grid(True, alpha=0.3)
@@ -438,15 +459,15 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     settings = [SETTING_BY_LABEL[label] for label in args.estimators]
     root = fresh_folder(NAME)
     planned, skipped = plan(envs, settings, args.seeds, steps, args.n_steps, args.eval_episodes, root)
+    skipped = {env.id: skipped[env.id] for env in envs}  # in the table's order
     record = settings_record(args, envs, steps)
     for line in budget_lines(record):
         print(line)
-    for env_id, left_out in skipped.items():
-        for item in left_out:
-            print(f"{env_id}: {item['estimator']} not run, the same as {item['same_as']}: {item['why']}")
+    for line in skipped_lines(skipped):
+        print(line)
     print(
-        f"{len(planned)} runs, {JOBS} at a time: about {estimate_minutes(planned):.0f} minutes on a quiet machine "
-        f"(load average {load_average()})",
+        f"{len(planned)} runs, {JOBS} at a time: about {estimate_minutes(planned):.0f} minutes at the rates measured "
+        f"beside another run, less on a quiet machine (load average now {load_average()})",
         flush=True,
     )
     started = time.perf_counter()
