@@ -457,6 +457,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     envs = [ENV_BY_ID[e] for e in args.envs]
     steps = parse_steps(args.steps, envs)
     settings = [SETTING_BY_LABEL[label] for label in args.estimators]
+    before = load_average()
     root = fresh_folder(NAME)
     planned, skipped = plan(envs, settings, args.seeds, steps, args.n_steps, args.eval_episodes, root)
     skipped = {env.id: skipped[env.id] for env in envs}  # in the table's order
@@ -467,7 +468,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         print(line)
     print(
         f"{len(planned)} runs, {JOBS} at a time: about {estimate_minutes(planned):.0f} minutes at the rates measured "
-        f"beside another run, less on a quiet machine (load average now {load_average()})",
+        f"beside another run, less on a quiet machine (load average now {before})",
         flush=True,
     )
     started = time.perf_counter()
@@ -482,6 +483,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "settings": record,
         "skipped": skipped,
         "minutes": round((time.perf_counter() - started) / 60, 1),
+        "load_average_before": before,
         "load_average_after": load_average(),
         "summary": summarise_rows(rows),
         "rows": rows,
