@@ -350,6 +350,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     settings = settings_for(args.workers)
     before = load_average()
     root = fresh_folder(NAME)
+    args.eval_freq = min(args.eval_freq, args.steps)  # a smoke run still evaluates once
     planned = plan(settings, args.seeds, args.steps, args.eval_freq, args.eval_episodes, root)
     print(
         f"{len(planned)} runs of {args.steps:,} steps, one at a time: about "

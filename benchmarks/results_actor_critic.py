@@ -231,16 +231,25 @@ def plan(
                 folder = root / env.id / setting.slug / f"seed_{seed}"
                 job = train_job(
                     f"{env.id} {setting.label} seed {seed}", folder, ALGO, env.id, seed=seed, steps=steps[env.id],
-                    eval_freq=env.eval_freq, eval_episodes=eval_episodes, estimator=setting.estimator,
+                    eval_freq=eval_freq(env, steps[env.id]), eval_episodes=eval_episodes, estimator=setting.estimator,
                     estimator_kwargs=setting.kwargs, hyperparams=[f"n_steps={n_steps}"] if n_steps else (),
                 )  # fmt: skip
                 planned.append(Planned(env, setting, seed, steps[env.id], folder, job))
     return planned, skipped
 
 
+def eval_freq(env: Env, steps: int) -> int:
+    """The env's evaluation period, or the budget when that is shorter (a smoke run still evaluates once)."""
+    return min(env.eval_freq, steps)
+
+
 def expected_seconds(env: Env, steps: int) -> float:
     """One run's CPU seconds: start-up, training at the measured rate, and its evaluations."""
-    return STARTUP_SECONDS + steps / 1000 * env.seconds_per_kstep + steps / env.eval_freq * env.seconds_per_evaluation
+    return (
+        STARTUP_SECONDS
+        + steps / 1000 * env.seconds_per_kstep
+        + steps / eval_freq(env, steps) * env.seconds_per_evaluation
+    )
 
 
 def estimate_minutes(planned: Sequence[Planned], jobs: int = JOBS) -> float:
@@ -433,7 +442,8 @@ def settings_record(args: argparse.Namespace, envs: Sequence[Env], steps: dict[s
         "eval_episodes": args.eval_episodes,
         "n_steps": {env.id: args.n_steps or config_n_steps(env.id) for env in envs},
         "budgets": {
-            env.id: {"steps": steps[env.id], "zoo_steps": env.zoo_steps, "eval_freq": env.eval_freq} for env in envs
+            env.id: {"steps": steps[env.id], "zoo_steps": env.zoo_steps, "eval_freq": eval_freq(env, steps[env.id])}
+            for env in envs
         },
         "references": {
             env.id: {"zoo_env": env.zoo_id, "mean": env.zoo_mean, "std": env.zoo_std, "steps": env.zoo_steps}
@@ -444,10 +454,15 @@ def settings_record(args: argparse.Namespace, envs: Sequence[Env], steps: dict[s
     }
 
 
+def share(part: float, whole: float) -> str:
+    """``40%``; ``0.4%`` below 1%."""
+    return f"{part / whole:.0%}" if part >= whole / 100 else f"{part / whole:.1%}"
+
+
 def budget_lines(record: dict[str, Any]) -> list[str]:
     """Which budget each env got against the zoo's."""
     return [
-        f"{env_id}: {b['steps']:,} steps here ({b['steps'] / b['zoo_steps']:.0%} of the zoo's {b['zoo_steps']:,}), "
+        f"{env_id}: {b['steps']:,} steps here ({share(b['steps'], b['zoo_steps'])} of the zoo's {b['zoo_steps']:,}), "
         f"an evaluation every {b['eval_freq']:,}"
         for env_id, b in record["budgets"].items()
     ]
