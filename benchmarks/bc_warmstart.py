@@ -16,6 +16,7 @@ settings; the tests use an analytic expert instead, ``tests/cartpole_expert.py``
 not depend on the CPU).
 
     python benchmarks/bc_warmstart.py --seeds 0 1 2 3 4 --markdown
+    python benchmarks/bc_warmstart.py --save-expert runs/expert     # only train the expert, save ppo_cartpole.zip
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def cell(values: list[float]) -> str:
     return f"{mean:.0f}" if len(values) == 1 else f"{mean:.0f} ± {statistics.pstdev(values):.0f}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--expert", type=Path, help="expert zip (default: train SB3 PPO for 20k steps)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -101,8 +102,15 @@ def main() -> None:
     )
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--save-expert", type=Path, metavar="FOLDER", help="only train the expert into FOLDER/ppo_cartpole.zip"
+    )
+    args = parser.parse_args(argv)
     th.set_num_threads(1)
+    if args.save_expert:
+        args.save_expert.mkdir(parents=True, exist_ok=True)
+        print(f"saved {train_expert(args.save_expert)}")
+        return
     console = Console()
     start = time.monotonic()
     with tempfile.TemporaryDirectory() as folder:

@@ -54,6 +54,9 @@ LEARNERS: dict[str, tuple[str, str]] = {
     "A3C MlpLstmPolicy": ("a3c", "MlpLstmPolicy"),
 }
 CUE_KWARGS: dict[str, Any] = {"learning_rate": 1e-3, "ent_coef": 0.01}
+#: CueMemory's rollout length (A2C's n_steps, A3C's t_max) and LSTM
+CUE_ROLLOUT = 6
+CUE_LSTM_KWARGS: dict[str, Any] = {"lstm_hidden_size": 32}
 
 
 def console() -> Any:
@@ -176,15 +179,16 @@ def build_cue_model(learner: str, seed: int) -> Any:
     from stable_baselines3.common.env_util import make_vec_env
 
     algo, policy = LEARNERS[learner]
-    policy_kwargs = {"lstm_hidden_size": 32} if "Lstm" in policy else {}
+    policy_kwargs = dict(CUE_LSTM_KWARGS) if "Lstm" in policy else {}
     common = {"seed": seed, "device": "cpu", "policy_kwargs": policy_kwargs, **CUE_KWARGS}
     if algo == "a3c":
         from pgplug import A3C  # type: ignore[attr-defined]
 
-        return A3C(policy, CUE_ID, n_workers=N_WORKERS, n_envs_per_worker=N_ENVS // N_WORKERS, t_max=6, **common)
+        workers = {"n_workers": N_WORKERS, "n_envs_per_worker": N_ENVS // N_WORKERS}
+        return A3C(policy, CUE_ID, **workers, t_max=CUE_ROLLOUT, **common)
     from pgplug import A2C  # type: ignore[attr-defined]
 
-    return A2C(policy, make_vec_env(CUE_ID, n_envs=N_ENVS, seed=seed), n_steps=6, **common)
+    return A2C(policy, make_vec_env(CUE_ID, n_envs=N_ENVS, seed=seed), n_steps=CUE_ROLLOUT, **common)
 
 
 def curve(learner: str, seed: int, checkpoints: list[int], eval_episodes: int) -> list[float]:
