@@ -110,7 +110,7 @@ def summary(evals: list[dict[str, float]], eps: list[dict[str, Any]], run: Path)
     total_steps, total_seconds = float(clock_steps[-1]), float(clock_seconds[-1])
     return {
         "settings": "benchmarks/a3c_pong_long.py " + " ".join(LONG_RUN),
-        "run": str(run),
+        "run": str(run.relative_to(REPO)) if run.is_relative_to(REPO) else str(run),
         "target": TARGET,
         "reached_target": None if reached is None else {k: reached[k] for k in ("frames", "hours", "mean")},
         "best_evaluation": best,
