@@ -264,7 +264,9 @@ def draw_env(result: dict[str, Any], env: str, output: Path) -> Path:
 
     plt = pyplot()
     runs = [r for w in WEIGHTS if (r := run_of(result, env, w)) is not None]
-    fig, axes = plt.subplots(1, len(runs), figsize=(6.4 * len(runs), 5.2), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        1, len(runs), figsize=(6.4 * len(runs), 5.2), squeeze=False, sharey=True, layout="constrained"
+    )
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, run in zip(axes[0], runs):
         report = run["report"]
