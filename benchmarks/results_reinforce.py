@@ -91,7 +91,7 @@ def band_json(run_dirs: list[Path], axis: str) -> dict[str, list[float]] | None:
         band = evaluation_band(run_dirs, axis=axis, band="minmax")
     except PgplugError:
         return None
-    return {k: [float(v) for v in getattr(band, k)] for k in ("x", "mean", "lower", "upper")}
+    return {k: [round(float(v), 3) for v in getattr(band, k)] for k in ("x", "mean", "lower", "upper")}
 
 
 def curve_json(run_dir: Path) -> dict[str, list[float] | None]:
@@ -223,18 +223,16 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
     ]
 
 
-def table(result: dict[str, Any]):
-    from rich.table import Table
-
-    out = Table(
-        title=f"REINFORCE on {ENV}: first evaluation ≥ {THRESHOLD:g}, median [min, max] over the seeds that solved",
-        title_justify="left",
-    )
-    for column in COLUMNS:
-        out.add_column(column, justify="left" if column == "estimator" else "right")
-    for row in summary_rows(result):
-        out.add_row(*row)
-    return out
+def table(result: dict[str, Any]) -> str:
+    """The summary as plain text, a column per figure (pastes into a terminal, a log or the docs alike)."""
+    body = [COLUMNS, *summary_rows(result)]
+    widths = [max(len(row[i]) for row in body) for i in range(len(COLUMNS))]
+    lines = [
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        for row in body
+    ]
+    title = f"REINFORCE on {ENV}: first evaluation >= {THRESHOLD:g}, median [min, max] over the seeds that solved"
+    return "\n".join([title, *lines])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -283,9 +281,7 @@ def main(argv: list[str] | None = None) -> None:
         common.write_json("reinforce", result)
         common.write_csv("reinforce", rows(result))
     print(f"wrote {shown(draw(result, common.image('reinforce-curves.png')))}")
-    from rich.console import Console
-
-    Console().print(table(result))
+    print(table(result))
     if "seconds" in result:
         print(f"ran in {result['seconds']:.0f} s (load average {result['load_average_at_end']})")
 

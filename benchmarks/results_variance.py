@@ -154,6 +154,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "estimators": list(ESTIMATORS),
             "batches": args.batches,
             "reference_batches": args.reference_batches,
+            "critic_batches": args.critic_batches or args.batches,
+            "critic_iterations": args.critic_iterations or 500,
+            "bootstrap": args.bootstrap or 1000,
             "seed": args.seed,
             "algo": ALGO,
             "parallel_jobs": args.jobs,
@@ -264,7 +267,9 @@ def draw_env(result: dict[str, Any], env: str, output: Path) -> Path:
 
     plt = pyplot()
     runs = [r for w in WEIGHTS if (r := run_of(result, env, w)) is not None]
-    fig, axes = plt.subplots(1, len(runs), figsize=(6.4 * len(runs), 5.2), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        1, len(runs), figsize=(6.4 * len(runs), 5.2), squeeze=False, sharey=True, layout="constrained"
+    )
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, run in zip(axes[0], runs):
         report = run["report"]

@@ -118,6 +118,8 @@ def test_a_run_per_setting_and_seed_is_read_back_into_the_json_csv_and_picture(
         ("baseline", "2/2", "10,000 [10,000, 10,000]", "2.5 [2.5, 2.5]", "498 [498, 498]", "498 [498, 498]"),
     ]
     assert results_reinforce.summary_rows(result)[0][1:4] == ("0/2", "–", "–")
+    lines = results_reinforce.table(result).splitlines()
+    assert lines[1].split()[:2] == ["estimator", "solved"] and lines[4].split()[:3] == ["baseline", "2/2", "10,000"]
 
 
 def test_plot_only_redraws_from_the_json(commands: list[list[str]], folders: Path) -> None:
