@@ -1,5 +1,6 @@
-"""Results §6: a feed-forward policy cannot remember, an LSTM policy can: A2C and A3C on a memory task, and Pong
-with one frame per step.
+"""Results §6: a feed-forward policy cannot remember, an LSTM policy can (A2C and A3C on a memory task; Pong).
+
+Pong is played with one frame per step, so only memory tells which way the ball is moving.
 
 The lecture's claim: a policy that sees only the current observation cannot act on what it saw earlier; an LSTM
 policy carries it in its hidden state (the A3C paper's A3C LSTM replaces frame stacking by memory). Measured with
@@ -11,13 +12,14 @@ pgplug's command line (``pgplug train ... -params policy=...``):
   A3C (2 worker processes × 4 envs), each with ``MlpPolicy`` and ``MlpLstmPolicy`` (32 units), the settings of
   ``benchmarks/recurrent.py`` (rollouts of 6 steps, learning rate 1e-3, entropy 0.01), ``--seeds``; evaluated every
   ``--cue-eval-freq`` steps on 100 deterministic episodes (± 0.1 is one standard error at chance). Reported: the
-  last and best evaluation over seeds, how many seeds solved it (an evaluation ≥ 0.9) and when, steps/s.
+  last and best evaluation over seeds, how many seeds solved it (an evaluation ≥ 0.9) and when, steps/s
+  (evaluations included).
 - (b) ``PongNoFrameskip-v4`` with one frame per step (no frame stack), A3C (2 workers × 8 envs), ``CnnPolicy``
   with ``-params frame_stack=1`` against ``CnnLstmPolicy`` (``configs/a3c.yml``'s ``atari/CnnLstmPolicy``: the
   paper's 256-unit LSTM, t_max 20, one frame per step), one seed each. ``--pong-steps`` (250k steps, 1M frames:
   about 4 and 7 minutes) is far too few to learn Pong on 2 cores (§7's A3C needs millions): what is measurable
-  is what the LSTM costs (steady env steps/s, from the training episodes' clock) and the start of the curve,
-  which stays near −21 for both.
+  is what the LSTM costs (steady env steps/s, from the training episodes' clock) and the start of the curve
+  (near −21 for both at this budget, as expected).
 
 The A2C runs go two at a time (one core each); A3C runs, which use both cores, one at a time.
 
