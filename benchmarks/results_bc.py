@@ -26,7 +26,7 @@ episodes' step count by the expert's.)
 Writes ``docs/results/bc.csv`` (one row per clone and per evaluation of each A2C run), ``docs/results/bc.json``
 (settings, expert, spreads over seeds) and ``docs/images/results/bc-clone.png``, ``bc-warmstart.png``.
 
-    python benchmarks/results_bc.py                  # about 6 minutes on 2 quiet cores (2 jobs at a time)
+    python benchmarks/results_bc.py                  # about 4 minutes on 2 quiet cores (2 jobs at a time)
     python benchmarks/results_bc.py --plot-only      # re-plot from docs/results/bc.csv and bc.json
 """
 
@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import csv
 import re
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -304,6 +305,7 @@ def draw_clones(rows: Sequence[dict[str, Any]], expert_score: float | None, outp
             for k, v in present:
                 ax.scatter([k] * len(v), v, color=colour, alpha=0.35, s=12)
         ax.set_xscale("log")
+        ax.minorticks_off()
         ax.set_xticks(ks, [f"{k:,}" for k in ks])
         ax.set_xlabel("expert steps cloned (state, action pairs)")
         ax.set_ylabel(ylabel)
@@ -316,55 +318,56 @@ def draw_clones(rows: Sequence[dict[str, Any]], expert_score: float | None, outp
     for ax in (left, right):
         ax.legend(loc="lower right", fontsize="small")
     seeds = len({r["seed"] for r in clones})
-    fig.suptitle(f"Behavioural cloning on {ENV}: a new A2C policy cloned from k expert steps ({seeds} seeds)")
+    fig.suptitle(
+        f"Behavioural cloning on {ENV}: a new A2C policy cloned from k expert steps ({seeds} seed"
+        + "s" * (seeds != 1)
+        + ")"
+    )
     return save_figure(fig, output)
 
 
 def draw_warmstart(
     rows: Sequence[dict[str, Any]], expert_score: float | None, output: Path, threshold: float = THRESHOLD
 ) -> Path:
-    """Evaluation return against RL steps and against wall-clock seconds: mean over seeds, min–max band; a warm
-    start's curve begins at (a)'s clone of the same seed when it is the same clone."""
+    """Evaluation return against RL steps (mean over seeds, min–max band; a warm start's curve begins at (a)'s
+    clone of the same seed when it is the same clone) and against wall-clock seconds (each seed its own line:
+    their clocks differ)."""
     from pgplug.interop.curves import Curve, summarise
     from pgplug.interop.plotting import pyplot, save_figure
 
     plt = pyplot()
     by_clone = {(r["bc_steps"], r["seed"]): r["score"] for r in clone_rows(rows)}
     starts = {w["bc_steps"]: w["starts_from_part_a_clone"] for w in summary(rows, expert_score)["warmstart"]}
-    fig, axes = plt.subplots(1, 2, figsize=(12.8, 4.8), layout="constrained")
+    fig, (by_steps, by_time) = plt.subplots(1, 2, figsize=(12.8, 4.8), layout="constrained", sharey=True)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for index, (k, seeds) in enumerate(runs(rows).items()):
-        colour = colours[index % len(colours)]
-        for ax, axis in zip(axes, ("steps", "time")):
-            curves = []
-            for s, evals in seeds.items():
-                steps = np.array([r["rl_steps"] for r in evals], dtype=float)
-                ys = np.array([r["score"] for r in evals])
-                seconds = [r["seconds"] for r in evals]
-                if axis == "steps" and k and starts.get(k) and (k, s) in by_clone:
-                    steps, ys = np.insert(steps, 0, 0.0), np.insert(ys, 0, by_clone[(k, s)])
-                    seconds = [None, *seconds]
-                times = None if None in seconds else np.array(seconds, dtype=float)
-                curves.append(Curve(steps=steps, y=ys, seconds=times))
-            if axis == "time" and any(c.seconds is None for c in curves):
-                continue
-            band = summarise(curves, axis=axis)
-            scale = 1.0 if axis == "time" else 1e3
-            ax.plot(band.x / scale, band.mean, color=colour, label=f"{setting(k)} ({len(seeds)} seeds)")
-            ax.fill_between(band.x / scale, band.lower, band.upper, color=colour, alpha=0.2, linewidth=0)
+        colour, name = colours[index % len(colours)], f"{setting(k)} ({len(seeds)} seed{'s' * (len(seeds) != 1)})"
+        curves = []
+        for s, evals in seeds.items():
+            steps = np.array([r["rl_steps"] for r in evals], dtype=float)
+            ys = np.array([r["score"] for r in evals])
+            if k and starts.get(k) and (k, s) in by_clone:
+                steps, ys = np.insert(steps, 0, 0.0), np.insert(ys, 0, by_clone[(k, s)])
+            curves.append(Curve(steps=steps, y=ys))
+            timed = [r for r in evals if r["seconds"] is not None]
+            by_time.plot([r["seconds"] for r in timed], [r["score"] for r in timed], color=colour, alpha=0.7,
+                         linewidth=1, label=name if s == min(seeds) else None)  # fmt: skip
+        band = summarise(curves, axis="steps")
+        by_steps.plot(band.x / 1e3, band.mean, color=colour, label=name)
+        by_steps.fill_between(band.x / 1e3, band.lower, band.upper, color=colour, alpha=0.2, linewidth=0)
     labels = (
-        "A2C steps (thousands; the warm starts' expert steps not counted)",
-        "wall-clock seconds (from making the envs: cloning and evaluations included)",
+        ("A2C steps (thousands; the warm starts' expert steps not counted)", "mean over seeds, min–max band"),
+        ("wall-clock seconds (from making the envs: cloning and evaluations included)", "each seed"),
     )
-    for ax, label in zip(axes, labels):
+    for ax, (xlabel, what) in zip((by_steps, by_time), labels):
         if expert_score is not None:
             ax.axhline(expert_score, color="black", linestyle="--", linewidth=1, label=f"expert ({expert_score:.0f})")
         ax.axhline(threshold, color="grey", linestyle=":", linewidth=1, label=f"solved ({threshold:.0f})")
-        ax.set_xlabel(label)
-        ax.set_ylabel("evaluation return (mean over seeds, min–max band)")
+        ax.set_xlabel(xlabel)
+        ax.set_title(f"evaluation return, {what}", fontsize="medium")
         ax.set_ylim(0, 520)
         ax.grid(True, alpha=0.3)
-    axes[0].legend(loc="lower right", fontsize="small")
+        ax.legend(loc="lower right", fontsize="small")
     fig.suptitle(f"A2C on {ENV} (configs/a2c.yml): from random weights vs from a behavioural clone")
     return save_figure(fig, output)
 
@@ -422,7 +425,7 @@ def run_all(args: argparse.Namespace) -> tuple[list[dict[str, Any]], float | Non
     for (k, s), folder in warm_folders.items():
         rows += a2c_rows(common.run_folder(folder, ALGO, ENV), k, s, done[f"{setting(k)}, seed {s}"].output)
     examples = [phase_two[0], phase_one[-1]] + ([phase_two[-1]] if args.warm_steps else [])  # bc, scratch, warm
-    commands = [" ".join(job.command) for job in examples]
+    commands = [shlex.join(job.command) for job in examples]
     expert_score = float(np.mean(expert_scores)) if expert_scores else None
     return rows, expert_score, commands
 

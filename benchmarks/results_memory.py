@@ -1,5 +1,6 @@
-"""Results §6: a feed-forward policy cannot remember, an LSTM policy can: A2C and A3C on a memory task, and Pong
-with one frame per step.
+"""Results §6: a feed-forward policy cannot remember, an LSTM policy can (A2C and A3C on a memory task; Pong).
+
+Pong is played with one frame per step, so only memory tells which way the ball is moving.
 
 The lecture's claim: a policy that sees only the current observation cannot act on what it saw earlier; an LSTM
 policy carries it in its hidden state (the A3C paper's A3C LSTM replaces frame stacking by memory). Measured with
@@ -11,12 +12,14 @@ pgplug's command line (``pgplug train ... -params policy=...``):
   A3C (2 worker processes × 4 envs), each with ``MlpPolicy`` and ``MlpLstmPolicy`` (32 units), the settings of
   ``benchmarks/recurrent.py`` (rollouts of 6 steps, learning rate 1e-3, entropy 0.01), ``--seeds``; evaluated every
   ``--cue-eval-freq`` steps on 100 deterministic episodes (± 0.1 is one standard error at chance). Reported: the
-  last and best evaluation over seeds, how many seeds solved it (an evaluation ≥ 0.9) and when, steps/s.
+  last and best evaluation over seeds, how many seeds solved it (an evaluation ≥ 0.9) and when, steps/s
+  (evaluations included).
 - (b) ``PongNoFrameskip-v4`` with one frame per step (no frame stack), A3C (2 workers × 8 envs), ``CnnPolicy``
   with ``-params frame_stack=1`` against ``CnnLstmPolicy`` (``configs/a3c.yml``'s ``atari/CnnLstmPolicy``: the
-  paper's 256-unit LSTM, t_max 20, one frame per step). ``--pong-steps`` is far too few steps to learn Pong on
-  2 cores (§7's A3C needs millions): what is measurable is what the LSTM costs (steady env steps/s, from the
-  training episodes' clock) and the start of the curve, which stays near −21 for both.
+  paper's 256-unit LSTM, t_max 20, one frame per step), one seed each. ``--pong-steps`` (250k steps, 1M frames:
+  about 4 and 7 minutes) is far too few to learn Pong on 2 cores (§7's A3C needs millions): what is measurable
+  is what the LSTM costs (steady env steps/s, from the training episodes' clock) and the start of the curve
+  (near −21 for both at this budget, as expected).
 
 The A2C runs go two at a time (one core each); A3C runs, which use both cores, one at a time.
 
@@ -24,8 +27,8 @@ Writes ``docs/results/memory.csv`` (every evaluation; for Pong also every traini
 (settings, commands, spreads over seeds, steps/s) and ``docs/images/results/memory-cue.png``,
 ``memory-pong.png``.
 
-    python benchmarks/results_memory.py                  # about 17 minutes on 2 quiet cores
-    python benchmarks/results_memory.py --part cue       # the memory task only, about 7 minutes
+    python benchmarks/results_memory.py                  # about 16 minutes on 2 quiet cores
+    python benchmarks/results_memory.py --part cue       # the memory task only, about 5 minutes
     python benchmarks/results_memory.py --plot-only      # re-plot from docs/results/memory.csv and memory.json
 """
 
@@ -34,6 +37,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shlex
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,16 +55,20 @@ SEEDS = (0, 1, 2)
 ALGOS = ("a2c", "a3c")
 CUE_POLICIES = ("MlpPolicy", "MlpLstmPolicy")
 PONG_POLICIES = ("CnnPolicy", "CnnLstmPolicy")
-CUE_STEPS = 20_000
+CUE_STEPS = 30_000
 CUE_EVAL_FREQ = 1_000
 CUE_EVAL_EPISODES = 100
 #: CueMemory "solved": an evaluation's mean ≥ this (95% of the answers right).
 CUE_SOLVED = 0.9
-PONG_STEPS = 200_000
-PONG_EVAL_FREQ = 100_000
-PONG_EVAL_EPISODES = 2
+PONG_STEPS = 250_000
+PONG_EVAL_FREQ = 125_000
+PONG_EVAL_EPISODES = 3
 PONG_SEED = 0
 COLUMNS = ("task", "algo", "policy", "seed", "kind", "steps", "seconds", "score")
+
+
+def count(seeds: int) -> str:
+    return f"{seeds} seed" + ("s" if seeds != 1 else "")
 
 
 def lstm(policy: str) -> bool:
@@ -264,7 +272,7 @@ def draw_cue(rows: Sequence[dict[str, Any]], output: Path, episodes_per_evaluati
                 for e in seeds.values()
             ]
             band = summarise(curves)
-            ax.plot(band.x / 1e3, band.mean, color=colour, label=f"{label(algo, policy)} ({len(seeds)} seeds)")
+            ax.plot(band.x / 1e3, band.mean, color=colour, label=f"{label(algo, policy)} ({count(len(seeds))})")
             ax.fill_between(band.x / 1e3, band.lower, band.upper, color=colour, alpha=0.2, linewidth=0)
         ax.axhspan(
             -noise,
@@ -282,7 +290,7 @@ def draw_cue(rows: Sequence[dict[str, Any]], output: Path, episodes_per_evaluati
         ax.set_xlabel("env steps (thousands)")
         ax.set_ylim(-1.05, 1.05)
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="center right", fontsize="small")
+        ax.legend(loc="lower right", fontsize="small")
     axes[0].set_ylabel("evaluation return (mean over seeds, min–max band)")
     fig.suptitle("CueMemory-v0: name a cue seen 5 steps earlier (+1 right, −1 wrong)")
     return save_figure(fig, output)
@@ -322,10 +330,11 @@ def draw_pong(rows: Sequence[dict[str, Any]], rates: dict[str, float | None], ou
                     linestyle="none",
                     label=f"{name}: evaluations",
                 )
+    top = max([-10.0, *(r["score"] + 1 for r in select(rows, task="pong"))])
     for ax, xlabel in zip(axes, ("env steps (thousands; 4 frames each)", "wall-clock minutes")):
         ax.axhline(-21, color="grey", linestyle=":", linewidth=1)
         ax.set_xlabel(xlabel)
-        ax.set_ylim(-21.5, -10)
+        ax.set_ylim(-21.5, top)
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("score (points won − points lost)")
     handles, labels = axes[0].get_legend_handles_labels()
@@ -362,7 +371,7 @@ def run_cue(args: argparse.Namespace, log: Path) -> tuple[list[dict[str, Any]], 
                 rows += run_rows(run, "cue", algo, policy, seed)
                 per_seed.append(rate_of(run))
             rates[label(algo, policy)] = spread(per_seed)["median"]
-    return rows, rates, [" ".join(jobs[(a, p, args.seeds[0])].command) for a in ALGOS for p in CUE_POLICIES]
+    return rows, rates, [shlex.join(jobs[(a, p, args.seeds[0])].command) for a in ALGOS for p in CUE_POLICIES]
 
 
 def run_pong(args: argparse.Namespace, log: Path) -> tuple[list[dict[str, Any]], list[str]]:
@@ -375,7 +384,7 @@ def run_pong(args: argparse.Namespace, log: Path) -> tuple[list[dict[str, Any]],
         run = common.run_folder(folder, "a3c", PONG)
         rows += run_rows(run, "pong", "a3c", policy, PONG_SEED, frame_skip=FRAME_SKIP, with_episodes=True)
     print("; ".join(f"{d.label}: {d.seconds:.0f} s" for d in done))
-    return rows, [" ".join(job.command) for job in jobs]
+    return rows, [shlex.join(job.command) for job in jobs]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -425,7 +434,7 @@ def main(argv: list[str] | None = None) -> None:
                 "pong_hyperparams": {p: pong_hyperparams(p) for p in PONG_POLICIES},
             },
             "commands": commands,
-            "cue": [c | {"steps_per_second": cue_rates_.get(c["learner"])} for c in cue_summary(rows)],
+            "cue": [c | {"steps_per_second_with_evaluations": cue_rates_.get(c["learner"])} for c in cue_summary(rows)],
             "pong": pong_summary(rows),
             "wall_seconds": round(time.perf_counter() - started, 1),
             "load_average_at_end": common.load_average(),

@@ -140,7 +140,7 @@ def test_a_whole_run_writes_the_table_the_summary_and_both_pictures_then_replots
     assert result["settings"]["seeds"] == [0, 1] and len(result["commands"]) == 4 + 2
     cue = {c["learner"]: c for c in result["cue"]}
     assert cue["A2C LSTM"]["solved"] == 2 and cue["A3C feed-forward"]["solved"] == 0
-    assert cue["A2C LSTM"]["steps_per_second"] == pytest.approx(60.0)  # 6 steps per 0.1 s
+    assert cue["A2C LSTM"]["steps_per_second_with_evaluations"] == pytest.approx(60.0)  # 6 steps per 0.1 s
     ff, lstm = result["pong"]
     assert (ff["steps_per_second"], lstm["speed_vs_feed_forward"]) == (200.0, 0.5)
     assert ff["logged_steps"] == 1600  # 8 episodes of 800 frames
