@@ -32,7 +32,6 @@ summary table.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import statistics
 import sys
@@ -44,15 +43,15 @@ from typing import Any
 
 import numpy as np
 from results_common import (
-    REPO,
-    RESULTS,
     Done,
     Job,
     fresh_folder,
     image,
     load_average,
+    read_kept,
     run_folder,
     run_jobs,
+    shown,
     solved,
     spread,
     train_job,
@@ -216,7 +215,7 @@ def read_result(p: Planned, done: Done, steps: int) -> tuple[dict[str, Any], dic
         "steps_per_second": steps_per_second,
         "policy_lag": None if lag is None else lag["mean"],
         "policy_lag_max_window": None if lag is None else lag["max_window"],
-        "run": str(run.relative_to(REPO)) if run.is_relative_to(REPO) else str(run),
+        "run": shown(run),
     }
     seconds = None if evaluations is None else evaluations.seconds
     curve = {
@@ -389,7 +388,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 def report(result: dict[str, Any]) -> None:
     """Draw the picture and print the table (after training, or from the JSON with ``--plot-only``)."""
     output = draw(result["rows"], result["curves"], image(PICTURE))
-    print(f"wrote {output.relative_to(REPO) if output.is_relative_to(REPO) else output}")
+    print(f"wrote {shown(output)}")
     print(table(result["summary"]))
 
 
@@ -405,10 +404,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plot-only", action="store_true", help=f"redraw and reprint from docs/results/{NAME}.json")
     args = parser.parse_args(argv)
     if args.plot_only:
-        path = RESULTS / f"{NAME}.json"
-        if not path.exists():
-            raise SystemExit(f"{path} does not exist: run without --plot-only first")
-        report(json.loads(path.read_text()))
+        report(read_kept(NAME))
         return
     result = train(args)
     write_json(NAME, result)

@@ -34,8 +34,6 @@ and prints a summary table.
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -47,19 +45,21 @@ import numpy as np
 from results_common import (
     JOBS,
     REPO,
-    RESULTS,
     Job,
     fresh_folder,
     image,
     load_average,
+    read_kept,
     run_folder,
     run_jobs,
+    shown,
     solved,
     spread,
     train_job,
     write_csv,
     write_json,
 )
+from results_common import EstimatorSetting as Setting
 
 NAME = "actor_critic"
 PICTURE = "actor-critic-curves.png"
@@ -101,26 +101,6 @@ ENVS = (
 ENV_BY_ID = {env.id: env for env in ENVS}
 #: CPU seconds of one ``pgplug train`` process before it trains (imports, envs, model), measured at nice 19.
 STARTUP_SECONDS = 5.5
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One estimator setting: how the table names it, and what ``pgplug train`` gets."""
-
-    label: str
-    estimator: str
-    kwargs: tuple[str, ...] = ()
-
-    @property
-    def slug(self) -> str:
-        """A folder name: ``gae_lambda_0.95``."""
-        return re.sub(r"[^A-Za-z0-9.]+", "_", f"{self.estimator} {' '.join(self.kwargs)}").strip("_")
-
-    def parsed(self) -> dict[str, Any]:
-        """The kwargs as values (``n=null`` → None), as pgplug's YAML reading gives them."""
-        import yaml
-
-        return {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in self.kwargs)}
 
 
 SETTINGS = (
@@ -277,7 +257,7 @@ def read_result(p: Planned) -> tuple[dict[str, Any], dict[str, Any]]:
         "final": reached.final,
         "best": reached.best,
         "evaluations": 0 if evaluations is None else len(evaluations.y),
-        "run": str(run.relative_to(REPO)) if run.is_relative_to(REPO) else str(run),
+        "run": shown(run),
     }
     curve = {
         "env": p.env.id,
@@ -509,7 +489,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 def report(result: dict[str, Any]) -> None:
     """Draw the picture and print the table (after training, or from the JSON with ``--plot-only``)."""
     output = draw(result["curves"], image(PICTURE))
-    print(f"wrote {output.relative_to(REPO) if output.is_relative_to(REPO) else output}")
+    print(f"wrote {shown(output)}")
     for line in budget_lines(result["settings"]):
         print(line)
     print(table(result["summary"], result["skipped"]))
@@ -541,10 +521,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plot-only", action="store_true", help=f"redraw and reprint from docs/results/{NAME}.json")
     args = parser.parse_args(argv)
     if args.plot_only:
-        path = RESULTS / f"{NAME}.json"
-        if not path.exists():
-            raise SystemExit(f"{path} does not exist: run without --plot-only first")
-        report(json.loads(path.read_text()))
+        report(read_kept(NAME))
         return
     result = train(args)
     write_json(NAME, result)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -85,6 +86,26 @@ def run_jobs(jobs: Sequence[Job], parallel: int = JOBS, log: Path | None = None)
 
 
 @dataclass(frozen=True)
+class EstimatorSetting:
+    """One estimator with its arguments: how tables name it, and what ``pgplug train --estimator`` gets."""
+
+    label: str
+    estimator: str
+    kwargs: tuple[str, ...] = ()  # ``KEY=VALUE`` strings, as ``--estimator-kwargs`` takes them
+
+    @property
+    def slug(self) -> str:
+        """A folder name: ``gae_gae_lambda_0.95``."""
+        return re.sub(r"[^A-Za-z0-9.]+", "_", f"{self.estimator} {' '.join(self.kwargs)}").strip("_")
+
+    def parsed(self) -> dict[str, Any]:
+        """The kwargs as values (``n=null`` → None), as pgplug's YAML reading gives them."""
+        import yaml
+
+        return {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in self.kwargs)}
+
+
+@dataclass(frozen=True)
 class Solved:
     """When a run first reached its threshold in a periodic evaluation (None: never, within its budget)."""
 
@@ -110,12 +131,28 @@ def solved(run_dir: Path, threshold: float) -> Solved:
     return Solved(int(evaluations.steps[first]), seconds, final, best)
 
 
+def shown(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it (for progress lines), else as it is."""
+    try:
+        return str(path.relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def read_kept(name: str) -> Any:
+    """``docs/results/<name>.json`` as a full run wrote it, for ``--plot-only``; one line when there is none."""
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        raise SystemExit(f"{shown(path)} does not exist: run without --plot-only first")
+    return json.loads(path.read_text())
+
+
 def write_json(name: str, data: Any) -> Path:
     """``docs/results/<name>.json``, indented, keys in the order given."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(data, indent=2) + "\n")
-    print(f"wrote {path.relative_to(REPO)}")
+    print(f"wrote {shown(path)}")
     return path
 
 
@@ -128,7 +165,7 @@ def write_csv(name: str, rows: Iterable[dict[str, Any]]) -> Path:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]) if rows else [])
         writer.writeheader()
         writer.writerows(rows)
-    print(f"wrote {path.relative_to(REPO)}")
+    print(f"wrote {shown(path)}")
     return path
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from results_common import REPO, RUNS, image, write_csv, write_json
+from results_common import REPO, RUNS, image, shown, write_csv, write_json
 
 FRAME_SKIP = 4
 TARGET = 18.0
@@ -110,7 +110,7 @@ def summary(evals: list[dict[str, float]], eps: list[dict[str, Any]], run: Path)
     total_steps, total_seconds = float(clock_steps[-1]), float(clock_seconds[-1])
     return {
         "settings": "benchmarks/a3c_pong_long.py " + " ".join(LONG_RUN),
-        "run": str(run.relative_to(REPO)) if run.is_relative_to(REPO) else str(run),
+        "run": shown(run),
         "target": TARGET,
         "reached_target": None if reached is None else {k: reached[k] for k in ("frames", "hours", "mean")},
         "best_evaluation": best,
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     write_csv("a3c_pong_episodes", eps)
     result = summary(evals, eps, args.run)
     write_json("a3c_pong", result)
-    print(f"wrote {draw(evals, eps, image('a3c-pong.png')).relative_to(REPO)}")
+    print(f"wrote {shown(draw(evals, eps, image('a3c-pong.png')))}")
     best, reached = result["best_evaluation"], result["reached_target"]
     if best:
         print(f"best evaluation {best['mean']:+.1f} at {best['frames'] / 1e6:.1f}M frames, {best['hours']:.2f} h")

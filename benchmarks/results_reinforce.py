@@ -25,32 +25,18 @@ and against seconds), ``docs/results/reinforce.csv`` (a row per run) and
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import results_common as common
+from results_common import EstimatorSetting as Setting
 from results_common import Job, evaluation_band, run_folder, run_jobs, solved, spread, train_job
 
 ENV = "CartPole-v1"
 ALGO = "reinforce"
 THRESHOLD = 475.0
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One estimator with its arguments; ``label`` as ``pgplug variance`` names it, ``slug`` its folder."""
-
-    label: str
-    estimator: str
-    kwargs: tuple[str, ...] = ()
-
-    @property
-    def slug(self) -> str:
-        return self.label.replace(":", "-").replace("=", "-")
 
 
 SETTINGS = (
@@ -59,13 +45,6 @@ SETTINGS = (
     Setting("baseline", "baseline"),
     Setting("reward_to_go:gamma_t=true", "reward_to_go", ("gamma_t=true",)),
 )
-
-
-def shown(path: Path) -> str:
-    try:
-        return str(path.relative_to(common.REPO))
-    except ValueError:
-        return str(path)
 
 
 def jobs(args: argparse.Namespace, settings: list[Setting]) -> list[tuple[Setting, int, Path, Job]]:
@@ -122,7 +101,7 @@ def collect(planned: list[tuple[Setting, int, Path, Job]], seconds: dict[str, fl
                     "final": reached.final,
                     "best": reached.best,
                     "run_seconds": round(seconds.get(job.label, float("nan")), 1),
-                    "run": shown(run_dir),
+                    "run": common.shown(run_dir),
                     "command": " ".join(job.command),
                     "evaluations": curve_json(run_dir),
                 }
@@ -254,11 +233,8 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     parser.add_argument("--jobs", type=int, default=common.JOBS, help="runs at a time")
     args = parser.parse_args(argv)
-    path = common.RESULTS / "reinforce.json"
     if args.plot_only:
-        if not path.exists():
-            raise SystemExit(f"{shown(path)} does not exist: run without --plot-only first")
-        result = json.loads(path.read_text())
+        result = common.read_kept("reinforce")
     else:
         planned = jobs(args, [s for s in SETTINGS if s.label in args.estimators])
         started = time.perf_counter()
@@ -280,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
         }
         common.write_json("reinforce", result)
         common.write_csv("reinforce", rows(result))
-    print(f"wrote {shown(draw(result, common.image('reinforce-curves.png')))}")
+    print(f"wrote {common.shown(draw(result, common.image('reinforce-curves.png')))}")
     print(table(result))
     if "seconds" in result:
         print(f"ran in {result['seconds']:.0f} s (load average {result['load_average_at_end']})")

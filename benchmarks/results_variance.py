@@ -60,17 +60,6 @@ ALGO = "a2c"  # the trained weights' algorithm; the initial ones are a new model
 SEED = 0
 
 
-def shown(path: Path) -> str:
-    """``path`` relative to the repository when it is inside it (for the progress lines)."""
-    try:
-        return str(path.relative_to(common.REPO))
-    except ValueError:
-        return str(path)
-
-
-# -- the commands ------------------------------------------------------------------------------------
-
-
 def model_path(folder: Path, env: str) -> Path:
     """The final model ``pgplug train`` saved for ``env`` in ``folder``."""
     return common.run_folder(folder, ALGO, env) / f"{env}.zip"
@@ -141,7 +130,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 {
                     "env": env,
                     "weights": weights,
-                    "model": None if weights == "initial" else shown(model_path(folder / env, env)),
+                    "model": None if weights == "initial" else common.shown(model_path(folder / env, env)),
                     "training": None if weights == "initial" else training,
                     "command": " ".join(job.command),
                     "seconds": round(done[job.label].seconds, 1),
@@ -350,7 +339,7 @@ def draw_all(result: dict[str, Any]) -> list[Path]:
         pictures.append(draw_env(result, env, common.image(f"variance-{name}.png")))
     pictures.append(draw_lambda(result, common.image("variance-gae-lambda.png")))
     for picture in pictures:
-        print(f"wrote {shown(picture)}")
+        print(f"wrote {common.shown(picture)}")
     return pictures
 
 
@@ -411,11 +400,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=SEED, help="seed of the training and of the measurements (0)")
     parser.add_argument("--jobs", type=int, default=common.JOBS, help="commands run at a time (2)")
     args = parser.parse_args(argv)
-    path = common.RESULTS / "variance.json"
     if args.plot_only:
-        if not path.exists():
-            raise SystemExit(f"{shown(path)} does not exist: run without --plot-only first")
-        result = json.loads(path.read_text())
+        result = common.read_kept("variance")
     else:
         result = measure(args)
         result["ordering"] = [

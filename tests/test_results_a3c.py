@@ -18,9 +18,8 @@ from results_fixtures import even_episodes, fake_run
 @pytest.fixture
 def outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """docs/results, docs/images/results and runs/results under tmp_path."""
-    for module in (results_common, results_a3c):
-        monkeypatch.setattr(module, "REPO", tmp_path)
-        monkeypatch.setattr(module, "RESULTS", tmp_path / "docs" / "results")
+    monkeypatch.setattr(results_common, "REPO", tmp_path)
+    monkeypatch.setattr(results_common, "RESULTS", tmp_path / "docs" / "results")
     monkeypatch.setattr(results_common, "IMAGES", tmp_path / "docs" / "images" / "results")
     monkeypatch.setattr(results_common, "RUNS", tmp_path / "runs" / "results")
     return tmp_path

@@ -137,5 +137,5 @@ def test_fresh_folders_per_setting_and_seed(folders: Path) -> None:
     planned = results_reinforce.jobs(args, list(results_reinforce.SETTINGS))
     assert [p[2].relative_to(folders / "runs") for p in planned] == [
         Path("reinforce/full_return/seed_3"), Path("reinforce/reward_to_go/seed_3"), Path("reinforce/baseline/seed_3"),
-        Path("reinforce/reward_to_go-gamma_t-true/seed_3"),
+        Path("reinforce/reward_to_go_gamma_t_true/seed_3"),
     ]  # fmt: skip
