@@ -106,3 +106,14 @@ def ray_contained(request: pytest.FixtureRequest, no_leftover_processes: None) -
     assert not left, f"Ray processes left running: {left}"
     escaped = descendant_pids() - descendants - helper_pids()
     assert not escaped, f"descendant processes left running: {sorted(escaped)}"
+
+
+@pytest.fixture
+def results_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The results scripts' folders (benchmarks/results_common.py) under tmp_path: a test writes nothing into docs/."""
+    import results_common
+
+    monkeypatch.setattr(results_common, "REPO", tmp_path)
+    for name, folder in (("RESULTS", "docs/results"), ("IMAGES", "docs/images/results"), ("RUNS", "runs")):
+        monkeypatch.setattr(results_common, name, tmp_path / folder)
+    return tmp_path

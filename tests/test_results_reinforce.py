@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import results_common
 import results_reinforce
 from results_common import Done, Job
 
@@ -45,16 +44,7 @@ def fake_run(folder: Path, estimator: str, kwargs: str | None, seed: int) -> Non
 
 
 @pytest.fixture
-def folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr(results_common, "REPO", tmp_path)
-    monkeypatch.setattr(results_common, "RESULTS", tmp_path / "docs" / "results")
-    monkeypatch.setattr(results_common, "IMAGES", tmp_path / "docs" / "images" / "results")
-    monkeypatch.setattr(results_common, "RUNS", tmp_path / "runs")
-    return tmp_path
-
-
-@pytest.fixture
-def commands(folders: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+def commands(results_folders: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     seen: list[list[str]] = []
 
     def fake_run_jobs(jobs: list[Job], parallel: int = 2, log: Path | None = None) -> list[Done]:
@@ -74,7 +64,7 @@ def commands(folders: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 
 
 def test_a_run_per_setting_and_seed_is_read_back_into_the_json_csv_and_picture(
-    commands: list[list[str]], folders: Path, capsys: pytest.CaptureFixture[str]
+    commands: list[list[str]], results_folders: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     results_reinforce.main(["--seeds", "0", "1", "--budget", "20000", "--hyperparams", "n_envs=4"])
     assert len(commands) == 8
@@ -85,7 +75,7 @@ def test_a_run_per_setting_and_seed_is_read_back_into_the_json_csv_and_picture(
     assert all(option(c, "--algo") == "reinforce" and option(c, "-n") == "20000" for c in commands)
     assert all(option(c, "--eval-freq") == "5000" and option(c, "-params") == "n_envs=4" for c in commands)
 
-    result = json.loads((folders / "docs" / "results" / "reinforce.json").read_text())
+    result = json.loads((results_folders / "docs" / "results" / "reinforce.json").read_text())
     settings = result["settings"]
     assert list(settings) == ["full_return", "reward_to_go", "baseline", "reward_to_go:gamma_t=true"]
     assert [settings[k]["solved"] for k in settings] == [0, 2, 2, 0]
@@ -105,13 +95,13 @@ def test_a_run_per_setting_and_seed_is_read_back_into_the_json_csv_and_picture(
     assert settings["baseline"]["runs"][0]["evaluations"]["steps"] == [5000, 10000, 15000, 20000]
     assert result["budget"] == 20000 and result["seeds"] == [0, 1] and result["hyperparams"].endswith("n_envs=4")
 
-    with (folders / "docs" / "results" / "reinforce.csv").open(newline="") as file:
+    with (results_folders / "docs" / "results" / "reinforce.csv").open(newline="") as file:
         table = list(csv.DictReader(file))
     assert len(table) == 8 and table[0]["setting"] == "full_return" and table[0]["solved_steps"] == ""
     row = next(r for r in table if r["setting"] == "reward_to_go:gamma_t=true" and r["seed"] == "1")
     assert row["estimator"] == "reward_to_go" and row["estimator_kwargs"] == "gamma_t=true" and row["final"] == "40.0"
 
-    assert (folders / "docs" / "images" / "results" / "reinforce-curves.png").stat().st_size > 10_000
+    assert (results_folders / "docs" / "images" / "results" / "reinforce-curves.png").stat().st_size > 10_000
     assert "reinforce-curves.png" in capsys.readouterr().out
     assert results_reinforce.summary_rows(result)[1:3] == [
         ("reward_to_go", "2/2", "17,500 [15,000, 20,000]", "4.4 [3.8, 5.0]", "498 [498, 498]", "498 [498, 498]"),
@@ -122,20 +112,20 @@ def test_a_run_per_setting_and_seed_is_read_back_into_the_json_csv_and_picture(
     assert lines[1].split()[:2] == ["estimator", "solved"] and lines[4].split()[:3] == ["baseline", "2/2", "10,000"]
 
 
-def test_plot_only_redraws_from_the_json(commands: list[list[str]], folders: Path) -> None:
+def test_plot_only_redraws_from_the_json(commands: list[list[str]], results_folders: Path) -> None:
     with pytest.raises(SystemExit, match=r"reinforce\.json does not exist"):
         results_reinforce.main(["--plot-only"])
     results_reinforce.main(["--seeds", "0", "--budget", "20000", "--estimators", "baseline", "full_return"])
-    picture = folders / "docs" / "images" / "results" / "reinforce-curves.png"
+    picture = results_folders / "docs" / "images" / "results" / "reinforce-curves.png"
     picture.unlink()
     results_reinforce.main(["--plot-only"])
     assert len(commands) == 2 and picture.stat().st_size > 10_000
 
 
-def test_fresh_folders_per_setting_and_seed(folders: Path) -> None:
+def test_fresh_folders_per_setting_and_seed(results_folders: Path) -> None:
     args = argparse.Namespace(seeds=[3], budget=10, eval_freq=5, eval_episodes=1, hyperparams=[])
     planned = results_reinforce.jobs(args, list(results_reinforce.SETTINGS))
-    assert [p[2].relative_to(folders / "runs") for p in planned] == [
+    assert [p[2].relative_to(results_folders / "runs") for p in planned] == [
         Path("reinforce/full_return/seed_3"), Path("reinforce/reward_to_go/seed_3"), Path("reinforce/baseline/seed_3"),
         Path("reinforce/reward_to_go_gamma_t_true/seed_3"),
     ]  # fmt: skip

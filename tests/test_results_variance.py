@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import results_common
 import results_variance
 from results_common import Done, Job
 
@@ -53,22 +52,12 @@ def report(env: str, weights: str | None, traces: dict[str, float]) -> dict:
     return made.to_json()
 
 
-@pytest.fixture
-def folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """results_common's folders under tmp_path: nothing is written into the repository."""
-    monkeypatch.setattr(results_common, "REPO", tmp_path)
-    monkeypatch.setattr(results_common, "RESULTS", tmp_path / "docs" / "results")
-    monkeypatch.setattr(results_common, "IMAGES", tmp_path / "docs" / "images" / "results")
-    monkeypatch.setattr(results_common, "RUNS", tmp_path / "runs")
-    return tmp_path
-
-
 def option(command: list[str], name: str) -> str | None:
     return command[command.index(name) + 1] if name in command else None
 
 
 @pytest.fixture
-def commands(folders: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+def commands(results_folders: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """Stands in for run_jobs: each ``pgplug train`` leaves a run folder with a model and evaluations, each
     ``pgplug variance`` a report (Acrobot's trained one with td above baseline: the ordering fails there)."""
     seen: list[list[str]] = []
@@ -117,7 +106,7 @@ def test_gae_sweep_and_names_come_from_the_reports_kwargs() -> None:
 
 
 def test_a_run_trains_measures_and_writes_the_json_csv_and_pictures(
-    commands: list[list[str]], folders: Path, capsys: pytest.CaptureFixture[str]
+    commands: list[list[str]], results_folders: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     results_variance.main(["--batches", "3", "--reference-batches", "5", "--bootstrap", "10"])
     trains = [c for c in commands if c[3] == "train"]
@@ -139,7 +128,7 @@ def test_a_run_trains_measures_and_writes_the_json_csv_and_pictures(
     weights = [option(c, "--weights") for c in measures if "--weights" in c]
     assert [Path(w).name for w in weights] == ["CartPole-v1.zip", "Acrobot-v1.zip"]
 
-    result = json.loads((folders / "docs" / "results" / "variance.json").read_text())
+    result = json.loads((results_folders / "docs" / "results" / "variance.json").read_text())
     assert [(r["env"], r["weights"]) for r in result["runs"]] == [
         ("CartPole-v1", "initial"), ("CartPole-v1", "trained"), ("Acrobot-v1", "initial"), ("Acrobot-v1", "trained")
     ]  # fmt: skip
@@ -149,7 +138,7 @@ def test_a_run_trains_measures_and_writes_the_json_csv_and_pictures(
     assert trained["report"]["estimators"]["reward_to_go:gamma_t=True"]["trace_cov"] == 1.5
     assert result["runs"][0]["training"] is None and result["runs"][0]["model"] is None
 
-    with (folders / "docs" / "results" / "variance.csv").open(newline="") as file:
+    with (results_folders / "docs" / "results" / "variance.csv").open(newline="") as file:
         table = list(csv.DictReader(file))
     assert len(table) == 4 * len(results_variance.ESTIMATORS)
     row = next(r for r in table if r["env"] == "Acrobot-v1" and r["weights"] == "trained" and r["estimator"] == "td")
@@ -157,7 +146,7 @@ def test_a_run_trains_measures_and_writes_the_json_csv_and_pictures(
     assert float(row["ratio_to_full_return_low"]) == pytest.approx(0.056)
     assert {r["gae_lambda"] for r in table} == {"", "0", "0.5", "0.9", "0.95", "0.99", "1"}
 
-    images = folders / "docs" / "images" / "results"
+    images = results_folders / "docs" / "images" / "results"
     pictures = ("variance-cartpole.png", "variance-acrobot.png", "variance-gae-lambda.png")
     assert all((images / name).stat().st_size > 10_000 for name in pictures)
     out = capsys.readouterr().out
@@ -167,12 +156,12 @@ def test_a_run_trains_measures_and_writes_the_json_csv_and_pictures(
 
 
 def test_plot_only_redraws_from_the_json_without_running_anything(
-    commands: list[list[str]], folders: Path, capsys: pytest.CaptureFixture[str]
+    commands: list[list[str]], results_folders: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit, match=r"variance\.json does not exist"):
         results_variance.main(["--plot-only"])
     results_variance.main(["--envs", "CartPole-v1"])
-    images = folders / "docs" / "images" / "results"
+    images = results_folders / "docs" / "images" / "results"
     for picture in images.iterdir():
         picture.unlink()
     ran = len(commands)
