@@ -33,7 +33,6 @@ Writes ``docs/results/bc.csv`` (one row per clone and per evaluation of each A2C
 from __future__ import annotations
 
 import argparse
-import csv
 import re
 import shlex
 import sys
@@ -184,10 +183,9 @@ def row(part: str, bc_steps: int, seed: int, **values: Any) -> dict[str, Any]:
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """``bc.csv`` back as typed rows (empty cells: None)."""
-    with path.open(newline="") as file:
-        rows = list(csv.DictReader(file))
-    types = {"bc_steps": int, "seed": int, "rl_steps": int}
-    return [{k: None if v == "" else types.get(k, float)(v) if k != "part" else v for k, v in r.items()} for r in rows]
+    return common.read_typed_csv(
+        path, {c: int if c in ("bc_steps", "seed", "rl_steps") else float for c in COLUMNS[1:]}
+    )
 
 
 # -- summary -----------------------------------------------------------------------------------------------------
@@ -446,12 +444,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.plot_only:
-        import json
-
-        json_path, csv_path = common.RESULTS / "bc.json", common.RESULTS / "bc.csv"
-        if not (json_path.exists() and csv_path.exists()):
-            raise SystemExit(f"no {csv_path} and {json_path} to plot; run without --plot-only")
-        rows, expert_score = read_rows(csv_path), json.loads(json_path.read_text())["expert_score"]
+        expert_score = common.read_kept("bc")["expert_score"]
+        rows = read_rows(common.RESULTS / "bc.csv")
     else:
         started = time.perf_counter()
         print(f"load average {common.load_average()}", flush=True)

@@ -147,6 +147,16 @@ def read_kept(name: str) -> Any:
     return json.loads(path.read_text())
 
 
+def read_typed_csv(path: Path, types: dict[str, type]) -> list[dict[str, Any]]:
+    """A CSV ``write_csv`` wrote, back as rows: the columns named in ``types`` converted, empty cells None, the rest
+    strings; one line when the file is missing (``--plot-only`` before a full run)."""
+    if not path.exists():
+        raise SystemExit(f"{shown(path)} does not exist: run without --plot-only first")
+    with path.open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    return [{k: None if v == "" else types[k](v) if k in types else v for k, v in r.items()} for r in rows]
+
+
 def write_json(name: str, data: Any) -> Path:
     """``docs/results/<name>.json``, indented, keys in the order given."""
     RESULTS.mkdir(parents=True, exist_ok=True)

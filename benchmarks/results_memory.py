@@ -35,8 +35,6 @@ Writes ``docs/results/memory.csv`` (every evaluation; for Pong also every traini
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import shlex
 import time
 from collections.abc import Sequence
@@ -174,10 +172,7 @@ def run_rows(
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """``memory.csv`` back as typed rows (empty cells: None)."""
-    with path.open(newline="") as file:
-        rows = list(csv.DictReader(file))
-    types = {"seed": int, "steps": int, "seconds": float, "score": float}
-    return [{k: None if v == "" else types[k](v) if k in types else v for k, v in r.items()} for r in rows]
+    return common.read_typed_csv(path, {"seed": int, "steps": int, "seconds": float, "score": float})
 
 
 # -- summary -----------------------------------------------------------------------------------------------------
@@ -296,15 +291,10 @@ def draw_cue(rows: Sequence[dict[str, Any]], output: Path, episodes_per_evaluati
     return save_figure(fig, output)
 
 
-def rolling(values: np.ndarray, window: int) -> np.ndarray:
-    from pgplug.interop.curves import rolling_mean
-
-    return rolling_mean(values, window)
-
-
 def draw_pong(rows: Sequence[dict[str, Any]], rates: dict[str, float | None], output: Path, window: int = 20) -> Path:
     """Two panels, env steps and wall-clock minutes: the training episodes' rolling mean and the evaluations of
     the feed-forward and the LSTM policy, one frame per step."""
+    from pgplug.interop.curves import rolling_mean
     from pgplug.interop.plotting import pyplot, save_figure
 
     plt = pyplot()
@@ -318,7 +308,7 @@ def draw_pong(rows: Sequence[dict[str, Any]], rates: dict[str, float | None], ou
         for ax, axis, scale in ((axes[0], "steps", 1e3), (axes[1], "seconds", 60.0)):
             if eps:
                 xs = np.array([r[axis] for r in eps], dtype=float) / scale
-                ys = rolling(np.array([r["score"] for r in eps]), window)
+                ys = rolling_mean(np.array([r["score"] for r in eps]), window)
                 ax.plot(xs, ys, color=colour, label=f"{name}: training episodes, mean of last {window}")
             timed = [r for r in evals if r[axis] is not None]
             if timed:
@@ -400,11 +390,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pong-eval-freq", type=int, default=PONG_EVAL_FREQ, help="(b): evaluate every N steps")
     args = parser.parse_args(argv)
 
-    json_path, csv_path = common.RESULTS / "memory.json", common.RESULTS / "memory.csv"
     if args.plot_only:
-        if not (json_path.exists() and csv_path.exists()):
-            raise SystemExit(f"no {csv_path} and {json_path} to plot; run without --plot-only")
-        rows, result = read_rows(csv_path), json.loads(json_path.read_text())
+        result = common.read_kept("memory")
+        rows = read_rows(common.RESULTS / "memory.csv")
     else:
         started = time.perf_counter()
         print(f"load average {common.load_average()}", flush=True)

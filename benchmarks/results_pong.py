@@ -124,15 +124,9 @@ def summary(evals: list[dict[str, float]], eps: list[dict[str, Any]], run: Path)
     }
 
 
-def rolling(values: np.ndarray, window: int) -> np.ndarray:
-    """Mean of the last ``window`` values at each point (fewer at the start)."""
-    sums = np.cumsum(np.insert(values, 0, 0.0))
-    counts = np.minimum(np.arange(1, len(values) + 1), window)
-    return (sums[1:] - sums[np.arange(len(values)) + 1 - counts]) / counts
-
-
 def draw(evals: list[dict[str, float]], eps: list[dict[str, Any]], output: Path, window: int = 20) -> Path:
     """Two panels, frames and hours: evaluation means (± std), the training episodes' rolling mean, references."""
+    from pgplug.interop.curves import rolling_mean
     from pgplug.interop.plotting import pyplot, save_figure
 
     plt = pyplot()
@@ -141,7 +135,7 @@ def draw(evals: list[dict[str, float]], eps: list[dict[str, Any]], output: Path,
         scale = 1e6 if axis == "frames" else 1.0
         if eps:
             xs = np.array([e[axis] for e in eps]) / scale
-            ax.plot(xs, rolling(np.array([e["score"] for e in eps]), window), color="tab:blue", alpha=0.6,
+            ax.plot(xs, rolling_mean(np.array([e["score"] for e in eps]), window), color="tab:blue", alpha=0.6,
                     label=f"training episodes (mean of the last {window})")  # fmt: skip
         if evals:
             xs = np.array([e[axis] for e in evals]) / scale

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import results_pong
 
+from pgplug.interop.curves import rolling_mean
+
 
 @pytest.fixture
 def run(tmp_path: Path) -> Path:
@@ -45,7 +47,7 @@ def test_the_summary_names_when_the_target_was_reached_and_the_rate(run: Path) -
 
 
 def test_rolling_mean_uses_fewer_values_at_the_start() -> None:
-    assert results_pong.rolling(np.array([1.0, 3.0, 5.0, 7.0]), 2).tolist() == [1.0, 2.0, 4.0, 6.0]
+    assert rolling_mean(np.array([1.0, 3.0, 5.0, 7.0]), 2).tolist() == [1.0, 2.0, 4.0, 6.0]
 
 
 def test_the_picture_is_drawn_from_the_run(run: Path, tmp_path: Path) -> None:
