@@ -18,6 +18,7 @@ import torch as th
 from torch.optim.adam import adam
 from torch.optim.rmsprop import rmsprop
 
+from pgplug.fast.flat_update import FlatUpdate
 from pgplug.fast.torch_internals import foreach_norms, foreach_scale_, has_step_hooks
 
 
@@ -93,13 +94,18 @@ def _functional_update(optimizer: th.optim.Optimizer) -> Callable[..., None] | N
     return update
 
 
-def optimizer_step(optimizer: th.optim.Optimizer, grads: Sequence[th.Tensor | None] | None = None) -> None:
+def optimizer_step(
+    optimizer: th.optim.Optimizer, grads: Sequence[th.Tensor | None] | None = None, flat: FlatUpdate | None = None
+) -> None:
     """``optimizer.step()``; ``grads`` (one per parameter, in ``param_groups`` order) replace the ``.grad``s.
 
     Passing ``grads`` lets an A3C worker step the global parameters with its local gradients
-    without attaching them first.
+    without attaching them first. Given ``flat``, a plain RMSprop stepping the ``.grad``s runs on its flat buffers
+    (:mod:`pgplug.fast.flat_update`).
     """
     update = _functional_update(optimizer)
+    if grads is None and update is not None and flat is not None and flat.step(optimizer):
+        return
     groups = optimizer.param_groups
     if grads is None:
         grads = [p.grad for group in groups for p in group["params"]]
@@ -127,12 +133,15 @@ def optimizer_step(optimizer: th.optim.Optimizer, grads: Sequence[th.Tensor | No
                 update(group, [p for p, _ in pairs], [g for _, g in pairs], state)
 
 
-def clip_grad_norm(params: list[th.nn.Parameter], max_norm: float) -> None:
+def clip_grad_norm(params: list[th.nn.Parameter], max_norm: float, flat: FlatUpdate | None = None) -> None:
     """``th.nn.utils.clip_grad_norm_(params, max_norm)``, op for op, so the result is bitwise the same.
 
     When every gradient shares one device and dtype (the usual case) it skips torch's per-call
-    regrouping and wrappers, which cost more than the clipping itself for a small policy.
+    regrouping and wrappers, which cost more than the clipping itself for a small policy, and scales them in
+    one kernel once gathered into ``flat``'s buffer (:mod:`pgplug.fast.flat_update`).
     """
+    if flat is not None and flat.clip(params, max_norm):
+        return
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return

@@ -181,3 +181,36 @@ def foreach_scale_(tensors: list[th.Tensor], factor: th.Tensor) -> None:
             t.mul_(factor)
     else:
         foreach_mul_(tensors, factor)
+
+
+def foreach_copy_(targets: list[th.Tensor], sources: list[th.Tensor]) -> None:
+    """Copy each source into its target, in one multi-tensor kernel where torch has it."""
+    foreach_copy = getattr(th, "_foreach_copy_", None)
+    if foreach_copy is None:
+        for target, source in zip(targets, sources):
+            target.copy_(source)
+    else:
+        foreach_copy(targets, sources)
+
+
+def foreach_increment_(counters: list[th.Tensor]) -> None:
+    """Add one to each counter tensor (an optimizer's ``step`` states) as torch's multi-tensor optimizers do on the
+    CPU: one kernel with the 1 given as a tensor."""
+    foreach_add_ = getattr(th, "_foreach_add_", None)
+    if foreach_add_ is None:
+        for counter in counters:
+            counter.add_(1)
+    else:
+        foreach_add_(counters, th.tensor(1.0), alpha=1.0)
+
+
+def foreach_addcdiv_(
+    tensors: list[th.Tensor], numerators: list[th.Tensor], denominators: list[th.Tensor], value: float
+):
+    """``tensor += value * numerator / denominator`` for each triple, in one multi-tensor kernel where torch has it."""
+    foreach_addcdiv = getattr(th, "_foreach_addcdiv_", None)
+    if foreach_addcdiv is None:
+        for tensor, numerator, denominator in zip(tensors, numerators, denominators):
+            tensor.addcdiv_(numerator, denominator, value=value)
+    else:
+        foreach_addcdiv(tensors, numerators, denominators, value=value)
