@@ -22,6 +22,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 import pgplug
 from pgplug.cli import main
 from pgplug.errors import PgplugError
+from pgplug.fast.categorical import sample_categorical, sample_categorical_array
 from pgplug.fast.direct_forward import logits_and_values, mlp_modules
 from pgplug.fast.fused_mlp import FusedActorCritic
 from pgplug.runtime.fast_runners import FastRunner
@@ -143,6 +144,35 @@ def test_every_net_arch_trains_and_the_fused_forward_equals_sb3s(net_arch: Any) 
         latent_pi, latent_vf = policy.mlp_extractor(policy.extract_features(obs))
         th.testing.assert_close(logits, policy.action_net(latent_pi))
         th.testing.assert_close(values, policy.value_net(latent_vf))
+        # The rollout's numpy forward on the same fused weights: equal up to float32 rounding.
+        features = policy.extract_features(obs)
+        assert fused.runs_in_numpy(features)
+        logits_array, values_array = fused.numpy_forward(features.numpy())
+        th.testing.assert_close(th.from_numpy(logits_array), logits)
+        th.testing.assert_close(th.from_numpy(values_array), values)
+
+
+def test_the_numpy_forward_serves_only_small_float32_batches_outside_autograd() -> None:
+    policy = pgplug.A2C("MlpPolicy", "CartPole-v1", seed=0).policy
+    fused = FusedActorCritic.of(policy)
+    assert fused is not None
+    rows = fused.NUMPY_MAX_WORK // (128 * 128)  # the 64-64 MLP's largest fused weight is 128 x 128
+    assert fused.runs_in_numpy(th.zeros(rows, 4))
+    assert not fused.runs_in_numpy(th.zeros(rows + 1, 4))  # numpy's BLAS could take a second thread
+    assert not fused.runs_in_numpy(th.zeros(8, 4, dtype=th.float64))
+    assert not fused.runs_in_numpy(th.zeros(8, 4, requires_grad=True))
+
+
+def test_the_numpy_draw_takes_torchs_generator_and_the_same_actions() -> None:
+    """sample_categorical_array draws what sample_categorical draws from the same generator state."""
+    logits = th.randn(2000, 5, generator=th.Generator().manual_seed(0)) * 3
+    th.manual_seed(7)
+    actions, log_probs = sample_categorical(logits)
+    th.manual_seed(7)
+    array_actions, array_log_probs = sample_categorical_array(logits.numpy())
+    assert th.equal(array_actions, actions)
+    th.testing.assert_close(array_log_probs, log_probs)
+    assert array_actions.dtype == th.int64 and array_log_probs.dtype == th.float32
 
 
 # -- the command line -----------------------------------------------------------------------------

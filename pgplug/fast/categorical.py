@@ -8,6 +8,7 @@ SB3's own ``ActorCriticPolicy`` code over a plain categorical (:func:`runs_sb3_c
 
 from __future__ import annotations
 
+import numpy as np
 import torch as th
 from stable_baselines3.common.distributions import CategoricalDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
@@ -32,6 +33,19 @@ def sample_categorical(logits: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
     log_pmf = th.log_softmax(logits, dim=-1)
     actions = draw_categorical(log_pmf)
     return actions, categorical_log_prob(log_pmf, actions)
+
+
+def sample_categorical_array(logits: np.ndarray) -> tuple[th.Tensor, th.Tensor]:
+    """:func:`sample_categorical` for logits computed in numpy (``FusedActorCritic.numpy_forward``): the same
+    formulas and the same draws from torch's generator, in numpy's cheaper calls; actions and log-probs as tensors.
+    The race divides the unnormalised probabilities (each row's sum scaled away), which decides the same action
+    but for a near-tie one float32 rounding apart."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    unnormalised = np.exp(shifted)
+    race = th.empty(logits.shape).exponential_(1).numpy()
+    actions = (unnormalised / race).argmax(axis=-1)
+    log_probs = shifted[np.arange(len(actions)), actions] - np.log(unnormalised.sum(axis=-1))
+    return th.from_numpy(actions), th.from_numpy(log_probs)
 
 
 def draw_categorical(log_pmf: th.Tensor) -> th.Tensor:

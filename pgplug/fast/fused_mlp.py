@@ -5,6 +5,7 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
+import numpy as np
 import torch as th
 from stable_baselines3.common.policies import ActorCriticPolicy
 
@@ -19,7 +20,14 @@ class FusedActorCritic:
     ``[h_pi + h_vf]``-wide layer instead of two halves the ops. The weights are rebuilt when an
     update changes a parameter (its version counter moves), so the fused copy never goes stale.
     Only plain ``Linear``/``Tanh``/``ReLU`` stacks of equal depth are fused; others run as they are.
+
+    A small MLP's inference forward may run in numpy (:meth:`numpy_forward`) on views of the same fused weights:
+    numpy's per-call cost is a fraction of torch's, and at CartPole's size the calls are the cost.
     """
+
+    #: The most multiply-adds of one layer's product run in numpy: OpenBLAS (numpy's BLAS) splits a product across
+    #: threads only above 4 × 65,536, so numpy stays on the calling thread; torch is as fast for larger products.
+    NUMPY_MAX_WORK = 262_144
 
     #: Per policy: the modules it was built from (a policy whose modules are replaced gets a new one), and it.
     _cache: weakref.WeakKeyDictionary[th.nn.Module, tuple[MlpModules, FusedActorCritic | None]] = (
@@ -38,6 +46,13 @@ class FusedActorCritic:
         self._key: list[int] | None = None
         self._layers: list[tuple[th.Tensor, th.Tensor] | type] = []
         self._copies: list[tuple[th.Tensor, th.Tensor]] = []  # (block of a fused weight, the parameter it copies)
+        #: The fused layers as numpy views (weights transposed, for ``x @ weight``), and the largest one's size.
+        self._numpy_layers: list[tuple[np.ndarray, np.ndarray] | type] = []
+        linears = [(a, c) for kind, a, c in self.stages if kind == "linear"]
+        self._numpy_work = max(
+            (a.out_features + c.out_features) * (a.in_features + (c.in_features if i else 0))
+            for i, (a, c) in enumerate(linears)
+        )
 
     @classmethod
     def of(cls, policy: ActorCriticPolicy) -> FusedActorCritic | None:
@@ -99,6 +114,9 @@ class FusedActorCritic:
             layers.append((weight, bias))
             split = True
         self._layers, self._copies = layers, copies
+        self._numpy_layers = [
+            (layer[0].numpy().T, layer[1].numpy()) if isinstance(layer, tuple) else layer for layer in layers
+        ]
 
     def __call__(self, features: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """Logits and values from the features, as ``action_net(latent_pi)`` and ``value_net(latent_vf)``."""
@@ -108,4 +126,33 @@ class FusedActorCritic:
                 x = th.nn.functional.linear(x, *layer)
             else:
                 x = th.tanh(x) if layer is th.nn.Tanh else th.relu(x)
+        return x[:, : self.n_logits], x[:, self.n_logits :]
+
+    def runs_in_numpy(self, features: th.Tensor) -> bool:
+        """Whether :meth:`numpy_forward` serves these features: float32 rows on the CPU outside autograd, float32
+        weights, and products small enough for one thread (SB3's default 64-64 MLP: up to 16 rows)."""
+        first = self.params[0]
+        return (
+            features.dtype is th.float32
+            and first.dtype is th.float32
+            and features.device.type == "cpu"
+            and first.device.type == "cpu"
+            and features.dim() == 2
+            and not features.requires_grad
+            and features.shape[0] * self._numpy_work <= self.NUMPY_MAX_WORK
+        )
+
+    def numpy_forward(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`__call__` in numpy, for inference: logits and values as arrays, equal to it up to float32
+        rounding (numpy's BLAS and ``tanh`` are not torch's)."""
+        self._weights()  # assembled, and refreshed after an update
+        x = features
+        for layer in self._numpy_layers:
+            if isinstance(layer, tuple):
+                x = x @ layer[0]
+                x += layer[1]
+            elif layer is th.nn.Tanh:
+                np.tanh(x, out=x)
+            else:
+                np.maximum(x, 0, out=x)
         return x[:, : self.n_logits], x[:, self.n_logits :]

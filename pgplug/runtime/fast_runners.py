@@ -8,8 +8,12 @@ Every speed path of pgplug is here, composed from the pieces in :mod:`pgplug.fas
 - SB3's flatten extractor, MLP stacks and heads run as their ops without module calls
   (:mod:`pgplug.fast.direct_forward`), in collection and in the update;
 - the update differentiating the rollout's own forward passes for CNN policies (:mod:`pgplug.fast.rollout_graph`);
+- a small fused MLP's step forward in numpy, whose calls cost a fraction of torch's
+  (:meth:`FusedActorCritic.numpy_forward <pgplug.fast.fused_mlp.FusedActorCritic.numpy_forward>`), equal up to
+  float32 rounding;
 - training-mode flags set directly, gradient clipping and the optimizer step without ``Optimizer.step``'s
-  wrappers (:mod:`pgplug.fast.optim`), bitwise the same;
+  wrappers (:mod:`pgplug.fast.optim`), bitwise the same; for a small policy on flat buffers
+  (:mod:`pgplug.fast.flat_update`), bitwise the same;
 - ``predict`` without argument checks or the recursive ``train(False)`` (:mod:`pgplug.fast.predict`);
 - ``precision="bf16"``: the policy's body under bfloat16 autocast on channels-last images, its heads and
   distributions in float32 (:class:`Bf16Runner`, :mod:`pgplug.fast.precision`);
@@ -39,8 +43,10 @@ from pgplug.fast.categorical import (
     draw_categorical,
     runs_sb3_categorical,
     sample_categorical,
+    sample_categorical_array,
 )
 from pgplug.fast.direct_forward import extract_features, latents, logits_and_values
+from pgplug.fast.flat_update import FlatUpdate
 from pgplug.fast.fused_mlp import FusedActorCritic
 from pgplug.fast.lean_vec_env import LeanDummyVecEnv as LeanDummyVecEnv  # chosen by runners.vec_env_class
 from pgplug.fast.precision import bf16_latents
@@ -57,15 +63,22 @@ class FastUpdates:
 
     fast = True
     policy: Any
+    _flat: FlatUpdate | None = None
+
+    def flat_update(self) -> FlatUpdate:
+        """The flat gradient and optimizer buffers of this runner's updates (:mod:`pgplug.fast.flat_update`)."""
+        if self._flat is None:
+            self._flat = FlatUpdate()
+        return self._flat
 
     def set_training_mode(self, mode: bool) -> None:
         set_training_mode(self.policy, mode)
 
     def clip_grad_norm(self, params: list[th.nn.Parameter], max_norm: float) -> None:
-        optim.clip_grad_norm(params, max_norm)
+        optim.clip_grad_norm(params, max_norm, self.flat_update())
 
     def optimizer_step(self, optimizer: th.optim.Optimizer, grads: Sequence[th.Tensor | None] | None = None) -> None:
-        optim.optimizer_step(optimizer, grads)
+        optim.optimizer_step(optimizer, grads, self.flat_update())
 
     def predict(
         self,
@@ -109,7 +122,12 @@ class FastRunner(FastUpdates, PolicyRunner):
                     return policy(obs)
             fused = FusedActorCritic.of(policy)
             if fused is not None:
-                logits, values = fused(extract_features(policy, obs))
+                features = extract_features(policy, obs)
+                if fused.runs_in_numpy(features):
+                    logits_array, values_array = fused.numpy_forward(features.numpy())
+                    actions, log_probs = sample_categorical_array(logits_array)
+                    return actions, th.from_numpy(values_array), log_probs
+                logits, values = fused(features)
             else:
                 logits, values = logits_and_values(policy, obs)
             actions, log_probs = sample_categorical(logits)
@@ -148,7 +166,10 @@ class FastRunner(FastUpdates, PolicyRunner):
             ):
                 fused = FusedActorCritic.of(policy)
                 if fused is not None:
-                    return fused(extract_features(policy, obs))[1]
+                    features = extract_features(policy, obs)
+                    if fused.runs_in_numpy(features):
+                        return th.from_numpy(fused.numpy_forward(features.numpy())[1])
+                    return fused(features)[1]
             return policy.predict_values(obs)
 
     def end_rollout(self, rollout: Rollout | None) -> None:
