@@ -4,15 +4,19 @@ H.264 video, the human-normalised score over complete episodes only, and ``train
 from __future__ import annotations
 
 import io
+import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import gymnasium as gym
 import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
+import yaml
 from gymnasium import spaces
 from rich.console import Console
 from stable_baselines3.common.env_util import make_vec_env
@@ -23,7 +27,8 @@ from pgplug.cli.progress import EvaluationProgress, RichProgressCallback
 from pgplug.cli.threads import set_num_threads
 from pgplug.interop import plotting
 from pgplug.interop.evaluation import EpisodeTracker, EvaluationResult, evaluate, even_frame, write_h264
-from pgplug.runtime import threads
+from pgplug.runtime import precision_choice, threads
+from pgplug.runtime.precision_choice import choose_precision
 from pgplug.runtime.threads import choose_num_threads, idle_cores
 
 
@@ -36,12 +41,13 @@ def plain_console() -> tuple[Console, io.StringIO]:
 # -- a. threads -----------------------------------------------------------------------------------
 
 
-def test_threads_follow_the_policy_unless_asked(tmp_path: Path) -> None:
+def test_threads_follow_the_policy_unless_asked(tmp_path: Path, monkeypatch) -> None:
     mlp = pgplug.A2C("MlpPolicy", "CartPole-v1", device="cpu").policy
     cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3))
     assert choose_num_threads(-1, mlp)[0] == 1
     assert choose_num_threads(3, mlp) == (3, "--num-threads")
-    assert choose_num_threads(-1, cnn)[0] == idle_cores()
+    monkeypatch.setattr(threads, "idle_cores", lambda: 2)  # a live reading could change between two calls
+    assert choose_num_threads(-1, cnn)[0] == 2
     assert "CNN policy: the idle cores" in choose_num_threads(-1, cnn)[1]
     try:
         assert set_num_threads(2, mlp) == "torch threads: 2 (--num-threads; --num-threads N to change)"
@@ -55,17 +61,53 @@ def test_threads_follow_the_policy_unless_asked(tmp_path: Path) -> None:
         torch.set_num_threads(1)
 
 
+def snapshots(busy_fractions: list[float]) -> Iterator[dict[int, tuple[int, int]]]:
+    """Two ``/proc/stat`` readings 100 ticks apart in which core ``i`` was busy ``busy_fractions[i]`` of the time."""
+    yield {core: (1000, 5000) for core in range(len(busy_fractions))}
+    yield {core: (1000 + round(100 * (1 - busy)), 5100) for core, busy in enumerate(busy_fractions)}
+
+
+@pytest.mark.parametrize(
+    ("busy", "expected"),
+    [([0.0, 0.02], 2), ([1.0, 0.0], 1), ([0.6, 0.6], 1), ([1.0, 1.0], 1), ([0.9, 0.8, 0.9, 0.7, 0, 0, 0.1, 0], 5)],
+)
+def test_a_cnn_gets_the_cores_idle_now(monkeypatch, busy: list[float], expected: int) -> None:
+    """The cores less those other processes keep busy now (the kernel's idle ticks over a short window, rounded),
+    at least one."""
+    readings = snapshots(busy)
+    monkeypatch.setattr(threads, "cpu_times", lambda: next(readings))
+    monkeypatch.setattr(threads, "IDLE_WINDOW_S", 0.0)
+    monkeypatch.setattr(threads, "available_cpus", lambda: len(busy))
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(range(len(busy))))
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (9.0, 9.0, 9.0))  # a trailing load average is not read
+    assert idle_cores() == expected
+
+
+def test_the_kernel_says_how_busy_the_cores_are() -> None:
+    """Where the kernel keeps /proc/stat (Linux), a reading between none and all of this process's cores; elsewhere
+    none, and the load average stands in (tested below)."""
+    busy = threads.busy_cores(0.05)
+    if threads.cpu_times() is None:
+        assert busy is None
+    else:
+        assert busy is not None and 0.0 <= busy <= len(os.sched_getaffinity(0)) + 1e-9
+
+
 @pytest.mark.parametrize(
     ("cores", "load", "expected"), [(2, 0.3, 2), (2, 1.4, 1), (2, 9.8, 1), (8, 3.4, 5), (4, None, 4)]
 )
-def test_a_cnn_gets_the_cores_the_load_leaves_idle(monkeypatch, cores: int, load: float | None, expected: int) -> None:
-    """The cores less the rounded 1-minute load average, at least one; without a load average, every core."""
+def test_without_proc_stat_the_load_average_stands_in(
+    monkeypatch, cores: int, load: float | None, expected: int
+) -> None:
+    """Without /proc/stat: the cores less the rounded 1-minute load average, at least one; without a load average
+    either, every core."""
 
     def loadavg() -> tuple[float, float, float]:
         if load is None:
             raise OSError("no load average here")
         return (load, load, load)
 
+    monkeypatch.setattr(threads, "cpu_times", lambda: None)
     monkeypatch.setattr(threads, "available_cpus", lambda: cores)
     monkeypatch.setattr(threads.os, "getloadavg", loadavg)
     assert idle_cores() == expected
@@ -120,6 +162,56 @@ def test_a3c_learn_sends_the_worker_threads_and_a_worker_enters_with_them(monkey
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(1)
+
+
+# -- a2. precision ---------------------------------------------------------------------------------
+
+
+def image_policy(recurrent: bool = False) -> Any:
+    from stable_baselines3.common.policies import ActorCriticCnnPolicy
+
+    image, actions = spaces.Box(0, 255, (4, 84, 84), np.uint8), spaces.Discrete(6)
+    if recurrent:
+        from sb3_contrib.common.recurrent.policies import RecurrentActorCriticCnnPolicy
+
+        return RecurrentActorCriticCnnPolicy(image, actions, lambda _: 7e-4)
+    return ActorCriticCnnPolicy(image, actions, lambda _: 7e-4)
+
+
+def test_bf16_is_chosen_only_for_a_cnn_on_a_cpu_that_computes_it(monkeypatch) -> None:
+    mlp = pgplug.A2C("MlpPolicy", "CartPole-v1", device="cpu").policy
+    cnn = image_policy()
+    monkeypatch.setattr(precision_choice, "native_bf16", lambda: True)
+    assert choose_precision(cnn, fast=True) == ("bf16", "CNN policy on a CPU with bfloat16 instructions")
+    assert choose_precision(mlp, fast=True) == ("fp32", "not a CNN policy")
+    assert choose_precision(cnn, fast=False) == ("fp32", "the speed paths are off")
+    assert choose_precision(image_policy(recurrent=True), fast=True)[0] == "fp32"
+    monkeypatch.setattr(precision_choice, "native_bf16", lambda: False)
+    assert choose_precision(cnn, fast=True)[0] == "fp32"
+
+
+PONG_TRAIN = ["train", "--algo", "a2c", "--env", "PongNoFrameskip-v4", "-n", "32", "--seed", "0", "--no-progress"]
+PONG_TRAIN += ["--eval-freq", "-1", "--n-eval-episodes", "0", "--hyperparams", "n_envs=2"]
+
+
+@pytest.mark.parametrize(
+    ("native", "flag", "expected", "line"),
+    [
+        (True, [], "bf16", "precision: bf16 (CNN policy on a CPU with bfloat16 instructions"),
+        (False, [], "fp32", "precision: fp32 (this CPU has no bfloat16 instructions"),
+        (True, ["--precision", "fp32"], "fp32", None),
+    ],
+)
+def test_train_chooses_the_precision_of_a_new_model_and_says_it(
+    tmp_path: Path, capsys, monkeypatch, native: bool, flag: list[str], expected: str, line: str | None
+) -> None:
+    monkeypatch.setattr(precision_choice, "native_bf16", lambda: native)
+    assert main([*PONG_TRAIN, *flag, "-f", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert (line in out) if line else "precision:" not in out
+    run_dir = tmp_path / "a2c" / "PongNoFrameskip-v4_1"
+    assert yaml.safe_load((run_dir / "config.yml").read_text()).get("precision", "fp32") == expected
+    assert pgplug.A2C.load(run_dir / "PongNoFrameskip-v4.zip", device="cpu").precision == expected
 
 
 # -- b. plain progress lines ------------------------------------------------------------------------

@@ -95,7 +95,8 @@ def add_precision_argument(parser: argparse.ArgumentParser) -> None:
         "--precision",
         type=precision,
         help="fp32, or bf16 to run the policy's body (a CNN) under bfloat16 autocast: faster on CPUs with AMX or "
-        "AVX-512 BF16, a speed path (refused with --no-fast-paths); default: the config's, else fp32",
+        "AVX-512 BF16, a speed path (refused with --no-fast-paths); default: the config's, else (train, a new "
+        "model) bf16 for a CNN policy on a CPU with bfloat16 instructions and fp32 otherwise",
     )
 
 

@@ -321,6 +321,8 @@ def saved_config(settings: Settings, model: Any, seed: int) -> dict[str, Any]:
     if estimator is not None and hasattr(estimator, "params"):
         saved["estimator"] = estimator.name
         saved["estimator_kwargs"] = estimator.params()
+    if getattr(model, "precision", "fp32") != "fp32":  # also where pgplug train chose it (runtime.precision_choice)
+        saved.setdefault("precision", model.precision)
     saved["seed"] = seed
     return to_plain(saved)
 

@@ -63,7 +63,8 @@ from pgplug.cli.worker_monitor import WorkerEpisodesMonitor
 from pgplug.interop import compat
 from pgplug.interop import config as cfg
 from pgplug.runtime.envs import EnvSpec, run_name
-from pgplug.runtime.runners import VEC_ENV_KINDS
+from pgplug.runtime.precision_choice import choose_precision
+from pgplug.runtime.runners import VEC_ENV_KINDS, resolve_fast_paths
 
 HELP = "train an algorithm on a gymnasium env"
 
@@ -318,6 +319,18 @@ def save_after_failure(model: Any, run_dir: Path, name: str, console: Console) -
     console.print(f"training failed: model saved to {path}", markup=False, highlight=False, soft_wrap=True)
 
 
+def default_precision(settings: Settings, model: Any) -> str | None:
+    """For a new model whose precision neither ``--precision`` nor the config names: choose it
+    (:func:`pgplug.runtime.precision_choice.choose_precision`), set it, and return the header line saying so."""
+    if settings.trained_agent is not None or "precision" in settings.run_config.algorithm_kwargs:
+        return None
+    if not hasattr(model, "precision"):  # a plugin algorithm without the setting
+        return None
+    precision, reason = choose_precision(model.policy, fast=resolve_fast_paths(model.__dict__.get("fast_paths")))
+    model.precision = precision
+    return f"precision: {precision} ({reason}; --precision fp32|bf16 to choose)"
+
+
 # -- the command ---------------------------------------------------------------------------------
 
 
@@ -374,6 +387,8 @@ def run(args: argparse.Namespace) -> int:
         model = build_model(settings, env, common)
         worker_threads = model.worker_threads() if uses_workers(settings.cls) else None
         notes.append(set_num_threads(args.num_threads, model.policy, worker_threads))
+        if (line := default_precision(settings, model)) is not None:
+            notes.append(line)
         if settings.warm_start is not None:
             notes.append(
                 f"warm start: a new {args.algo} model with the policy weights of {settings.warm_start} "
