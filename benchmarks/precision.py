@@ -13,6 +13,12 @@ Four parts (``--part``; default: micro, a2c and a3c):
   torch's default, the faster: ``sb3_best.py``), rounds in rotating order, medians and per-round ratios.
 - ``a3c``: A3C 2 workers × 8 envs on Pong in float32 and bf16 against the same SB3 runs
   (``a3c_throughput.py``'s runs; the ``steady`` rate).
+- ``gradients``: A2C trains on Pong in float32 for ``--steps`` agent steps (16 envs, the zoo's settings); every
+  ``--every``-th update, the same rollout's gradient is also taken in bf16 (pgplug's ``Bf16Runner``, the same weights
+  and objective). Printed: the cosine between the bf16 and the fp32 gradient and their relative difference, next to
+  the same two figures for the fp32 gradients of two successive rollouts (the sampling noise every update already
+  carries), medians over the first and the second half of the run. bf16 is harmless where its error is far below
+  that noise.
 - ``parity``: learning curves. A2C on Pong for ``--frames`` frames (1M = 250k agent steps, frame skip 4) with
   ``precision`` fp32 and bf16 over ``--seeds``, one run at a time; every ``--report-every`` steps the mean
   return of the last 20 training episodes (the Monitor's, unclipped), printed side by side. Each run's
@@ -22,6 +28,7 @@ Four parts (``--part``; default: micro, a2c and a3c):
     python benchmarks/precision.py --part micro
     python benchmarks/precision.py --part a2c --pairs 3
     python benchmarks/precision.py --part a3c --pairs 2 --steps 20000
+    python benchmarks/precision.py --part gradients --steps 100000
     python benchmarks/precision.py --part parity --seeds 0 1 --frames 1000000
 """
 
@@ -190,6 +197,95 @@ def report(
     print(f"  ratio bf16/fp32: {statistics.median(values):.2f}  (rounds: {', '.join(f'{v:.2f}' for v in values)})")
 
 
+# -- gradient agreement ---------------------------------------------------------------------------
+
+
+def cosine(a: Any, b: Any) -> float:
+    import torch as th
+
+    return float(th.nn.functional.cosine_similarity(a, b, dim=0))
+
+
+def gradients_run(steps: int, every: int, seed: int) -> list[dict[str, float]]:
+    """The fp32 run, with the bf16 gradient of every ``every``-th update's rollout beside its fp32 one."""
+    import torch as th
+    from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
+
+    from pgplug import A2C  # type: ignore[attr-defined]
+    from pgplug.runtime.envs import EnvSpec
+    from pgplug.runtime.fast_runners import Bf16Runner, FastRunner
+    from pgplug.runtime.gradient import compute_gradients
+
+    env = EnvSpec.for_env_id(PONG, n_envs=16, seed=seed).make_vec_env()
+    model = A2C(
+        "CnnPolicy",
+        env,
+        ent_coef=0.01,
+        vf_coef=0.25,
+        policy_kwargs={"optimizer_class": RMSpropTFLike, "optimizer_kwargs": {"eps": 1e-5}},
+        seed=seed,
+        device="cpu",
+    )
+    pgplug_default_threads(model.policy)
+    params = list(model.policy.parameters())
+    fp32, bf16 = FastRunner(model.policy), Bf16Runner(model.policy)
+    samples: list[dict[str, float]] = []
+    previous: list[Any] = []  # the last update's fp32 gradient
+    update = model.update
+
+    def gradient(runner: Any, rollout: Any) -> Any:
+        compute_gradients(runner, model.objective_for_update(), rollout, params, None)
+        return th.cat([p.grad.flatten() for p in params])
+
+    def compared_update(rollout: Any) -> Any:
+        if model._n_updates % every == 0 or (previous and model._n_updates % every == 1):
+            g32 = gradient(fp32, rollout)
+            if previous and model._n_updates % every == 1:
+                # two rollouts, nearly the same weights: the sampling noise
+                samples[-1]["noise_cos"] = cosine(previous[0], g32)
+                samples[-1]["noise_rel_diff"] = float((previous[0] - g32).norm() / g32.norm())
+            if model._n_updates % every == 0:
+                g16 = gradient(bf16, rollout)
+                difference = float((g16 - g32).norm() / g32.norm())
+                samples.append(
+                    {
+                        "steps": model.num_timesteps,
+                        "bf16_cos": cosine(g16, g32),
+                        "rel_diff": difference,
+                        "norm_ratio": float(g16.norm() / g32.norm()),
+                    }
+                )
+                previous[:] = [g32]
+        return update(rollout)
+
+    model.update = compared_update  # type: ignore[method-assign]
+    model.learn(steps)
+    env.close()
+    return samples
+
+
+def gradients(steps: int, every: int, seed: int) -> None:
+    print(f"A2C on {PONG} in float32, {steps} steps; one update in {every}: its rollout also differentiated in bf16")
+    command = [sys.executable, __file__, "--_gradients", "--steps", str(steps), "--every", str(every)]
+    done = subprocess.run([*command, "--seed", str(seed)], capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"the gradients run failed:\n{done.stderr}")
+    samples = [s for s in json.loads(done.stdout.strip().splitlines()[-1]) if "noise_cos" in s]
+    halves = (samples[: len(samples) // 2], samples[len(samples) // 2 :])
+    for name, part in zip(("first half", "second half"), halves):
+        if not part:
+            continue
+        keys = ("bf16_cos", "rel_diff", "norm_ratio", "noise_cos", "noise_rel_diff")
+        median = {key: statistics.median(s[key] for s in part) for key in keys}
+        print(
+            f"  {name:11s} (steps {part[0]['steps']}-{part[-1]['steps']}, {len(part)} updates, medians):\n"
+            f"    bf16 vs fp32, the same rollout:  cos {median['bf16_cos']:.4f}  |difference| / |fp32| "
+            f"{median['rel_diff']:.3f}  |bf16| / |fp32| {median['norm_ratio']:.3f}\n"
+            f"    fp32, two successive rollouts:   cos {median['noise_cos']:.4f}  |difference| / |fp32| "
+            f"{median['noise_rel_diff']:.3f}"
+        )
+
+
 # -- learning-curve parity -----------------------------------------------------------------------
 
 
@@ -266,7 +362,9 @@ def parity(precisions: list[str], seeds: list[int], frames: int, report_every: i
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", nargs="+", choices=("micro", "a2c", "a3c", "parity"), default=["micro", "a2c", "a3c"])
+    parser.add_argument(
+        "--part", nargs="+", choices=("micro", "a2c", "a3c", "gradients", "parity"), default=["micro", "a2c", "a3c"]
+    )
     parser.add_argument("--pairs", type=int, default=3, help="rounds of the end-to-end comparisons (default 3)")
     parser.add_argument("--steps", type=int, help="timed steps per end-to-end run (default: 4000 A2C, 20000 A3C)")
     parser.add_argument("--repeats", type=int, default=30, help="timings per micro-benchmark figure (default 30)")
@@ -278,10 +376,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("precision_parity.json"), help="parity: the curves' file")
     parser.add_argument("--print-only", action="store_true", help="parity: print the curves in --out, train nothing")
     parser.add_argument("--_micro", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--every", type=int, default=10, help="gradients: compare every N-th update (default 10)")
     parser.add_argument("--_parity", choices=PRECISIONS, help=argparse.SUPPRESS)
+    parser.add_argument("--_gradients", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._micro:
         print(json.dumps(micro_run(args._micro, args.repeats)))
+        return
+    if args._gradients:
+        print(json.dumps(gradients_run(args.steps or 100_000, args.every, args.seed)))
         return
     if args._parity:
         print(json.dumps(parity_run(args._parity, args.seeds[0], args.frames, args.report_every)))
@@ -292,6 +395,8 @@ def main(argv: list[str] | None = None) -> None:
         a2c(args.pairs, args.steps or 4_000, args.seed)
     if "a3c" in args.part:
         a3c(args.pairs, args.steps or 20_000, args.seed)
+    if "gradients" in args.part:
+        gradients(args.steps or 100_000, args.every, args.seed)
     if "parity" in args.part:
         parity(args.precisions, args.seeds, args.frames, args.report_every, args.out, run=not args.print_only)
 
