@@ -200,21 +200,12 @@ def report(
 # -- gradient agreement ---------------------------------------------------------------------------
 
 
-def cosine(a: Any, b: Any) -> float:
-    import torch as th
-
-    return float(th.nn.functional.cosine_similarity(a, b, dim=0))
-
-
-def gradients_run(steps: int, every: int, seed: int) -> list[dict[str, float]]:
-    """The fp32 run, with the bf16 gradient of every ``every``-th update's rollout beside its fp32 one."""
-    import torch as th
+def zoo_pong_a2c(seed: int, precision: str) -> tuple[Any, Any]:
+    """pgplug's A2C on Pong, 16 envs, with the zoo's settings, on the threads ``pgplug train`` would choose."""
     from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 
     from pgplug import A2C  # type: ignore[attr-defined]
     from pgplug.runtime.envs import EnvSpec
-    from pgplug.runtime.fast_runners import Bf16Runner, FastRunner
-    from pgplug.runtime.gradient import compute_gradients
 
     env = EnvSpec.for_env_id(PONG, n_envs=16, seed=seed).make_vec_env()
     model = A2C(
@@ -225,8 +216,26 @@ def gradients_run(steps: int, every: int, seed: int) -> list[dict[str, float]]:
         policy_kwargs={"optimizer_class": RMSpropTFLike, "optimizer_kwargs": {"eps": 1e-5}},
         seed=seed,
         device="cpu",
+        precision=precision,
     )
     pgplug_default_threads(model.policy)
+    return env, model
+
+
+def cosine(a: Any, b: Any) -> float:
+    import torch as th
+
+    return float(th.nn.functional.cosine_similarity(a, b, dim=0))
+
+
+def gradients_run(steps: int, every: int, seed: int) -> list[dict[str, float]]:
+    """The fp32 run, with the bf16 gradient of every ``every``-th update's rollout beside its fp32 one."""
+    import torch as th
+
+    from pgplug.runtime.fast_runners import Bf16Runner, FastRunner
+    from pgplug.runtime.gradient import compute_gradients
+
+    env, model = zoo_pong_a2c(seed, "fp32")
     params = list(model.policy.parameters())
     fp32, bf16 = FastRunner(model.policy), Bf16Runner(model.policy)
     samples: list[dict[str, float]] = []
@@ -292,23 +301,8 @@ def gradients(steps: int, every: int, seed: int) -> None:
 def parity_run(precision: str, seed: int, frames: int, report_every: int) -> dict[str, Any]:
     """One A2C run on Pong with the zoo's settings; the curve of mean training-episode returns."""
     from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 
-    from pgplug import A2C  # type: ignore[attr-defined]
-    from pgplug.runtime.envs import EnvSpec
-
-    env = EnvSpec.for_env_id(PONG, n_envs=16, seed=seed).make_vec_env()
-    model = A2C(
-        "CnnPolicy",
-        env,
-        ent_coef=0.01,
-        vf_coef=0.25,
-        policy_kwargs={"optimizer_class": RMSpropTFLike, "optimizer_kwargs": {"eps": 1e-5}},
-        seed=seed,
-        device="cpu",
-        precision=precision,
-    )
-    pgplug_default_threads(model.policy)  # as pgplug train chooses them
+    env, model = zoo_pong_a2c(seed, precision)
     curve: list[dict[str, float]] = []
     start = time.perf_counter()
 
