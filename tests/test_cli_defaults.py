@@ -319,6 +319,7 @@ def test_train_says_its_threads_and_draws_its_curve(tmp_path: Path, capsys) -> N
     assert main([*TRAIN, "-f", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "torch threads: 1 (MLP policy: one thread is fastest for small matrices" in out
+    assert "precision:" not in out  # an MLP trains in fp32 without a word
     assert "evaluation: 2/2 episodes, last return" in out  # captured stdout: plain lines
     assert re.search(r"^steps 160/160 \(100%\)", out, re.MULTILINE)
     curve = tmp_path / "a2c" / "CartPole-v1_1" / "curve.png"

@@ -58,7 +58,7 @@ from pgplug.cli.settings import (
     uses_workers,
 )
 from pgplug.cli.signals import exit_code, uninterrupted
-from pgplug.cli.threads import add_num_threads_argument, set_num_threads
+from pgplug.cli.threads import add_num_threads_argument, is_convolutional, set_num_threads
 from pgplug.cli.worker_monitor import WorkerEpisodesMonitor
 from pgplug.interop import compat
 from pgplug.interop import config as cfg
@@ -328,6 +328,8 @@ def default_precision(settings: Settings, model: Any) -> str | None:
         return None
     precision, reason = choose_precision(model.policy, fast=resolve_fast_paths(model.__dict__.get("fast_paths")))
     model.precision = precision
+    if not is_convolutional(model.policy):  # an MLP's fp32 goes without saying
+        return None
     return f"precision: {precision} ({reason}; --precision fp32|bf16 to choose)"
 
 
