@@ -8,7 +8,8 @@ than in arithmetic: about a fifth of an A2C update. Here the gradients are copie
 the last step, ``param += -lr · grad / avg``, is one multi-tensor kernel over views of the flat buffers.
 
 Every kernel is elementwise with the same scalars in the same order as torch's multi-tensor RMSprop and
-``clip_grad_norm_`` (the norm is still taken per parameter, then over the norms), so the result is bitwise theirs
+``clip_grad_norm_`` (which :func:`pgplug.fast.optim.clip_grad_norm` applies to the gathered buffer: the norm
+taken per parameter, then over the norms), so the result is bitwise theirs
 (``tests/test_flat_update.py``). It engages only for a plain ``torch.optim.RMSprop`` (exact class) without
 momentum, centering, weight decay or special modes, over one group of dense float parameters on one device, each
 with a gradient; anything else goes through :mod:`pgplug.fast.optim` as before.
@@ -21,7 +22,7 @@ from typing import Any
 
 import torch as th
 
-from pgplug.fast.torch_internals import foreach_addcdiv_, foreach_copy_, foreach_increment_, foreach_norms
+from pgplug.fast.torch_internals import foreach_addcdiv_, foreach_copy_, foreach_increment_
 
 
 def _views(buffer: th.Tensor, like: list[th.Tensor]) -> list[th.Tensor]:
@@ -70,12 +71,6 @@ class FlatGradients:
             p.grad = view
         return True
 
-    def clip(self, max_norm: float) -> None:
-        """``clip_grad_norm_``: the 2-norm of the per-parameter norms, then every gradient scaled in one kernel."""
-        with th.no_grad():
-            total_norm = th.linalg.vector_norm(th.stack(foreach_norms(self.views)), 2.0)
-            self.buffer.mul_(th.clamp(max_norm / (total_norm + 1e-6), max=1.0))
-
 
 class FlatRMSprop:
     """RMSprop's step on flat buffers: ``square_avg`` states viewed into one buffer, the gradients gathered."""
@@ -95,13 +90,12 @@ class FlatRMSprop:
 
     @staticmethod
     def applies(optimizer: th.optim.Optimizer) -> bool:
-        """Whether ``optimizer`` is a plain RMSprop whose step is the few kernels of :meth:`step`."""
+        """Whether ``optimizer`` is a plain RMSprop whose step is the few kernels of :meth:`step` (its hooks and
+        special modes are ruled out before, by :func:`pgplug.fast.optim.optimizer_step`'s functional check)."""
         if type(optimizer) is not th.optim.RMSprop or len(optimizer.param_groups) != 1:
             return False
         group = optimizer.param_groups[0]
-        if group["momentum"] or group["centered"] or group["weight_decay"] or group["maximize"]:
-            return False
-        return not any(group.get(mode) for mode in ("differentiable", "capturable", "fused"))
+        return not (group["momentum"] or group["centered"] or group["weight_decay"] or group["maximize"])
 
     def fits(self, optimizer: th.optim.Optimizer, params: list[th.Tensor]) -> bool:
         """Whether the parameters and their states are still the ones viewed (``load_state_dict`` replaces states)."""
@@ -142,14 +136,11 @@ class FlatUpdate:
             self.gradients = FlatGradients(params) if len(params) > 1 and _plain(params) else None
         return self.gradients
 
-    def clip(self, params: list[th.Tensor], max_norm: float) -> bool:
-        """``clip_grad_norm_(params, max_norm)`` on the gathered gradients; False (nothing done) where it does not
-        apply."""
+    def gathered(self, params: list[th.Tensor]) -> FlatGradients | None:
+        """The gradients of ``params`` gathered into one buffer (each ``.grad`` its view), for clipping in one
+        kernel; None where they are not: too large or mixed parameters, or a parameter without a gradient."""
         flat = self._gradients(params)
-        if flat is None or not flat.gather():
-            return False
-        flat.clip(max_norm)
-        return True
+        return flat if flat is not None and flat.gather() else None
 
     def step(self, optimizer: th.optim.Optimizer) -> bool:
         """``optimizer.step()`` on flat buffers; False (nothing done) where it does not apply: not a plain RMSprop,

@@ -140,9 +140,8 @@ def clip_grad_norm(params: list[th.nn.Parameter], max_norm: float, flat: FlatUpd
     regrouping and wrappers, which cost more than the clipping itself for a small policy, and scales them in
     one kernel once gathered into ``flat``'s buffer (:mod:`pgplug.fast.flat_update`).
     """
-    if flat is not None and flat.clip(params, max_norm):
-        return
-    grads = [p.grad for p in params if p.grad is not None]
+    gathered = flat.gathered(params) if flat is not None else None
+    grads = gathered.views if gathered is not None else [p.grad for p in params if p.grad is not None]
     if not grads:
         return
     if len({(g.device, g.dtype) for g in grads}) > 1 or grads[0].device.type not in ("cpu", "cuda"):
@@ -150,4 +149,8 @@ def clip_grad_norm(params: list[th.nn.Parameter], max_norm: float, flat: FlatUpd
         return
     with th.no_grad():
         total_norm = th.linalg.vector_norm(th.stack(foreach_norms(grads)), 2.0)
-        foreach_scale_(grads, th.clamp(max_norm / (total_norm + 1e-6), max=1.0))
+        coefficient = th.clamp(max_norm / (total_norm + 1e-6), max=1.0)
+        if gathered is not None:
+            gathered.buffer.mul_(coefficient)  # every gradient at once: they are views of the buffer
+        else:
+            foreach_scale_(grads, coefficient)
