@@ -1,6 +1,6 @@
 """SB3's Atari pipeline against ``--vec-env ale`` (ale-py's ``AtariVectorEnv``): speed and score distributions.
 
-Two parts (``--part``; default both):
+Three parts (``--part``; default speed and scores):
 
 - ``speed``: env steps per second of each pipeline alone, random actions, ``--n-envs`` envs (SB3:
   ``make_atari_env`` + ``VecFrameStack(4)`` over ``DummyVecEnv``, what the zoo gives SB3; pgplug: the ``EnvSpec`` of
@@ -11,8 +11,12 @@ Two parts (``--part``; default both):
   that differ across episodes); the two score distributions, their means' difference with a bootstrap 95% interval,
   and the largest gap between their empirical CDFs (the Kolmogorov–Smirnov statistic). Equal pipelines give
   intervals that cover 0.
+- ``groups``: pgplug's A2C learning Pong (the zoo's config, ``benchmarks/throughput.py``'s timed run) on
+  ``--vec-env ale`` with its envs in one group against two, where the policy acts for one group while the other's
+  emulators step; alternating rounds in fresh processes, in the precision ``pgplug train`` picks on this CPU.
 
     python benchmarks/atari_vec.py --part speed --pairs 3
+    python benchmarks/atari_vec.py --part groups --pairs 5
     python benchmarks/atari_vec.py --part scores --model runs/a3c_pong/final.zip --episodes 30
 """
 
@@ -97,6 +101,49 @@ def speed(pairs: int, n_envs: int, steps: int, seed: int) -> dict[str, Any]:
     return result
 
 
+GROUPINGS = (1, 2)
+
+
+def groups_run(groups: int, steps: int, seed: int) -> dict[str, Any]:
+    """``throughput.py``'s timed pgplug A2C run on Pong with ``vec_env: ale`` in ``groups`` groups."""
+    from throughput import run_one
+
+    from pgplug.runtime import ale_vector
+    from pgplug.runtime.precision_choice import choose_precision
+
+    ale_vector.DEFAULT_GROUPS = groups  # read by EnvSpec when it builds the AleVecEnv
+    probe = make_env("ale", 1, seed)
+    from pgplug import A2C
+
+    precision = choose_precision(A2C("CnnPolicy", probe, device="cpu").policy, fast=True)[0]
+    probe.close()
+    return {**run_one("pgplug", ENV_ID, steps, seed, 0, precision=precision, vec_env="ale"), "precision": precision}
+
+
+def compare_groups(pairs: int, steps: int, seed: int) -> dict[str, Any]:
+    """Alternating rounds of one group and two in fresh processes; medians and the per-round ratio."""
+    runs: dict[int, list[dict[str, Any]]] = {g: [] for g in GROUPINGS}
+    for round_index in range(pairs):
+        for groups in rotation(GROUPINGS, round_index):
+            command = [sys.executable, __file__, "--_groups", str(groups), "--learn-steps", str(steps)]
+            command += ["--seed", str(seed)]
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            runs[groups].append(json.loads(done.stdout.strip().splitlines()[-1]))
+        line = "  ".join(f"{g} group{'s' * (g > 1)} {runs[g][-1]['steps_per_s']:5.0f}" for g in GROUPINGS)
+        print(f"  round {round_index + 1}: {line} steps/s", flush=True)
+    ratios = [two["steps_per_s"] / one["steps_per_s"] for one, two in zip(runs[1], runs[2])]
+    result: dict[str, Any] = {"precision": runs[1][0]["precision"], "ratios": ratios}
+    for groups in GROUPINGS:
+        wall = statistics.median(r["steps_per_s"] for r in runs[groups])
+        cpu = statistics.median(r["steps_per_cpu_s"] for r in runs[groups])
+        env = statistics.median(r["shares"]["env"] for r in runs[groups])
+        result[f"groups_{groups}"] = {"steps_per_s": wall, "steps_per_cpu_s": cpu, "env_share": env}
+        label = f"{groups} group{'s' * (groups > 1)}"
+        print(f"  {label}: {wall:.0f} steps/s, {cpu:.0f} per CPU-s, waiting on envs {env:.0%}")
+    print(f"  2 groups / 1: {statistics.median(ratios):.2f} (rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
+    return result
+
+
 def play(model_path: Path, pipeline: str, episodes: int, seed: int) -> list[float]:
     """Whole-game scores of the model on one env of ``pipeline`` (Monitor's raw score, stochastic actions)."""
     from stable_baselines3.common.evaluation import evaluate_policy
@@ -142,18 +189,23 @@ def scores(model_path: Path, episodes: int, seed: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", nargs="+", choices=("speed", "scores"), default=["speed", "scores"])
+    parser.add_argument("--part", nargs="+", choices=("speed", "scores", "groups"), default=["speed", "scores"])
     parser.add_argument("--pairs", type=int, default=3, help="speed: rounds (default 3)")
     parser.add_argument("--n-envs", type=int, default=16, help="speed: envs per pipeline (default 16, the zoo's)")
     parser.add_argument("--steps", type=int, default=2000, help="speed: timed vec-env steps per run (default 2000)")
+    parser.add_argument("--learn-steps", type=int, default=8000, help="groups: timed agent steps per run (8000)")
     parser.add_argument("--model", type=Path, help="scores: a trained Pong model (.zip)")
     parser.add_argument("--episodes", type=int, default=30, help="scores: games per pipeline (default 30)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--_speed", choices=PIPELINES, help=argparse.SUPPRESS)
+    parser.add_argument("--_groups", type=int, choices=GROUPINGS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._speed:
         print(json.dumps(speed_run(args._speed, args.n_envs, args.steps, args.seed)))
+        return
+    if args._groups:
+        print(json.dumps(groups_run(args._groups, args.learn_steps, args.seed)))
         return
     results: dict[str, Any] = {}
     if "speed" in args.part:
@@ -164,6 +216,9 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit("--part scores needs --model MODEL.zip (a trained Pong model)")
         print(f"scores: {args.model} on {ENV_ID}, {args.episodes} games per pipeline")
         results["scores"] = scores(args.model, args.episodes, args.seed)
+    if "groups" in args.part:
+        print(f"groups: pgplug A2C on {ENV_ID}, 16 envs of vec_env ale, {args.learn_steps} timed steps per run")
+        results["groups"] = compare_groups(args.pairs, args.learn_steps, args.seed)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

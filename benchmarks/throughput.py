@@ -151,6 +151,8 @@ def instrument_sb3(model: Any, timers: Timers) -> None:
 
 def instrument_pgplug(model: Any, timers: Timers) -> None:
     model.env.step = timers.wrap("env", model.env.step)
+    if hasattr(model.env, "recv_group"):  # stepped group by group: the env's time is the wait for a group
+        model.env.recv_group = timers.wrap("env", model.env.recv_group)
     runner = model.runner  # the policy runner the collector steps with: the instance attributes win
     runner.act = timers.wrap("forward", runner.act)
     runner.values = timers.wrap("forward", runner.values)  # V(last obs) and timeout bootstraps

@@ -20,10 +20,17 @@ agree to a few grey levels, see ``tests/test_ale_vector.py``); after a lost life
 before the agent's next step, here the agent's own next step follows (in games without lives, Pong among them,
 there is no difference). ``step_async`` sends the actions to the emulator threads and ``step_wait`` collects
 them, so whatever runs in between overlaps the emulators.
+
+The envs may be split into groups of consecutive envs, one ``AtariVectorEnv`` each (``groups``; one by default,
+``DEFAULT_GROUPS``), that also step one group at a time (``send_group``/``recv_group``,
+:class:`~pgplug.contracts.vec_env.GroupSteppedVecEnv`): pgplug's collector acts for one group while the other's
+emulators step. Env ``i`` is the same emulator, seeded alike, whatever the grouping
+(``tests/test_collect_in_groups.py``).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -46,6 +53,11 @@ WRAPPER_OPTIONS = {
     "terminal_on_life_loss": None,
     "clip_reward": None,
 }
+#: The groups ``vec_env: ale`` splits its envs into. One: on the 2-core AMD EPYC (AVX2) machine of 2026-12-02,
+#: A2C on Pong (fp32, 16 envs) ran 0.88 times as fast in two groups (``benchmarks/atari_vec.py --part groups``):
+#: ale-py's threads and torch's already kept both cores busy (1.95 cores), so the overlap only added contention
+#: and halved the forward's batch. Build ``AleVecEnv(..., groups=2)`` to overlap where cores sit idle.
+DEFAULT_GROUPS = 1
 #: ``gymnasium.make`` keyword arguments of ALE ids that carry over to ``AtariVectorEnv``.
 ENV_OPTIONS = ("repeat_action_probability", "full_action_space", "max_num_frames_per_episode")
 
@@ -83,11 +95,85 @@ def vector_options(
     return options
 
 
+class _AleGroup:
+    """One ``AtariVectorEnv`` stepping envs ``first .. first + n - 1`` of an :class:`AleVecEnv`, and SB3's bookkeeping
+    of them (lives, raw game scores and frames, the frames since each agent's episode began)."""
+
+    def __init__(self, vector: Any, first: int, writers: list[ResultsWriter], env: AleVecEnv) -> None:
+        self.vector, self.first, self.writers, self.env = vector, first, writers, env
+        n = vector.num_envs
+        self.returns = np.zeros(n)
+        self.frames = np.zeros(n, dtype=np.int64)
+        self.lives = np.zeros(n, dtype=np.int64)
+        self.fresh = np.full(n, env.stack)  # frames since the agent's episode began, up to the stack
+
+    def reset(self, seeds: np.ndarray | None) -> np.ndarray:
+        obs, info = self.vector.reset(seed=seeds)
+        self.returns[:] = 0
+        self.frames[:] = info["episode_frame_number"]
+        self.lives[:] = info["lives"]
+        self.fresh[:] = 1
+        return self._mask_stale(obs)
+
+    def send(self, actions: np.ndarray) -> None:
+        self.vector.send(np.asarray(actions, dtype=np.int64).reshape(self.vector.num_envs))
+
+    def recv(self) -> VecEnvStepReturn:
+        obs, rewards, terminated, truncated, info = self.vector.recv()
+        lives = info["lives"]
+        life_lost = terminated & (lives < self.lives)  # a game over resets, and a reset restores the lives
+        dones = terminated | truncated
+        game_over = dones & ~life_lost
+        self.lives[:] = lives
+        self.returns += rewards
+        self.fresh += 1
+        self.fresh[dones] = 1
+        infos: list[dict[str, Any]] = [
+            {"lives": int(lives[i]), "TimeLimit.truncated": bool(truncated[i] and not terminated[i])}
+            for i in range(len(lives))
+        ]
+        if dones.any():
+            final = info.get("final_obs", obs)
+            for i in np.flatnonzero(dones):
+                infos[i]["terminal_observation"] = final[i]
+            for i in np.flatnonzero(game_over):
+                self._end_game(i, infos[i])
+        self.frames[:] = info["episode_frame_number"]
+        obs = self._mask_stale(obs)
+        reward = np.sign(rewards) if self.env.clip_reward else rewards
+        return obs, reward.astype(np.float32), dones, infos
+
+    def _end_game(self, i: int, info: dict[str, Any]) -> None:
+        episode = {
+            "r": float(self.returns[i]),
+            "l": int(self.frames[i] + self.env.frameskip),
+            "t": round(time.time() - self.env.t_start, 6),
+        }
+        info["episode"] = episode
+        self.returns[i] = 0
+        if self.writers:
+            self.writers[i].write_row(episode)
+
+    def _mask_stale(self, obs: np.ndarray) -> np.ndarray:
+        """Zero the stacked frames from before the agent's episode began, as ``VecFrameStack`` has them."""
+        stack = self.env.stack
+        stale = np.arange(stack) < (stack - self.fresh)[:, None]
+        if stale.any():
+            obs[stale] = 0
+        return obs
+
+
 class AleVecEnv(VecEnv):
-    """SB3's ``make_atari_env`` + ``VecFrameStack`` as one ``AtariVectorEnv`` (see the module docstring).
+    """SB3's ``make_atari_env`` + ``VecFrameStack`` on ``AtariVectorEnv`` objects (see the module docstring).
+
+    The envs are split into ``groups`` of consecutive envs, each stepped by its own ``AtariVectorEnv``: a
+    :class:`~pgplug.contracts.vec_env.GroupSteppedVecEnv`, whose groups a collector can step one at a time so that
+    one group's emulators run while the policy acts for another (``step_async``/``step_wait`` step them all).
 
     :param game: ale-py's ROM name (``pong``)
     :param num_envs: number of emulators
+    :param groups: how many groups to split them into (at most ``num_envs``; 1: one ``AtariVectorEnv``)
+    :param threads_per_group: each group's emulator threads (0: ale-py's choice)
     :param terminal_on_life_loss: a lost life ends the agent's episode (SB3's ``EpisodicLifeEnv``)
     :param clip_reward: rewards are their sign (SB3's ``ClipRewardEnv``); episode infos keep the raw score
     :param monitor_dir: write SB3's ``Monitor`` csv files here, one per env (``{start_index + i}.monitor.csv``)
@@ -101,6 +187,8 @@ class AleVecEnv(VecEnv):
         game: str,
         num_envs: int,
         *,
+        groups: int = 1,
+        threads_per_group: int = 0,
         terminal_on_life_loss: bool = True,
         clip_reward: bool = True,
         monitor_dir: str | Path | None = None,
@@ -110,102 +198,85 @@ class AleVecEnv(VecEnv):
     ) -> None:
         from ale_py.vector_env import AtariVectorEnv
 
-        self._vector = AtariVectorEnv(
-            game,
-            num_envs,
-            autoreset_mode="SameStep",
-            episodic_life=False,
-            life_loss_info=terminal_on_life_loss,
-            reward_clipping=False,
-            use_fire_reset=True,
-            maxpool=True,
-            grayscale=True,
-            **vector_kwargs,
-        )
-        super().__init__(num_envs, self._vector.single_observation_space, self._vector.single_action_space)
+        if not 1 <= groups <= num_envs:
+            raise PgplugError(f"vec_env ale splits {num_envs} envs into 1 to {num_envs} groups, not {groups}")
+        bounds = np.linspace(0, num_envs, groups + 1).round().astype(int)
+        #: The envs of each group, consecutive: ``slice(first, stop)``.
+        self.groups = tuple(slice(int(a), int(b)) for a, b in itertools.pairwise(bounds))
+        vectors = [
+            AtariVectorEnv(
+                game,
+                group.stop - group.start,
+                num_threads=threads_per_group,
+                autoreset_mode="SameStep",
+                episodic_life=False,
+                life_loss_info=terminal_on_life_loss,
+                reward_clipping=False,
+                use_fire_reset=True,
+                maxpool=True,
+                grayscale=True,
+                **vector_kwargs,
+            )
+            for group in self.groups
+        ]
+        super().__init__(num_envs, vectors[0].single_observation_space, vectors[0].single_action_space)
         self.clip_reward = clip_reward
-        self._stack = self.observation_space.shape[0]
-        self._frameskip = int(vector_kwargs.get("frameskip", 4))
-        self._t_start = time.time()
-        self._returns = np.zeros(num_envs)
-        self._frames = np.zeros(num_envs, dtype=np.int64)
-        self._lives = np.zeros(num_envs, dtype=np.int64)
-        self._fresh = np.full(num_envs, self._stack)  # frames since the agent's episode began, up to the stack
+        self.stack = self.observation_space.shape[0]
+        self.frameskip = int(vector_kwargs.get("frameskip", 4))
+        self.t_start = time.time()
         if monitor_dir is not None:
             os.makedirs(monitor_dir, exist_ok=True)
-        self._writers = (
+        writers = (
             [
                 ResultsWriter(
-                    os.path.join(monitor_dir, str(start_index + i)), header={"t_start": self._t_start, "env_id": env_id}
+                    os.path.join(monitor_dir, str(start_index + i)), header={"t_start": self.t_start, "env_id": env_id}
                 )
                 for i in range(num_envs)
             ]
             if monitor_dir is not None
             else []
         )
+        self._writers = writers
+        self._groups = [
+            _AleGroup(vector, group.start, writers[group], self) for vector, group in zip(vectors, self.groups)
+        ]
 
     def reset(self) -> VecEnvObs:
         """Reset every game (seeded if ``seed()`` was called since the last reset) and clear the bookkeeping."""
         seeds = None if self._seeds[0] is None else np.asarray(self._seeds, dtype=np.int64)
-        obs, info = self._vector.reset(seed=seeds)
+        obs = [
+            group.reset(None if seeds is None else seeds[group.first : group.first + group.vector.num_envs])
+            for group in self._groups
+        ]
         self._reset_seeds()
-        self._returns[:] = 0
-        self._frames[:] = info["episode_frame_number"]
-        self._lives[:] = info["lives"]
-        self._fresh[:] = 1
         self.reset_infos = [{} for _ in range(self.num_envs)]
-        return self._mask_stale(obs)
+        return np.concatenate(obs)
+
+    def send_group(self, group: int, actions: np.ndarray) -> None:
+        """Send group ``group``'s actions to its emulator threads; :meth:`recv_group` collects the results."""
+        self._groups[group].send(actions)
+
+    def recv_group(self, group: int) -> VecEnvStepReturn:
+        """Group ``group``'s observations, rewards, dones and infos, as SB3's Atari pipeline gives them."""
+        return self._groups[group].recv()
 
     def step_async(self, actions: np.ndarray) -> None:
-        """Send the actions to the emulator threads; :meth:`step_wait` collects the results."""
-        self._vector.send(np.asarray(actions, dtype=np.int64).reshape(self.num_envs))
+        """Send every group its actions; whatever runs before :meth:`step_wait` overlaps the emulators."""
+        actions = np.asarray(actions)
+        for group, envs in zip(self._groups, self.groups):
+            group.send(actions[envs])
 
     def step_wait(self) -> VecEnvStepReturn:
-        """The step's observations, rewards, dones and infos, as SB3's Atari pipeline gives them."""
-        obs, rewards, terminated, truncated, info = self._vector.recv()
-        lives = info["lives"]
-        life_lost = terminated & (lives < self._lives)  # a game over resets, and a reset restores the lives
-        dones = terminated | truncated
-        game_over = dones & ~life_lost
-        self._lives[:] = lives
-        self._returns += rewards
-        self._fresh += 1
-        self._fresh[dones] = 1
-        infos: list[dict[str, Any]] = [
-            {"lives": int(lives[i]), "TimeLimit.truncated": bool(truncated[i] and not terminated[i])}
-            for i in range(self.num_envs)
-        ]
-        if dones.any():
-            final = info.get("final_obs", obs)
-            for i in np.flatnonzero(dones):
-                infos[i]["terminal_observation"] = final[i]
-            for i in np.flatnonzero(game_over):
-                self._end_game(i, infos[i])
-        self._frames[:] = info["episode_frame_number"]
-        obs = self._mask_stale(obs)
-        reward = np.sign(rewards) if self.clip_reward else rewards
-        return obs, reward.astype(np.float32), dones, infos
-
-    def _end_game(self, i: int, info: dict[str, Any]) -> None:
-        episode = {
-            "r": float(self._returns[i]),
-            "l": int(self._frames[i] + self._frameskip),
-            "t": round(time.time() - self._t_start, 6),
-        }
-        info["episode"] = episode
-        self._returns[i] = 0
-        if self._writers:
-            self._writers[i].write_row(episode)
-
-    def _mask_stale(self, obs: np.ndarray) -> np.ndarray:
-        """Zero the stacked frames from before the agent's episode began, as ``VecFrameStack`` has them."""
-        stale = np.arange(self._stack) < (self._stack - self._fresh)[:, None]
-        if stale.any():
-            obs[stale] = 0
-        return obs
+        """Every group's results, concatenated."""
+        results = [group.recv() for group in self._groups]
+        if len(results) == 1:
+            return results[0]
+        obs, rewards, dones, infos = zip(*results)
+        return np.concatenate(obs), np.concatenate(rewards), np.concatenate(dones), [i for part in infos for i in part]
 
     def close(self) -> None:
-        self._vector.close()
+        for group in self._groups:
+            group.vector.close()
         for writer in self._writers:
             writer.close()
 
@@ -221,7 +292,7 @@ class AleVecEnv(VecEnv):
         self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
     ) -> list[Any]:
         if method_name == "get_action_meanings":
-            meanings = [str(action).rpartition(".")[2] for action in self._vector.ale.get_action_set()]
+            meanings = [str(action).rpartition(".")[2] for action in self._groups[0].vector.ale.get_action_set()]
             return [meanings for _ in self._get_indices(indices)]
         raise self._no_env_objects(f"method {method_name!r}")
 

@@ -102,9 +102,15 @@ class CollectedRollout:
         self._last_values_column = self.row_tensors["last_values"].view(-1, 1)
         self._output_rows: dict[str, tuple[Any, Any]] = dict.fromkeys(OUTPUT_FIELDS, (None, None))
 
-    def write_obs(self, step: int, obs: Any) -> Any:
-        """Copy ``obs`` into row ``step`` and return that row as a tensor: the step's one copy of it."""
+    def write_obs(self, step: int, obs: Any, envs: slice | None = None) -> Any:
+        """Copy ``obs`` into row ``step`` and return that row as a tensor: the step's one copy of it.
+
+        :param envs: only these envs' part of the row (``obs`` holds theirs; array observations)
+        """
         arrays = self.rows["observations"]
+        if envs is not None:
+            arrays[step, envs] = obs
+            return self.obs_rows[step][envs]
         if isinstance(obs, dict):
             for key, value in obs.items():
                 arrays[key][step] = value

@@ -275,7 +275,7 @@ class EnvSpec:
     def _ale_vec_env(self, n_envs: int, start_index: int, monitor_dir: str | Path | None) -> Any:
         """One ``AtariVectorEnv`` doing what ``AtariWrapper`` and ``VecFrameStack`` do (``env_wrapper: AtariWrapper``
         and ``frame_stack`` map onto its options); other wrappers and non-Atari ids are refused in one line."""
-        from pgplug.runtime.ale_vector import AleVecEnv, vector_options
+        from pgplug.runtime.ale_vector import DEFAULT_GROUPS, AleVecEnv, vector_options
 
         if not is_atari(self.env_id):
             raise PgplugError(f"vec_env ale steps Atari ids only, not {self.env_id!r}; valid for it: dummy, subproc")
@@ -290,7 +290,12 @@ class EnvSpec:
         wrapper_kwargs = next((kwargs for path, kwargs in self.wrappers if path == ATARI_WRAPPER), {})
         options = vector_options(registered(self.env_id).kwargs, self.env_kwargs, wrapper_kwargs, self.frame_stack)
         env = AleVecEnv(
-            num_envs=n_envs, monitor_dir=monitor_dir, start_index=start_index, env_id=self.env_id, **options
+            num_envs=n_envs,
+            groups=min(DEFAULT_GROUPS, n_envs),
+            monitor_dir=monitor_dir,
+            start_index=start_index,
+            env_id=self.env_id,
+            **options,
         )
         if self.seed is not None:
             env.seed(self.seed + start_index)

@@ -174,9 +174,15 @@ class FastRunner(FastUpdates, PolicyRunner):
 
     def end_rollout(self, rollout: Rollout | None) -> None:
         if rollout is not None and self._graph_steps:
+            # [T, N] from the step's forward passes: one per step, or one per group of envs and step, in that order
+            n_envs = rollout.last_values.shape[0]
+
+            def time_major(parts: tuple[th.Tensor, ...]) -> th.Tensor:
+                return th.cat(parts).view(-1, n_envs)
+
             values, log_probs, entropies = zip(*self._graph_steps)
-            entropy = None if entropies[0] is None else th.stack(entropies)
-            graph = RolloutGraph(th.stack(values), th.stack(log_probs), entropy)
+            entropy = None if entropies[0] is None else time_major(entropies)
+            graph = RolloutGraph(time_major(values), time_major(log_probs), entropy)
             self._graph = (rollout, tensor_versions(self._params), graph)
         self._graph_steps = []
 

@@ -53,6 +53,8 @@ class PolicyRunner:
 
     #: Whether this runner takes fast paths (the reference does not).
     fast: ClassVar[bool] = False
+    #: Whether ``act`` may be called for a group of the envs at a time (it keeps no per-env state between steps).
+    acts_on_env_groups: ClassVar[bool] = True
 
     def __init__(self, policy: ActorCriticPolicy) -> None:
         self.policy = policy

@@ -44,6 +44,7 @@ class RecurrentRunner(PolicyRunner):
     """Runs a recurrent policy with sb3-contrib's own code; the LSTM states live here between steps and rollouts."""
 
     policy: RecurrentActorCriticPolicy
+    acts_on_env_groups = False  # the LSTM states of all envs step together
 
     def __init__(self, policy: RecurrentActorCriticPolicy) -> None:
         super().__init__(policy)
