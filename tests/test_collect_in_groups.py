@@ -145,6 +145,10 @@ def test_only_fast_feed_forward_runners_with_several_groups_step_in_groups() -> 
     assert RolloutCollector(runner_for(model.policy, fast=True), env, 0.99).steps_in_groups()
     assert not RolloutCollector(runner_for(model.policy, fast=False), env, 0.99).steps_in_groups()  # the off switch
     assert not RolloutCollector(runner_for(model.policy, fast=True), single, 0.99).steps_in_groups()
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    wrapped = VecMonitor(env)  # forwards the group methods to env: stepping them would bypass the wrapper
+    assert not RolloutCollector(runner_for(model.policy, fast=True), wrapped, 0.99).steps_in_groups()
     env.close(), single.close()
 
 

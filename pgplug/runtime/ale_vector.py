@@ -307,4 +307,4 @@ class AleVecEnv(VecEnv):
 
     @staticmethod
     def _no_env_objects(what: str) -> PgplugError:
-        return PgplugError(f"vec_env ale has no per-env {what}: one AtariVectorEnv steps every env; use vec_env dummy")
+        return PgplugError(f"vec_env ale has no per-env {what}: AtariVectorEnvs step the envs; use vec_env dummy")

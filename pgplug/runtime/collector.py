@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from pgplug.contracts.rollout import Observation, Rollout
 from pgplug.contracts.rollout import map_observation as _map
@@ -133,12 +133,15 @@ class RolloutCollector:
 
     def steps_in_groups(self) -> bool:
         """Whether collections step the env group by group: a fast runner that acts on any batch of envs (not a
-        recurrent one), no gSDE noise, and an env with several groups."""
+        recurrent one), on the CPU, no gSDE noise, and an unwrapped env with several groups."""
         env = self.env
         return (
             self.runner.fast
             and self.runner.acts_on_env_groups
+            and self._on_cpu  # the rows each group's forward reads are CPU tensors
             and not self.policy.use_sde
+            # a wrapper (VecNormalize, VecMonitor) forwards the group methods to the env it wraps, bypassing itself
+            and not isinstance(env, VecEnvWrapper)
             and isinstance(env, GroupSteppedVecEnv)
             and len(env.groups) > 1
         )
