@@ -96,11 +96,11 @@ def vector_options(
 
 
 class _AleGroup:
-    """One ``AtariVectorEnv`` stepping envs ``first .. first + n - 1`` of an :class:`AleVecEnv`, and SB3's bookkeeping
-    of them (lives, raw game scores and frames, the frames since each agent's episode began)."""
+    """One ``AtariVectorEnv`` stepping one group of an :class:`AleVecEnv`'s envs, and SB3's bookkeeping of them
+    (lives, raw game scores and frames, the frames since each agent's episode began)."""
 
-    def __init__(self, vector: Any, first: int, writers: list[ResultsWriter], env: AleVecEnv) -> None:
-        self.vector, self.first, self.writers, self.env = vector, first, writers, env
+    def __init__(self, vector: Any, writers: list[ResultsWriter], env: AleVecEnv) -> None:
+        self.vector, self.writers, self.env = vector, writers, env
         n = vector.num_envs
         self.returns = np.zeros(n)
         self.frames = np.zeros(n, dtype=np.int64)
@@ -237,17 +237,12 @@ class AleVecEnv(VecEnv):
             else []
         )
         self._writers = writers
-        self._groups = [
-            _AleGroup(vector, group.start, writers[group], self) for vector, group in zip(vectors, self.groups)
-        ]
+        self._groups = [_AleGroup(vector, writers[envs], self) for vector, envs in zip(vectors, self.groups)]
 
     def reset(self) -> VecEnvObs:
         """Reset every game (seeded if ``seed()`` was called since the last reset) and clear the bookkeeping."""
         seeds = None if self._seeds[0] is None else np.asarray(self._seeds, dtype=np.int64)
-        obs = [
-            group.reset(None if seeds is None else seeds[group.first : group.first + group.vector.num_envs])
-            for group in self._groups
-        ]
+        obs = [group.reset(None if seeds is None else seeds[envs]) for group, envs in zip(self._groups, self.groups)]
         self._reset_seeds()
         self.reset_infos = [{} for _ in range(self.num_envs)]
         return np.concatenate(obs)

@@ -60,6 +60,8 @@ class RolloutCollector:
         self.n_envs = env.num_envs
         self.device = self.policy.device
         self._on_cpu = self.device.type == "cpu"
+        #: Box actions are unscaled or clipped before the env takes them (looked up once, not at every step).
+        self._box = isinstance(self.policy.action_space, spaces.Box)
         self.last_obs: np.ndarray | dict[str, np.ndarray] | None = None
         self.last_episode_starts = np.ones(self.n_envs, dtype=bool)
         #: Steps each env's current episode has run (an episode start counts from 0 whatever this says).
@@ -195,9 +197,9 @@ class RolloutCollector:
         """The step's actions as a fresh array (as SB3 gives the env and the callbacks), and as the env takes them
         (Box actions unscaled or clipped to the action space)."""
         actions_np = actions.numpy() if self._on_cpu else actions.cpu().numpy()
-        policy = self.policy
-        if not isinstance(policy.action_space, spaces.Box):
+        if not self._box:
             return actions_np, actions_np
+        policy = self.policy
         if policy.squash_output:
             return actions_np, policy.unscale_action(actions_np)
         return actions_np, np.clip(actions_np, policy.action_space.low, policy.action_space.high)
